@@ -1,0 +1,120 @@
+"""The Python API behind every CLI command: train, resume, load, sample."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .config import RESUMABLE_KEYS, TrainConfig, flag, load_config
+from .device import pick_device
+from .engine.checkpoint import load_checkpoint
+from .engine.rundir import RunDir
+from .engine.trainer import Trainer
+from .errors import GankitError
+from .recipes import config_classes, get_recipe
+
+
+def make_config(recipe: str, **options) -> TrainConfig:
+    """The recipe's config with `options` applied (unknown keys are an error)."""
+    cls = get_recipe(recipe).Config
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise GankitError(f"{recipe}: unknown option --{flag(unknown[0])}")
+    cfg = cls(**{k: v for k, v in options.items() if v is not None or k in ("max_steps", "out")})
+    cfg.recipe = recipe
+    return cfg
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # seeds CPU, CUDA and MPS generators
+
+
+def train(recipe: str, progress: bool = True, **options) -> dict:
+    """Train `recipe` with `options` (config field names) into a new run directory.
+
+    Returns a summary dict (run_dir, steps, seconds, images_per_s, last_metrics, ...).
+    """
+    cfg = make_config(recipe, **options)
+    cfg.validate()
+    if not cfg.out:
+        cfg.out = str(Path("runs") / f"{recipe}-{Path(cfg.data).name or 'data'}")
+    run = RunDir(cfg.out)
+    run.ensure_new()  # fail before spending time on data
+    cls = get_recipe(recipe)
+    device = pick_device(cfg.device)
+    data = cls.load_data(cfg)
+    _seed_everything(cfg.seed)
+    r = cls(cfg, device)
+    r.attach_data(data)
+    run.create(cfg)
+    return Trainer(r, run, progress).fit()
+
+
+def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
+    """Continue the run in `run_dir` from its latest checkpoint.
+
+    `changes` may only lengthen training (epochs, max_steps) or move it (device); any other key
+    that differs from the stored config is refused, naming the key.
+    """
+    run = RunDir(run_dir).require_run()
+    cfg = load_config(run.path, config_classes())
+    for key, value in changes.items():
+        if value is None or getattr(cfg, key, None) == value:
+            continue
+        if key not in RESUMABLE_KEYS:
+            what = "would change the model" if key in cfg.model_keys() else "cannot change when resuming"
+            raise GankitError(f"--{flag(key)} {value}: {what} (the run has {key}={getattr(cfg, key)!r}); "
+                              "only --epochs, --max-steps and --device may be given with --resume")
+        setattr(cfg, key, value)
+    cfg.validate()
+    cls = get_recipe(cfg.recipe)
+    device = pick_device(cfg.device)
+    data = cls.load_data(cfg)
+    stored = load_config(run.path, config_classes())
+    for key in cfg.model_keys():  # the data must still fit the stored networks
+        if getattr(cfg, key) != getattr(stored, key):
+            raise GankitError(f"--resume {run_dir}: the data now gives {key}={getattr(cfg, key)!r} but the "
+                              f"run was trained with {key}={getattr(stored, key)!r}")
+    r = cls(cfg, device)
+    r.attach_data(data)
+    trainer = Trainer(r, run, progress)
+    trainer.resume()
+    per_epoch = len(r.batches)
+    done = trainer.progress.step
+    total = min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
+    if done >= total:
+        raise GankitError(f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "
+                          "--max-steps to train longer")
+    run.save_config(cfg)
+    return trainer.fit()
+
+
+def load_recipe(run_dir: str | Path, device: str = "cpu"):
+    """Rebuild a run's recipe from its stored config and load its latest checkpoint's weights."""
+    run = RunDir(run_dir).require_run()
+    cfg = load_config(run.path, config_classes())
+    dev = pick_device(device)
+    r = get_recipe(cfg.recipe)(cfg, dev)
+    state = load_checkpoint(run.latest_checkpoint(), dev)
+    for k, m in r.modules.items():
+        m.load_state_dict(state["modules"][k])
+    r.load_extra_state(state.get("extra", {}))
+    return r
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """The trained network of a run (e.g. the DCGAN generator; its EMA when the run kept one), in
+    eval mode, rebuilt from the stored config: no flags to repeat."""
+    return load_recipe(run_dir, device).inference_module()
+
+
+def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """`n` images (N, C, H, W) in [0, 1] from a trained generator run."""
+    from .recipes.dcgan import sample as sample_generator
+
+    if n <= 0:
+        raise GankitError(f"-n {n}: expected a positive number of images")
+    return sample_generator(load(run_dir, device), n, seed)

@@ -1,0 +1,185 @@
+"""Command line: argument parsing only. Every command calls the Python API.
+
+User errors become one line on stderr and a non-zero exit code, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from . import __version__, api
+from .config import TrainConfig, field_type, flag
+from .errors import GankitError, TrainingInterrupted
+from .recipes import RECIPES
+
+DEMO = {"dcgan": dict(data="fashion-mnist-small", epochs=25, batch_size=64, lr=2e-4, beta1=0.5,
+                      preview_every=5, log_every=20, checkpoint_every=500)}
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
+    """One --option per config field (except `recipe`), defaults suppressed so that the options a
+    user actually typed can be told apart from the recipe's defaults."""
+    for f in dataclasses.fields(cls):
+        if f.name == "recipe":
+            continue
+        typ = field_type(cls, f)
+        default = f.default
+        help_ = _inherited_help(cls, f.name)
+        help_ += f" (default: {default})" if default not in (None, "", False) else ""
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_)
+        if typ is bool:
+            parser.add_argument(f"--{flag(f.name)}", action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(f"--{flag(f.name)}", type=_typed(typ, f.name), metavar=f.name.upper(), **kw)
+
+
+def _inherited_help(cls: type, name: str) -> str:
+    """A field's help text; a subclass that only changes a default keeps its parent's help."""
+    for klass in cls.__mro__:
+        for f in dataclasses.fields(klass) if dataclasses.is_dataclass(klass) else ():
+            if f.name == name and f.metadata.get("help"):
+                return f.metadata["help"]
+    return ""
+
+
+def _typed(typ: type, name: str):
+    def convert(text: str):
+        try:
+            return typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {typ.__name__}, got {text!r}") from None
+
+    convert.__name__ = typ.__name__
+    return convert
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print the results as one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gankit", description="Train, evaluate and use GANs on images; attack and measure image classifiers.")
+    parser.add_argument("--version", action="version", version=f"gankit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="offline demo: train a small model on the embedded data")
+    demo.add_argument("--recipe", choices=sorted(DEMO), default="dcgan")
+    demo.add_argument("--out", default=None, help="run directory (default: runs/demo, runs/demo-2, ...)")
+    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    demo.add_argument("--device", default="auto")
+    _add_json(demo)
+
+    train = sub.add_parser("train", help="train a recipe, or continue a run with --resume",
+                           description="gankit train RECIPE [options] | gankit train --resume RUN")
+    for p in (train,):
+        p.add_argument("--resume", metavar="RUN", default=argparse.SUPPRESS,
+                       help="continue this run from its latest checkpoint with its stored config")
+        for name, typ in (("epochs", int), ("max_steps", int), ("device", str)):
+            p.add_argument(f"--{flag(name)}", dest=name, type=typ, default=argparse.SUPPRESS,
+                           help="with --resume: train longer / elsewhere")
+        _add_json(p)
+    recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")
+    for name, cls in sorted(RECIPES.items()):
+        rp = recipes.add_parser(name, help=(cls.__doc__ or "").splitlines()[0])
+        _add_config_options(rp, cls.Config)
+        rp.add_argument("--resume", metavar="RUN", default=argparse.SUPPRESS,
+                        help="continue this run; options given must match it, except --epochs/--max-steps")
+        _add_json(rp)
+
+    sample = sub.add_parser("sample", help="draw images from a trained generator run")
+    sample.add_argument("run", help="run directory")
+    sample.add_argument("-n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument("-o", "--output", default=None, help="grid PNG to write (default RUN/samples.png)")
+    sample.add_argument("--separate", metavar="DIR", default=None, help="also write each image as DIR/NNNN.png")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="cpu")
+    _add_json(sample)
+    return parser
+
+
+def _report(result: dict, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(lines))
+
+
+def _train_lines(s: dict) -> list[str]:
+    m = s.get("last_metrics", {})
+    losses = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k.startswith("loss"))
+    return [f"trained {s['steps']} steps in {s['seconds']:.1f} s ({s['images_per_s']} images/s); {losses}",
+            f"run directory: {s['run_dir']}",
+            f"  previews:   {s['previews']}/", f"  loss plot:  {s['loss_plot']}",
+            f"  metrics:    {s['run_dir']}/metrics.jsonl", f"  config:     {s['run_dir']}/config.json",
+            f"  checkpoint: {s['checkpoint']}"]
+
+
+def cmd_train(ns: argparse.Namespace) -> None:
+    opts = {k: v for k, v in vars(ns).items() if k not in ("command", "recipe", "resume", "json")}
+    if "resume" in ns:
+        summary = api.resume(ns.resume, **opts)
+    elif ns.recipe:
+        summary = api.train(ns.recipe, **opts)
+    else:
+        raise GankitError(f"gankit train: name a recipe ({', '.join(sorted(RECIPES))}) or give --resume RUN")
+    _report(summary, "json" in ns, _train_lines(summary))
+
+
+def _fresh_dir(base: str) -> str:
+    path, i = Path(base), 2
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return str(path)
+
+
+def cmd_demo(ns: argparse.Namespace) -> None:
+    opts = dict(DEMO[ns.recipe], device=ns.device, out=ns.out or _fresh_dir("runs/demo"))
+    if ns.epochs:
+        opts["epochs"] = ns.epochs
+    print(f"gankit demo: training {ns.recipe} on the embedded Fashion-MNIST subset ({opts['epochs']} epochs, "
+          "a few minutes on a CPU)", file=sys.stderr)
+    summary = api.train(ns.recipe, **opts)
+    _report(summary, "json" in ns, _train_lines(summary))
+
+
+def cmd_sample(ns: argparse.Namespace) -> None:
+    from . import viz
+
+    images = api.sample(ns.run, ns.n, ns.seed, ns.device)
+    out = Path(ns.output or Path(ns.run) / "samples.png")
+    viz.save_grid(images, out)
+    files = []
+    if ns.separate:
+        for i, img in enumerate(images):
+            files.append(str(viz.save_image(img, Path(ns.separate) / f"{i:04d}.png")))
+    result = {"grid": str(out), "images": len(images), "files": files}
+    _report(result, "json" in ns, [f"wrote {len(images)} samples to {out}"]
+            + ([f"and {len(files)} PNGs to {ns.separate}/"] if files else []))
+
+
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "sample": cmd_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not ns.command:
+        parser.print_help()
+        return 2
+    try:
+        COMMANDS[ns.command](ns)
+    except GankitError as e:
+        print(f"gankit: error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        print(f"gankit: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("gankit: interrupted", file=sys.stderr)
+        return 130
+    return 0

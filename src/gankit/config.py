@@ -1,0 +1,99 @@
+"""Run configuration: one dataclass per recipe, saved as JSON with every run.
+
+Defaults are the seed's hyper-parameters. Field metadata drives the CLI: `help` is the option's
+help, `model=True` marks keys that change the networks (a resumed run must keep them), and
+`choices` restricts values. Recipes subclass TrainConfig in their own module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .device import PRECISIONS
+from .errors import GankitError
+
+# Keys a resumed run may change: they only lengthen training or say where it runs.
+RESUMABLE_KEYS = {"epochs", "max_steps", "device"}
+
+
+def opt(default, help: str, model: bool = False, choices=None):
+    """A config field with CLI metadata."""
+    return field(default=default, metadata={"help": help, "model": model, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Options every recipe shares."""
+
+    recipe: str = opt("", "recipe name")
+    data: str = opt("", "dataset name or folder")
+    data_dir: str | None = opt(None, "folder holding the dataset files already (skips the download)")
+    out: str | None = opt(None, "run directory (default runs/<recipe>-<data>)")
+    epochs: int = opt(1, "passes over the training data")
+    max_steps: int | None = opt(None, "stop after this many optimisation steps (overrides --epochs)")
+    batch_size: int = opt(64, "images per step")
+    lr: float = opt(2e-4, "learning rate")
+    seed: int = opt(0, "seeds every random draw: same seed + same device = same run")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = opt("auto", "fp32, bf16 autocast, or auto (bf16 where it pays)", choices=PRECISIONS)
+    preview_every: int = opt(10, "write a sample grid every N epochs (and after the first and last)")
+    checkpoint_every: int = opt(500, "save a checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = opt(3, "how many recent checkpoints to keep")
+    log_every: int = opt(50, "log losses every N steps")
+    skip_bad_images: bool = opt(False, "skip unreadable image files instead of stopping")
+
+    def validate(self) -> None:
+        """Raise GankitError naming the first nonsensical option."""
+        positive = ["epochs", "batch_size", "preview_every", "checkpoint_every", "keep_checkpoints", "log_every"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise GankitError(f"--{flag(name)} {getattr(self, name)}: expected a positive integer")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise GankitError(f"--max-steps {self.max_steps}: expected a positive integer")
+        if not self.lr > 0 or self.lr > 1:
+            raise GankitError(f"--lr {self.lr}: expected a learning rate in (0, 1]")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise GankitError(f"--{flag(f.name)} {getattr(self, f.name)!r}: expected one of "
+                                  f"{', '.join(map(str, choices))}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def model_keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get("model")]
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def field_type(cls: type, f: dataclasses.Field) -> type:
+    """The plain Python type of a config field (Optional[X] -> X)."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def load_config(run_dir: str | Path, config_classes: dict[str, type[TrainConfig]]) -> TrainConfig:
+    """Read `run_dir/config.json` back into its recipe's config class."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise GankitError(f"{run_dir}: not a gankit run directory (no config.json)")
+    try:
+        d = json.loads(path.read_text())
+        cls = config_classes[d["recipe"]]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise GankitError(f"{path}: not a gankit run config") from None
+    return cls.from_dict(d)

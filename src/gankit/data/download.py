@@ -1,0 +1,140 @@
+"""Cached, checksummed, resumable downloads.
+
+Files land in `$GANKIT_DATA` (default ~/.cache/gankit). A transfer is written to `NAME.part`; an
+interrupted one resumes with an HTTP Range request, a finished one is checked against its hash and
+only then renamed to its final name, so the cache never holds a corrupt file under a good name.
+pooch would cover caching and hashes but cannot resume partial transfers, hence this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import GankitError
+from ..io import atomic_path
+
+CHUNK = 1 << 20
+RETRIES = 4
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A file to fetch: where from, its expected digest (`md5:...` or `sha256:...`), its name."""
+
+    url: str
+    digest: str
+    name: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.name or self.url.rsplit("/", 1)[-1]
+
+
+def cache_dir() -> Path:
+    """The download cache root: $GANKIT_DATA, else ~/.cache/gankit."""
+    return Path(os.environ.get("GANKIT_DATA") or Path.home() / ".cache" / "gankit")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_digest(path: Path, digest: str) -> tuple[bool, str]:
+    algorithm, _, expected = digest.partition(":")
+    actual = file_digest(path, algorithm)
+    return actual == expected.lower(), actual
+
+
+def _fetch_once(url: str, part: Path, progress: bool, timeout: float) -> None:
+    """Append the rest of `url` to `part`, asking only for the bytes not yet there."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "gankit"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to send: the part is complete
+            return
+        raise
+    with response:
+        status = getattr(response, "status", 200)
+        if have and status != 206:  # server ignored the range: start over
+            have = 0
+        total = response.headers.get("Content-Length")
+        total = int(total) + have if total is not None else None
+        with open(part, "ab" if have else "wb") as out, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=part.name[:-5],
+            disable=not progress, leave=False,
+        ) as bar:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+        if total is not None and part.stat().st_size < total:
+            raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+
+
+def download(remote: Remote, folder: Path, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Return the local path of `remote` inside `folder`, downloading it if needed.
+
+    Resumes partial downloads, retries transient network errors, and raises GankitError on a
+    checksum mismatch (deleting the bad file) or when the source cannot be reached.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / remote.filename
+    if dest.exists():
+        ok, _ = _check_digest(dest, remote.digest)
+        if ok:
+            return dest
+        dest.unlink()
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(RETRIES):
+        try:
+            _fetch_once(remote.url, part, progress, timeout)
+            break
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout) as e:
+            if isinstance(e, urllib.error.HTTPError) and e.code < 500:
+                raise GankitError(f"download of {remote.url} failed: HTTP {e.code} {e.reason}") from None
+            if attempt == RETRIES - 1:
+                raise GankitError(f"download of {remote.url} failed after {RETRIES} tries ({e}); "
+                                  f"partial file kept at {part}, run again to resume") from None
+            time.sleep(min(2**attempt, 10) * 0.1)
+    ok, actual = _check_digest(part, remote.digest)
+    if not ok:
+        part.unlink()
+        raise GankitError(f"checksum mismatch for {remote.url}: expected {remote.digest}, got "
+                          f"{actual}; the file was removed, run again to re-download")
+    os.replace(part, dest)
+    return dest
+
+
+def extract_members(archive: Path, members: dict[str, Path]) -> None:
+    """Extract `members` (name in zip -> destination) from a zip archive, each atomically."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = set(zf.namelist())
+            for name, dest in members.items():
+                if dest.exists():
+                    continue
+                if name not in names:
+                    raise GankitError(f"{archive}: archive has no member {name!r}")
+                with atomic_path(dest) as tmp, zf.open(name) as src, open(tmp, "wb") as out:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+    except zipfile.BadZipFile:
+        raise GankitError(f"{archive}: not a valid zip archive (delete it to re-download)") from None

@@ -1,0 +1,79 @@
+"""The run directory: config.json, metrics.jsonl, previews/, checkpoints/, loss.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..errors import GankitError
+from ..io import write_json_atomic, write_text_atomic
+from .checkpoint import latest_checkpoint, list_checkpoints
+
+
+class RunDir:
+    """Paths and small I/O helpers of one training run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.previews = self.path / "previews"
+        self.checkpoints = self.path / "checkpoints"
+        self.loss_plot = self.path / "loss.png"
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def require_run(self) -> RunDir:
+        if not self.path.is_dir():
+            raise GankitError(f"{self.path}: no such run directory")
+        if not self.is_run():
+            raise GankitError(f"{self.path}: not a gankit run directory (no config.json)")
+        return self
+
+    def latest_checkpoint(self) -> Path:
+        ckpt = latest_checkpoint(self.checkpoints)
+        if ckpt is None:
+            raise GankitError(f"{self.path}: run has no checkpoint yet (nothing to load or resume)")
+        return ckpt
+
+    def checkpoint_steps(self) -> list[int]:
+        return [s for s, _ in list_checkpoints(self.checkpoints)]
+
+    def ensure_new(self) -> None:
+        """Refuse to start a run where one exists already."""
+        if self.is_run() or list_checkpoints(self.checkpoints):
+            raise GankitError(f"{self.path} already holds a gankit run: continue it with "
+                              f"`gankit train --resume {self.path}` or choose another --out")
+        if self.path.exists() and not self.path.is_dir():
+            raise GankitError(f"--out {self.path}: exists and is not a folder")
+
+    def create(self, cfg: TrainConfig) -> None:
+        """Start a new run here; refuse to overwrite an existing one."""
+        self.ensure_new()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.save_config(cfg)
+
+    def save_config(self, cfg: TrainConfig) -> None:
+        from .. import __version__
+
+        write_json_atomic(self.config, {**cfg.to_dict(), "gankit_version": __version__})
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records logged after `step` (they belong to a stretch a resumed run redoes)."""
+        if not self.metrics.exists():
+            return
+        lines = [ln for ln in self.metrics.read_text().splitlines() if ln.strip()]
+        kept = []
+        for ln in lines:
+            try:
+                if json.loads(ln)["step"] <= step:
+                    kept.append(ln)
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut short by a kill
+        write_text_atomic(self.metrics, "".join(k + "\n" for k in kept))

@@ -1,0 +1,155 @@
+"""DCGAN: unconditional image generation (the seed's first recipe).
+
+Faithful to the seed by default: 100-d Gaussian noise, its 28 px networks, BCE-with-logits
+losses, two Adam(1e-4) with Keras' default betas, batch 512, 200 epochs, images in [-1, 1], a
+4x4 preview grid from a fixed latent batch after epoch 0 and every 10 epochs. As in the seed's
+`train_step`, both networks are updated from one forward pass (simultaneous gradient step).
+Beyond the seed: 1 or 3 channels, 28/32/64 px (the DCGAN paper's 64 px nets for colour
+folders), and an optional EMA of the generator for previews and sampling.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import TrainConfig, opt
+from ..data import ImageSet, load_dataset
+from ..data.batches import InMemoryBatches
+from ..data.mnist import SPECS
+from ..data.transforms import from_tanh_range, to_tanh_range
+from ..errors import GankitError
+from ..nn.dcgan import SIZES, build_dcgan
+from . import register
+from .base import Recipe
+
+
+@dataclass
+class DCGANConfig(TrainConfig):
+    recipe: str = "dcgan"
+    data: str = "emnist"
+    epochs: int = 200
+    batch_size: int = 512
+    lr: float = opt(1e-4, "learning rate of both Adam optimisers")
+    beta1: float = opt(0.9, "Adam beta1 (the seed uses Keras' default 0.9; the DCGAN paper 0.5)")
+    beta2: float = opt(0.999, "Adam beta2")
+    latent_dim: int = opt(100, "length of the Gaussian noise vector", model=True)
+    image_size: int | None = opt(None, "28, 32 or 64 px (default: 28 for MNIST-family data, 64 for "
+                                       "image folders)", model=True)
+    channels: int | None = opt(None, "1 or 3 (default: from the data)", model=True)
+    ema: float = opt(0.0, "decay of an exponential moving average of the generator used for previews "
+                          "and sampling (0 = off; 0.999 is typical)")
+    preview_every: int = 10
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size is not None and self.image_size not in SIZES:
+            raise GankitError(f"--image-size {self.image_size}: expected one of {', '.join(map(str, SIZES))}")
+        if self.channels not in (None, 1, 3):
+            raise GankitError(f"--channels {self.channels}: expected 1 or 3")
+        if not 0.0 <= self.ema < 1.0:
+            raise GankitError(f"--ema {self.ema}: expected a decay in [0, 1)")
+        if self.latent_dim <= 0:
+            raise GankitError(f"--latent-dim {self.latent_dim}: expected a positive integer")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise GankitError(f"--{name} {getattr(self, name)}: expected a value in [0, 1)")
+
+
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) copied."""
+    with torch.no_grad():
+        e_params, m_params = list(ema.parameters()), list(model.parameters())
+        torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+        for eb, mb in zip(ema.buffers(), model.buffers()):
+            eb.copy_(mb)
+
+
+@register
+class DCGAN(Recipe):
+    """The DCGAN recipe; see the module docstring."""
+
+    name = "dcgan"
+    Config = DCGANConfig
+    preview_count = 16
+
+    def __init__(self, cfg: DCGANConfig, device: torch.device):
+        super().__init__(cfg, device)
+        g, d = build_dcgan(cfg.image_size, cfg.channels, cfg.latent_dim)
+        self.generator = g.to(device)
+        self.discriminator = d.to(device, memory_format=torch.channels_last)
+        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
+        betas = (cfg.beta1, cfg.beta2)
+        self.optimizers = {
+            "generator": torch.optim.Adam(self.generator.parameters(), cfg.lr, betas),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), cfg.lr, betas),
+        }
+        self.ema = None
+        if cfg.ema > 0:
+            self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+            self.modules["ema_generator"] = self.ema
+        self._g_params = list(self.generator.parameters())
+        self._d_params = list(self.discriminator.parameters())
+        # The fixed preview latents come from their own generator: previews never touch training RNG.
+        g_rng = torch.Generator().manual_seed(cfg.seed)
+        self.fixed_latent = torch.randn(self.preview_count, cfg.latent_dim, generator=g_rng).to(device)
+
+    @classmethod
+    def load_data(cls, cfg: DCGANConfig) -> ImageSet:
+        if cfg.image_size is None:
+            cfg.image_size = 28 if cfg.data in SPECS or cfg.data.startswith("fashion-mnist") else 64
+        data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, cfg.skip_bad_images)
+        cfg.channels = data.channels
+        return data
+
+    def attach_data(self, data: ImageSet) -> None:
+        self.batches = InMemoryBatches(data.images, self.cfg.batch_size, self.cfg.seed, self.device)
+
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        images, _ = batch
+        real = to_tanh_range(images).contiguous(memory_format=torch.channels_last)
+        z = torch.randn(len(real), self.cfg.latent_dim, device=self.device)
+        with self.autocast():
+            fake = self.generator(z)
+            d_real = self.discriminator(real).float()
+            d_fake = self.discriminator(fake).float()
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        loss_g = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+        for o in self.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        # One forward pass, two backward passes restricted to each network's parameters: D's
+        # update needs no gradient w.r.t. the images, G's needs no gradient w.r.t. D's weights.
+        loss_d.backward(inputs=self._d_params, retain_graph=True)
+        loss_g.backward(inputs=self._g_params)
+        self.optimizers["discriminator"].step()
+        self.optimizers["generator"].step()
+        if self.ema is not None:
+            update_ema(self.ema, self.generator, self.cfg.ema)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(d_real.detach()).mean(), "d_fake": torch.sigmoid(d_fake.detach()).mean()}
+
+    @torch.no_grad()
+    def preview(self) -> torch.Tensor:
+        g = self.inference_module()
+        out = from_tanh_range(g(self.fixed_latent))
+        self.generator.train()
+        return out
+
+    def inference_module(self) -> nn.Module:
+        return (self.ema if self.ema is not None else self.generator).eval()
+
+
+@torch.no_grad()
+def sample(generator: nn.Module, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """Draw `n` images (N, C, H, W) in [0, 1] from a trained generator, reproducibly from `seed`."""
+    device = next(generator.parameters()).device
+    latent_dim = generator.latent_dim
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, latent_dim, generator=rng)
+    generator.eval()
+    return torch.cat([from_tanh_range(generator(part.to(device))).cpu() for part in z.split(batch_size)])

@@ -1,0 +1,73 @@
+"""Image grids and loss plots, written atomically as PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .io import atomic_path
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0,
+              ) -> torch.Tensor:
+    """Tile float images (N, C, H, W) in [0, 1] into one (C, H', W') image, `nrow` per row."""
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    grid = torch.full((c, rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value)
+    for i, img in enumerate(images.detach().float().cpu()):
+        r, k = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + k * (w + padding)
+        grid[:, top : top + h, left : left + w] = img
+    return grid
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(C, H, W) float in [0, 1] -> 8-bit Pillow image, rounded (never truncated)."""
+    a = image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
+    a = a.permute(1, 2, 0).numpy()
+    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a, "L" if a.shape[2] == 1 else "RGB")
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    """Save a (C, H, W) [0, 1] tensor as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        to_pil(image).save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Save (N, C, H, W) [0, 1] images as one PNG grid."""
+    return save_image(make_grid(images, nrow), path)
+
+
+def plot_losses(metrics_path: Path, out: Path, title: str = "") -> Path | None:
+    """Plot every loss_* series of metrics.jsonl against the step into a PNG."""
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for r in records for k in r if k.startswith("loss")})
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for k in keys:
+        pts = np.array([(r["step"], r[k]) for r in records if k in r])
+        ax.plot(pts[:, 0], pts[:, 1], label=k)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
