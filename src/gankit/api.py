@@ -56,7 +56,7 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
 def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     """Continue the run in `run_dir` from its latest checkpoint.
 
-    `changes` may only lengthen training (epochs, max_steps) or move it (device); any other key
+    `changes` may only lengthen training (epochs, max_steps) or move it (device, data_dir); any other key
     that differs from the stored config is refused, naming the key.
     """
     run = RunDir(run_dir).require_run()
@@ -66,8 +66,10 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
             continue
         if key not in RESUMABLE_KEYS:
             what = "would change the model" if key in cfg.model_keys() else "cannot change when resuming"
-            raise GankitError(f"--{flag(key)} {value}: {what} (the run has {key}={getattr(cfg, key)!r}); "
-                              "only --epochs, --max-steps and --device may be given with --resume")
+            raise GankitError(
+                f"--{flag(key)} {value}: {what} (the run has {key}={getattr(cfg, key)!r}); "
+                "only --epochs, --max-steps, --device and --data-dir may be given with --resume"
+            )
         setattr(cfg, key, value)
     cfg.validate()
     cls = get_recipe(cfg.recipe)
@@ -76,8 +78,10 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     stored = load_config(run.path, config_classes())
     for key in cfg.model_keys():  # the data must still fit the stored networks
         if getattr(cfg, key) != getattr(stored, key):
-            raise GankitError(f"--resume {run_dir}: the data now gives {key}={getattr(cfg, key)!r} but the "
-                              f"run was trained with {key}={getattr(stored, key)!r}")
+            raise GankitError(
+                f"--resume {run_dir}: the data now gives {key}={getattr(cfg, key)!r} but the "
+                f"run was trained with {key}={getattr(stored, key)!r}"
+            )
     r = cls(cfg, device)
     r.attach_data(data)
     trainer = Trainer(r, run, progress)
@@ -86,8 +90,10 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     done = trainer.progress.step
     total = min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
     if done >= total:
-        raise GankitError(f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "
-                          "--max-steps to train longer")
+        raise GankitError(
+            f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "
+            "--max-steps to train longer"
+        )
     run.save_config(cfg)
     return trainer.fit()
 

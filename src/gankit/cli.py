@@ -16,8 +16,18 @@ from .config import TrainConfig, field_type, flag
 from .errors import GankitError, TrainingInterrupted
 from .recipes import RECIPES
 
-DEMO = {"dcgan": dict(data="fashion-mnist-small", epochs=25, batch_size=64, lr=2e-4, beta1=0.5,
-                      preview_every=5, log_every=20, checkpoint_every=500)}
+DEMO = {
+    "dcgan": dict(
+        data="fashion-mnist-small",
+        epochs=30,
+        batch_size=64,
+        lr=2e-4,
+        beta1=0.5,
+        preview_every=5,
+        log_every=20,
+        checkpoint_every=500,
+    )
+}
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
@@ -58,12 +68,19 @@ def _typed(typ: type, name: str):
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help="print the results as one JSON object on stdout")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the results as one JSON object on stdout",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gankit", description="Train, evaluate and use GANs on images; attack and measure image classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="gankit",
+        description="Train, evaluate and use GANs on images; attack and measure image classifiers.",
+    )
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -74,28 +91,46 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto")
     _add_json(demo)
 
-    train = sub.add_parser("train", help="train a recipe, or continue a run with --resume",
-                           description="gankit train RECIPE [options] | gankit train --resume RUN")
+    train = sub.add_parser(
+        "train",
+        help="train a recipe, or continue a run with --resume",
+        description="gankit train RECIPE [options] | gankit train --resume RUN",
+    )
     for p in (train,):
-        p.add_argument("--resume", metavar="RUN", default=argparse.SUPPRESS,
-                       help="continue this run from its latest checkpoint with its stored config")
-        for name, typ in (("epochs", int), ("max_steps", int), ("device", str)):
-            p.add_argument(f"--{flag(name)}", dest=name, type=typ, default=argparse.SUPPRESS,
-                           help="with --resume: train longer / elsewhere")
+        p.add_argument(
+            "--resume",
+            metavar="RUN",
+            default=argparse.SUPPRESS,
+            help="continue this run from its latest checkpoint with its stored config",
+        )
+        for name, typ in (("epochs", int), ("max_steps", int), ("device", str), ("data_dir", str)):
+            p.add_argument(
+                f"--{flag(name)}",
+                dest=name,
+                type=typ,
+                default=argparse.SUPPRESS,
+                help="with --resume: train longer, elsewhere, or with the data moved",
+            )
         _add_json(p)
     recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")
     for name, cls in sorted(RECIPES.items()):
         rp = recipes.add_parser(name, help=(cls.__doc__ or "").splitlines()[0])
         _add_config_options(rp, cls.Config)
-        rp.add_argument("--resume", metavar="RUN", default=argparse.SUPPRESS,
-                        help="continue this run; options given must match it, except --epochs/--max-steps")
+        rp.add_argument(
+            "--resume",
+            metavar="RUN",
+            default=argparse.SUPPRESS,
+            help="continue this run; options given must match it, except --epochs/--max-steps",
+        )
         _add_json(rp)
 
     sample = sub.add_parser("sample", help="draw images from a trained generator run")
     sample.add_argument("run", help="run directory")
     sample.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     sample.add_argument("-o", "--output", default=None, help="grid PNG to write (default RUN/samples.png)")
-    sample.add_argument("--separate", metavar="DIR", default=None, help="also write each image as DIR/NNNN.png")
+    sample.add_argument(
+        "--separate", metavar="DIR", default=None, help="also write each image as DIR/NNNN.png"
+    )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="cpu")
     _add_json(sample)
@@ -112,11 +147,15 @@ def _report(result: dict, as_json: bool, lines: list[str]) -> None:
 def _train_lines(s: dict) -> list[str]:
     m = s.get("last_metrics", {})
     losses = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k.startswith("loss"))
-    return [f"trained {s['steps']} steps in {s['seconds']:.1f} s ({s['images_per_s']} images/s); {losses}",
-            f"run directory: {s['run_dir']}",
-            f"  previews:   {s['previews']}/", f"  loss plot:  {s['loss_plot']}",
-            f"  metrics:    {s['run_dir']}/metrics.jsonl", f"  config:     {s['run_dir']}/config.json",
-            f"  checkpoint: {s['checkpoint']}"]
+    return [
+        f"trained {s['steps']} steps in {s['seconds']:.1f} s ({s['images_per_s']} images/s); {losses}",
+        f"run directory: {s['run_dir']}",
+        f"  previews:   {s['previews']}/",
+        f"  loss plot:  {s['loss_plot']}",
+        f"  metrics:    {s['run_dir']}/metrics.jsonl",
+        f"  config:     {s['run_dir']}/config.json",
+        f"  checkpoint: {s['checkpoint']}",
+    ]
 
 
 def cmd_train(ns: argparse.Namespace) -> None:
@@ -141,8 +180,11 @@ def cmd_demo(ns: argparse.Namespace) -> None:
     opts = dict(DEMO[ns.recipe], device=ns.device, out=ns.out or _fresh_dir("runs/demo"))
     if ns.epochs:
         opts["epochs"] = ns.epochs
-    print(f"gankit demo: training {ns.recipe} on the embedded Fashion-MNIST subset ({opts['epochs']} epochs, "
-          "a few minutes on a CPU)", file=sys.stderr)
+    print(
+        f"gankit demo: training {ns.recipe} on the embedded Fashion-MNIST subset ({opts['epochs']} epochs, "
+        "a few minutes on a CPU)",
+        file=sys.stderr,
+    )
     summary = api.train(ns.recipe, **opts)
     _report(summary, "json" in ns, _train_lines(summary))
 
@@ -158,8 +200,12 @@ def cmd_sample(ns: argparse.Namespace) -> None:
         for i, img in enumerate(images):
             files.append(str(viz.save_image(img, Path(ns.separate) / f"{i:04d}.png")))
     result = {"grid": str(out), "images": len(images), "files": files}
-    _report(result, "json" in ns, [f"wrote {len(images)} samples to {out}"]
-            + ([f"and {len(files)} PNGs to {ns.separate}/"] if files else []))
+    _report(
+        result,
+        "json" in ns,
+        [f"wrote {len(images)} samples to {out}"]
+        + ([f"and {len(files)} PNGs to {ns.separate}/"] if files else []),
+    )
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "sample": cmd_sample}

@@ -16,8 +16,8 @@ from pathlib import Path
 from .device import PRECISIONS
 from .errors import GankitError
 
-# Keys a resumed run may change: they only lengthen training or say where it runs.
-RESUMABLE_KEYS = {"epochs", "max_steps", "device"}
+# Keys a resumed run may change: they only lengthen training or say where it runs / finds its data.
+RESUMABLE_KEYS = {"epochs", "max_steps", "device", "data_dir"}
 
 
 def opt(default, help: str, model: bool = False, choices=None):
@@ -48,7 +48,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise GankitError naming the first nonsensical option."""
-        positive = ["epochs", "batch_size", "preview_every", "checkpoint_every", "keep_checkpoints", "log_every"]
+        positive = [
+            "epochs",
+            "batch_size",
+            "preview_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+        ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise GankitError(f"--{flag(name)} {getattr(self, name)}: expected a positive integer")
@@ -59,8 +66,10 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                raise GankitError(f"--{flag(f.name)} {getattr(self, f.name)!r}: expected one of "
-                                  f"{', '.join(map(str, choices))}")
+                raise GankitError(
+                    f"--{flag(f.name)} {getattr(self, f.name)!r}: expected one of "
+                    f"{', '.join(map(str, choices))}"
+                )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

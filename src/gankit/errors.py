@@ -13,6 +13,7 @@ class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
 
     def __init__(self, step: int, run_dir: str, signum: int):
-        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with: "
-                         f"gankit train --resume {run_dir}")
+        super().__init__(
+            f"interrupted at step {step}; checkpoint saved, continue with: gankit train --resume {run_dir}"
+        )
         self.step, self.signum = step, signum

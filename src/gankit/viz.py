@@ -13,8 +13,12 @@ from PIL import Image
 from .io import atomic_path
 
 
-def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0,
-              ) -> torch.Tensor:
+def make_grid(
+    images: torch.Tensor,
+    nrow: int | None = None,
+    padding: int = 2,
+    pad_value: float = 1.0,
+) -> torch.Tensor:
     """Tile float images (N, C, H, W) in [0, 1] into one (C, H', W') image, `nrow` per row."""
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))

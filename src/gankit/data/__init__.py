@@ -23,8 +23,15 @@ def _idx_folder(folder: Path) -> bool:
     return any(folder.glob("train-images-idx3-ubyte*"))
 
 
-def load_dataset(data: str, split: str = "train", data_dir: str | None = None, image_size: int | None = None,
-                 channels: int | None = None, skip_bad: bool = False, progress: bool = True) -> ImageSet:
+def load_dataset(
+    data: str,
+    split: str = "train",
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> ImageSet:
     """Load `data` (a known name or a folder) as an in-memory ImageSet.
 
     MNIST-family sets are 28x28 grayscale and get resized when `image_size` differs; image folders
@@ -37,7 +44,7 @@ def load_dataset(data: str, split: str = "train", data_dir: str | None = None, i
     elif Path(data).exists() or "/" in data or data.startswith("."):
         folder = Path(data)
         if not folder.is_dir():
-            raise GankitError(f"--data {data}: not a folder")
+            raise GankitError(f"--data {data}: {'not a folder' if folder.exists() else 'no such folder'}")
         if _idx_folder(folder):
             spec = IdxSpec(folder.name, tuple(str(i) for i in range(256)))
             prefix = "train" if split == "train" else "t10k"
@@ -49,11 +56,16 @@ def load_dataset(data: str, split: str = "train", data_dir: str | None = None, i
         else:
             return load_image_folder(folder, image_size or 64, channels, skip_bad)
     else:
-        raise GankitError(f"--data {data!r}: unknown dataset and no such folder; known datasets: "
-                          f"{', '.join(known_datasets())}")
+        raise GankitError(
+            f"--data {data!r}: unknown dataset and no such folder; known datasets: "
+            f"{', '.join(known_datasets())}"
+        )
     if image_size:
         ds.images = resize_uint8(ds.images, image_size)
     if channels and channels != ds.channels:
-        ds.images = ds.images.expand(-1, channels, -1, -1).contiguous() if channels == 3 else \
-            ds.images.float().mean(1, keepdim=True).round().to(ds.images.dtype)
+        ds.images = (
+            ds.images.expand(-1, channels, -1, -1).contiguous()
+            if channels == 3
+            else ds.images.float().mean(1, keepdim=True).round().to(ds.images.dtype)
+        )
     return ds

@@ -14,8 +14,14 @@ import torch
 class InMemoryBatches:
     """Shuffled fixed-size batches (the last partial batch is dropped) of a uint8 NCHW tensor."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int, device: torch.device,
-                 labels: torch.Tensor | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        labels: torch.Tensor | None = None,
+    ):
         self.images = images.to(device)
         self.labels = labels.to(device) if labels is not None else None
         self.batch_size = min(batch_size, len(images))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -78,10 +77,18 @@ def _fetch_once(url: str, part: Path, progress: bool, timeout: float) -> None:
             have = 0
         total = response.headers.get("Content-Length")
         total = int(total) + have if total is not None else None
-        with open(part, "ab" if have else "wb") as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=part.name[:-5],
-            disable=not progress, leave=False,
-        ) as bar:
+        with (
+            open(part, "ab" if have else "wb") as out,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=part.name[:-5],
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -107,18 +114,22 @@ def download(remote: Remote, folder: Path, progress: bool = True, timeout: float
         try:
             _fetch_once(remote.url, part, progress, timeout)
             break
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout) as e:
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
             if isinstance(e, urllib.error.HTTPError) and e.code < 500:
                 raise GankitError(f"download of {remote.url} failed: HTTP {e.code} {e.reason}") from None
             if attempt == RETRIES - 1:
-                raise GankitError(f"download of {remote.url} failed after {RETRIES} tries ({e}); "
-                                  f"partial file kept at {part}, run again to resume") from None
+                raise GankitError(
+                    f"download of {remote.url} failed after {RETRIES} tries ({e}); "
+                    f"partial file kept at {part}, run again to resume"
+                ) from None
             time.sleep(min(2**attempt, 10) * 0.1)
     ok, actual = _check_digest(part, remote.digest)
     if not ok:
         part.unlink()
-        raise GankitError(f"checksum mismatch for {remote.url}: expected {remote.digest}, got "
-                          f"{actual}; the file was removed, run again to re-download")
+        raise GankitError(
+            f"checksum mismatch for {remote.url}: expected {remote.digest}, got "
+            f"{actual}; the file was removed, run again to re-download"
+        )
     os.replace(part, dest)
     return dest
 

@@ -20,5 +20,9 @@ def load_embedded(split: str = "train") -> ImageSet:
     spec: IdxSpec = SPECS["fashion-mnist"]
     prefix = "train" if split == "train" else "t10k"
     folder = embedded_dir()
-    return images_from_idx(folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz",
-                           spec, f"{EMBEDDED}:{split}")
+    return images_from_idx(
+        folder / f"{prefix}-images-idx3-ubyte.gz",
+        folder / f"{prefix}-labels-idx1-ubyte.gz",
+        spec,
+        f"{EMBEDDED}:{split}",
+    )

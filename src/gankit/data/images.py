@@ -77,8 +77,10 @@ def _decode_or_report(path: Path, channels: int, size: int | None, skip_bad: boo
         if skip_bad:
             print(f"gankit: skipping unreadable image {path} ({e})", file=sys.stderr)
             return None
-        raise GankitError(f"{path}: cannot decode image ({type(e).__name__}: {e}); "
-                          "pass --skip-bad-images to skip such files") from None
+        raise GankitError(
+            f"{path}: cannot decode image ({type(e).__name__}: {e}); "
+            "pass --skip-bad-images to skip such files"
+        ) from None
 
 
 def infer_channels(paths: list[Path]) -> int:
@@ -92,8 +94,12 @@ def infer_channels(paths: list[Path]) -> int:
     return 1
 
 
-def decode_all(paths: list[Path], channels: int, size: int, skip_bad: bool = False,
-               ) -> tuple[torch.Tensor, list[Path]]:
+def decode_all(
+    paths: list[Path],
+    channels: int,
+    size: int,
+    skip_bad: bool = False,
+) -> tuple[torch.Tensor, list[Path]]:
     """Decode `paths` in parallel into one uint8 (N, C, size, size) tensor; returns the kept paths."""
     with ThreadPoolExecutor() as pool:
         decoded = list(pool.map(lambda p: _decode_or_report(p, channels, size, skip_bad), paths))
@@ -103,8 +109,9 @@ def decode_all(paths: list[Path], channels: int, size: int, skip_bad: bool = Fal
     return torch.stack([t for _, t in kept]), [p for p, _ in kept]
 
 
-def load_image_folder(folder: str | Path, size: int, channels: int | None = None,
-                      skip_bad: bool = False) -> ImageSet:
+def load_image_folder(
+    folder: str | Path, size: int, channels: int | None = None, skip_bad: bool = False
+) -> ImageSet:
     """Every image under `folder` (recursively), square-cropped and resized to `size`."""
     paths = list_images(folder)
     if not paths:
@@ -114,8 +121,9 @@ def load_image_folder(folder: str | Path, size: int, channels: int | None = None
     return ImageSet(images, source=str(folder))
 
 
-def load_labelled_folder(folder: str | Path, size: int, channels: int | None = None,
-                         skip_bad: bool = False) -> tuple[ImageSet, ImageSet | None]:
+def load_labelled_folder(
+    folder: str | Path, size: int, channels: int | None = None, skip_bad: bool = False
+) -> tuple[ImageSet, ImageSet | None]:
     """One sub-folder per class (sorted names = class ids); `unlabeled/` holds optional extra images.
 
     Returns the labelled set and the unlabelled one (None when there is no `unlabeled/`).
@@ -123,8 +131,9 @@ def load_labelled_folder(folder: str | Path, size: int, channels: int | None = N
     folder = Path(folder)
     classes = sorted(d.name for d in list_dirs(folder) if d.name != UNLABELED)
     if len(classes) < 2:
-        raise GankitError(f"{folder}: a labelled folder needs at least two class sub-folders, "
-                          f"found {len(classes)}")
+        raise GankitError(
+            f"{folder}: a labelled folder needs at least two class sub-folders, found {len(classes)}"
+        )
     per_class = {c: list_images(folder / c) for c in classes}
     empty = [c for c, ps in per_class.items() if not ps]
     if empty:

@@ -34,19 +34,27 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape))
     have = len(raw) - 4 - 4 * ndim
     if have < expected:
-        raise GankitError(f"{path}: truncated IDX file: header promises {expected} bytes of data, "
-                          f"found {have}")
+        raise GankitError(
+            f"{path}: truncated IDX file: header promises {expected} bytes of data, found {have}"
+        )
     return np.frombuffer(raw, _IDX_TYPES[raw[2]], count=expected, offset=4 + 4 * ndim).reshape(shape)
 
 
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _KMNIST = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
-EMNIST_ZIP = Remote("https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
-                    "md5:58c8d27c78d21e728a6bc7b3cc06412e", "emnist-gzip.zip")
+EMNIST_ZIP = Remote(
+    "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
+    "md5:58c8d27c78d21e728a6bc7b3cc06412e",
+    "emnist-gzip.zip",
+)
 EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
-_STD_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_STD_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 @dataclass(frozen=True)
@@ -75,23 +83,64 @@ _UPPER = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LOWER = tuple("abcdefghijklmnopqrstuvwxyz")
 _MERGED = tuple(c for c in _LOWER if c not in "cijklmopsuvwxyz")
 SPECS: dict[str, IdxSpec] = {
-    "mnist": IdxSpec("mnist", _DIGITS, _remotes(_MNIST, (
-        "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"))),
-    "fashion-mnist": IdxSpec("fashion-mnist", (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-        "Ankle boot"), _remotes(_FASHION, (
-            "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-            "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"))),
-    "kmnist": IdxSpec("kmnist", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-                      _remotes(_KMNIST, (
-                          "bdb82020997e1d708af4cf47b453dcf7", "e144d726b3acfaa3e44228e80efcd344",
-                          "5c965bf0a639b31b8f53240b1b52f4d7", "7320c461ea6c1c855c0b718fb2a4b134"))),
+    "mnist": IdxSpec(
+        "mnist",
+        _DIGITS,
+        _remotes(
+            _MNIST,
+            (
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        ),
+    ),
+    "fashion-mnist": IdxSpec(
+        "fashion-mnist",
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        _remotes(
+            _FASHION,
+            (
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        ),
+    ),
+    "kmnist": IdxSpec(
+        "kmnist",
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        _remotes(
+            _KMNIST,
+            (
+                "bdb82020997e1d708af4cf47b453dcf7",
+                "e144d726b3acfaa3e44228e80efcd344",
+                "5c965bf0a639b31b8f53240b1b52f4d7",
+                "7320c461ea6c1c855c0b718fb2a4b134",
+            ),
+        ),
+    ),
 }
 _EMNIST_CLASSES = {
-    "byclass": _DIGITS + _UPPER + _LOWER, "bymerge": _DIGITS + _UPPER + _MERGED,
-    "balanced": _DIGITS + _UPPER + _MERGED, "letters": ("N/A",) + _LOWER,  # letters' labels are 1..26
-    "digits": _DIGITS, "mnist": _DIGITS,
+    "byclass": _DIGITS + _UPPER + _LOWER,
+    "bymerge": _DIGITS + _UPPER + _MERGED,
+    "balanced": _DIGITS + _UPPER + _MERGED,
+    "letters": ("N/A",) + _LOWER,  # letters' labels are 1..26
+    "digits": _DIGITS,
+    "mnist": _DIGITS,
 }
 for _split in EMNIST_SPLITS:
     SPECS[f"emnist-{_split}"] = IdxSpec(f"emnist-{_split}", _EMNIST_CLASSES[_split], emnist_split=_split)
@@ -125,8 +174,9 @@ def _locate(spec: IdxSpec, stems: list[str], data_dir: Path | None, progress: bo
     return [download(spec.remotes[s], folder, progress) for s in stems]
 
 
-def load_idx_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
-                     progress: bool = True) -> ImageSet:
+def load_idx_dataset(
+    name: str, split: str = "train", data_dir: str | Path | None = None, progress: bool = True
+) -> ImageSet:
     """Load split `train` or `test` of an MNIST-family dataset as an ImageSet (1x28x28 uint8).
 
     Looks in `data_dir` when given (e.g. /usr/share/datasets/fashion-mnist), else in the cache,

@@ -12,8 +12,9 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Te
         return images
     out = []
     for part in images.split(chunk):
-        x = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
+        x = F.interpolate(
+            part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
 

@@ -34,8 +34,10 @@ def pack(state) -> tuple[dict[str, torch.Tensor], str]:
             # JSON object keys must be strings; optimiser states are keyed by int.
             return {"__dict__": [[k, walk(v, f"{path}.{k}" if path else str(k))] for k, v in obj.items()]}
         if isinstance(obj, (list, tuple)):
-            return {"__list__": [walk(v, f"{path}.{i}") for i, v in enumerate(obj)],
-                    "tuple": isinstance(obj, tuple)}
+            return {
+                "__list__": [walk(v, f"{path}.{i}") for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple),
+            }
         if obj is None or isinstance(obj, (bool, int, float, str)):
             return obj
         raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {path!r}")

@@ -44,8 +44,10 @@ class RunDir:
     def ensure_new(self) -> None:
         """Refuse to start a run where one exists already."""
         if self.is_run() or list_checkpoints(self.checkpoints):
-            raise GankitError(f"{self.path} already holds a gankit run: continue it with "
-                              f"`gankit train --resume {self.path}` or choose another --out")
+            raise GankitError(
+                f"{self.path} already holds a gankit run: continue it with "
+                f"`gankit train --resume {self.path}` or choose another --out"
+            )
         if self.path.exists() and not self.path.is_dir():
             raise GankitError(f"--out {self.path}: exists and is not a folder")
 

@@ -109,22 +109,28 @@ class Trainer:
     def _raise_if_nonfinite(self) -> None:
         bad = int(self._first_bad)
         if bad >= 0:
-            raise NonFiniteLoss(f"loss became NaN or infinite at step {bad}; stopped, the last good "
-                                f"checkpoint is kept in {self.run.checkpoints} (try a lower --lr)")
+            raise NonFiniteLoss(
+                f"loss became NaN or infinite at step {bad}; stopped, the last good "
+                f"checkpoint is kept in {self.run.checkpoints} (try a lower --lr)"
+            )
 
     def _log(self, sums: dict, count: int, t0: float, images: int, bar) -> None:
         keys = list(sums)
         values = torch.stack([sums[k] for k in keys]).div(count).tolist()  # one sync per log
         self._raise_if_nonfinite()
         dt = time.perf_counter() - t0
-        record = {"step": self.progress.step, "epoch": self.progress.epoch,
-                  **{k: round(v, 6) for k, v in zip(keys, values)},
-                  "images_per_s": round(images / dt, 2) if dt > 0 else None}
+        record = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            **{k: round(v, 6) for k, v in zip(keys, values)},
+            "images_per_s": round(images / dt, 2) if dt > 0 else None,
+        }
         if self.main:
             self.run.append_metrics(record)
         if bar is not None:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in zip(keys, values)} | {"img/s": f"{images / dt:.0f}"},
-                            refresh=False)
+            bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in zip(keys, values)} | {"img/s": f"{images / dt:.0f}"}, refresh=False
+            )
         self.last_metrics = record
 
     def _preview(self, epoch: int) -> None:
@@ -145,8 +151,15 @@ class Trainer:
         self._first_bad = torch.tensor(-1, device=recipe.device)
         self.last_metrics: dict = {}
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        bar = tqdm(total=total, initial=p.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-                   desc=f"{cfg.recipe}", disable=not self.progress_bar)
+        bar = tqdm(
+            total=total,
+            initial=p.step,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            desc=f"{cfg.recipe}",
+            disable=not self.progress_bar,
+        )
         start_time = time.perf_counter()
         start_step = p.step
         try:
@@ -194,10 +207,13 @@ class Trainer:
         elapsed = time.perf_counter() - start_time
         steps = p.step - start_step
         return {
-            "run_dir": str(self.run.path), "steps": p.step, "epochs_completed": p.epoch,
+            "run_dir": str(self.run.path),
+            "steps": p.step,
+            "epochs_completed": p.epoch,
             "seconds": round(elapsed, 2),
             "images_per_s": round(steps * batches.batch_size / elapsed, 1) if elapsed > 0 and steps else None,
             "last_metrics": self.last_metrics,
             "checkpoint": str(checkpoint_path(self.run.checkpoints, p.step)),
-            "previews": str(self.run.previews), "loss_plot": str(self.run.loss_plot),
+            "previews": str(self.run.previews),
+            "loss_plot": str(self.run.loss_plot),
         }

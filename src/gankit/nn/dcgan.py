@@ -64,11 +64,20 @@ class PaperGenerator(nn.Module):
         super().__init__()
         self.latent_dim, w = latent_dim, width
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, w * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(w * 8), nn.ReLU(True),
-            nn.ConvTranspose2d(w * 8, w * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(w * 4), nn.ReLU(True),
-            nn.ConvTranspose2d(w * 4, w * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(w * 2), nn.ReLU(True),
-            nn.ConvTranspose2d(w * 2, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),
-            nn.ConvTranspose2d(w, channels, 4, 2, 1, bias=False), nn.Tanh(),
+            nn.ConvTranspose2d(latent_dim, w * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(w * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(w * 8, w * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(w * 4, w * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(w * 2, w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(w, channels, 4, 2, 1, bias=False),
+            nn.Tanh(),
         )
         normal_init(self)
 
@@ -83,10 +92,17 @@ class PaperDiscriminator(nn.Module):
         super().__init__()
         w = width
         self.net = nn.Sequential(
-            nn.Conv2d(channels, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w, w * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(w * 2), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w * 2, w * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(w * 4), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w * 4, w * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(w * 8), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(channels, w, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w, w * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w * 2),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w * 2, w * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w * 4),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w * 4, w * 8, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w * 8),
+            nn.LeakyReLU(0.2, True),
             nn.Conv2d(w * 8, 1, 4, 1, 0, bias=False),
         )
         normal_init(self)

@@ -62,5 +62,6 @@ class Recipe:
 
     def autocast(self):
         """bf16 autocast when the config asks for it (or `auto` and it pays here), else a no-op."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )

@@ -38,11 +38,15 @@ class DCGANConfig(TrainConfig):
     beta1: float = opt(0.9, "Adam beta1 (the seed uses Keras' default 0.9; the DCGAN paper 0.5)")
     beta2: float = opt(0.999, "Adam beta2")
     latent_dim: int = opt(100, "length of the Gaussian noise vector", model=True)
-    image_size: int | None = opt(None, "28, 32 or 64 px (default: 28 for MNIST-family data, 64 for "
-                                       "image folders)", model=True)
+    image_size: int | None = opt(
+        None, "28, 32 or 64 px (default: 28 for MNIST-family data, 64 for image folders)", model=True
+    )
     channels: int | None = opt(None, "1 or 3 (default: from the data)", model=True)
-    ema: float = opt(0.0, "decay of an exponential moving average of the generator used for previews "
-                          "and sampling (0 = off; 0.999 is typical)")
+    ema: float = opt(
+        0.0,
+        "decay of an exponential moving average of the generator used for previews "
+        "and sampling (0 = off; 0.999 is typical)",
+    )
     preview_every: int = 10
 
     def validate(self) -> None:
@@ -102,7 +106,9 @@ class DCGAN(Recipe):
     def load_data(cls, cfg: DCGANConfig) -> ImageSet:
         if cfg.image_size is None:
             cfg.image_size = 28 if cfg.data in SPECS or cfg.data.startswith("fashion-mnist") else 64
-        data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, cfg.skip_bad_images)
+        data = load_dataset(
+            cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, cfg.skip_bad_images
+        )
         cfg.channels = data.channels
         return data
 
@@ -117,8 +123,9 @@ class DCGAN(Recipe):
             fake = self.generator(z)
             d_real = self.discriminator(real).float()
             d_fake = self.discriminator(fake).float()
-        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        loss_d = F.binary_cross_entropy_with_logits(
+            d_real, torch.ones_like(d_real)
+        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         loss_g = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
@@ -130,8 +137,12 @@ class DCGAN(Recipe):
         self.optimizers["generator"].step()
         if self.ema is not None:
             update_ema(self.ema, self.generator, self.cfg.ema)
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(d_real.detach()).mean(), "d_fake": torch.sigmoid(d_fake.detach()).mean()}
+        return {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "d_real": torch.sigmoid(d_real.detach()).mean(),
+            "d_fake": torch.sigmoid(d_fake.detach()).mean(),
+        }
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny synthetic datasets in the real on-disk formats."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def toy_images(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Bright squares on black, at one of 4 positions by class: a distribution a GAN learns fast."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    images = np.zeros((n, size, size), np.uint8)
+    s = size // 2
+    for i, c in enumerate(labels):
+        top, left = (c // 2) * s, (c % 2) * s
+        images[i, top + 2 : top + s - 2, left + 2 : left + s - 2] = 200 + rng.integers(0, 55)
+    return images, labels.astype(np.uint8)
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    """An MNIST-style folder (train/t10k images+labels, gzip) of 256 toy images."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for split, n in (("train", 256), ("t10k", 64)):
+        images, labels = toy_images(n, seed=1 if split == "train" else 2)
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path, monkeypatch):
+    """Every test gets its own download cache and working directory; torch uses its default seed."""
+    monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from gankit.nn.dcgan import SeedDiscriminator, SeedGenerator, build_dcgan
+from gankit.nn.layers import fast_dropout
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 1), (32, 3), (64, 3), (64, 1)])
+def test_dcgan_shapes_and_ranges(size, channels):
+    g, d = build_dcgan(size, channels, 100)
+    z = torch.randn(5, 100)
+    x = g(z)
+    assert x.shape == (5, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1  # tanh output
+    assert d(x).shape == (5, 1)
+
+
+def test_seed_generator_matches_the_seed_architecture():
+    g = SeedGenerator()
+    assert g.fc.weight.shape == (7 * 7 * 256, 100) and g.fc.bias is None
+    assert [m.out_channels for m in (g.up1, g.up2, g.up3)] == [128, 64, 1]
+    assert [m.kernel_size for m in (g.up1, g.up2, g.up3)] == [(5, 5)] * 3
+    assert [m.stride for m in (g.up1, g.up2, g.up3)] == [(1, 1), (2, 2), (2, 2)]
+    d = SeedDiscriminator()
+    assert (d.conv1.out_channels, d.conv2.out_channels, d.fc.in_features) == (64, 128, 7 * 7 * 128)
+    assert d.drop.p == 0.3
+
+
+def test_discriminator_dropout_only_in_training():
+    d = SeedDiscriminator()
+    x = torch.randn(4, 1, 28, 28)
+    d.eval()
+    assert torch.equal(d(x), d(x))
+    d.train()
+    assert not torch.equal(d(x), d(x))
+
+
+def test_fast_dropout_rate_scale_and_gradient():
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = fast_dropout(x, 0.3, True)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.7) < 0.003
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient is the same mask and scale
+    assert fast_dropout(x, 0.3, False) is x
+    torch.manual_seed(1)
+    a = fast_dropout(torch.ones(100), 0.5, True)
+    torch.manual_seed(1)
+    assert torch.equal(a, fast_dropout(torch.ones(100), 0.5, True))  # driven by the seeded RNG
