@@ -110,6 +110,8 @@ def test_resume_refuses_model_changes_and_finished_runs(idx_dir, tmp_path):
         gankit.resume(run, lr=0.1, progress=False)
     with pytest.raises(GankitError, match="run already finished \\(3 steps\\)"):
         gankit.resume(run, progress=False)
+    with pytest.raises(GankitError, match="may only lengthen training \\(2 steps < the run's 3\\)"):
+        gankit.resume(run, max_steps=2, progress=False)
     s = gankit.resume(run, max_steps=5, progress=False)
     assert s["steps"] == 5
     with pytest.raises(GankitError, match="already holds a gankit run"):

@@ -138,3 +138,14 @@ def test_bad_hyper_parameters_are_named(idx_dir):
         gankit.train("dcgan", data="mnist", data_dir=str(idx_dir), lr=-1.0)
     with pytest.raises(GankitError, match="--precision 'fp8'"):
         gankit.train("dcgan", data="mnist", data_dir=str(idx_dir), precision="fp8")
+
+
+def test_tensorboard_logging_when_installed(idx_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    gankit.train("dcgan", data="mnist", data_dir=str(idx_dir), max_steps=8, out=str(tmp_path / "r"), **FAST)
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss_d")] == [4, 8]
+    assert "preview" in events.Tags()["images"]

@@ -88,7 +88,10 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     trainer.resume()
     per_epoch = len(r.batches)
     done = trainer.progress.step
-    total = min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
+    total, before = _total_steps(cfg, per_epoch), _total_steps(stored, per_epoch)
+    if total < before:
+        raise GankitError(f"--resume {run_dir}: --epochs/--max-steps may only lengthen training "
+                          f"({total} steps < the run's {before})")
     if done >= total:
         raise GankitError(
             f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "
@@ -96,6 +99,10 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
         )
     run.save_config(cfg)
     return trainer.fit()
+
+
+def _total_steps(cfg: TrainConfig, per_epoch: int) -> int:
+    return min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
 
 
 def load_recipe(run_dir: str | Path, device: str = "cpu"):

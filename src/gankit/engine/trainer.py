@@ -35,6 +35,15 @@ class NonFiniteLoss(GankitError):
     pass
 
 
+def _tensorboard(folder):
+    """A TensorBoard writer when tensorboard is installed (`pip install gankit[tensorboard]`), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -61,6 +70,7 @@ class Trainer:
         self.main = distributed.is_main()
         self.progress_bar = progress_bar and self.main
         self._stop_signal: int | None = None
+        self.tb = _tensorboard(run.path / "tensorboard") if self.main else None
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -127,6 +137,10 @@ class Trainer:
         }
         if self.main:
             self.run.append_metrics(record)
+        if self.tb is not None:
+            for k, v in record.items():
+                if k not in ("step", "epoch") and v is not None:
+                    self.tb.add_scalar(k, v, self.progress.step)
         if bar is not None:
             bar.set_postfix(
                 {k: f"{v:.3f}" for k, v in zip(keys, values)} | {"img/s": f"{images / dt:.0f}"}, refresh=False
@@ -135,7 +149,10 @@ class Trainer:
 
     def _preview(self, epoch: int) -> None:
         if self.main:
-            viz.save_grid(self.recipe.preview(), self.run.previews / f"epoch-{epoch:04d}.png", nrow=4)
+            grid = viz.make_grid(self.recipe.preview(), nrow=4)
+            viz.save_image(grid, self.run.previews / f"epoch-{epoch:04d}.png")
+            if self.tb is not None:
+                self.tb.add_image("preview", grid, self.progress.step)
 
     def _on_signal(self, signum, _frame) -> None:
         if self._stop_signal is not None:  # second signal: stop now
@@ -200,6 +217,8 @@ class Trainer:
             self.save()
         finally:
             bar.close()
+            if self.tb is not None:
+                self.tb.flush()
             for s, h in old.items():
                 signal.signal(s, h)
         if self.main and self.run.metrics.exists():

@@ -84,7 +84,7 @@ class DCGAN(Recipe):
     def __init__(self, cfg: DCGANConfig, device: torch.device):
         super().__init__(cfg, device)
         g, d = build_dcgan(cfg.image_size, cfg.channels, cfg.latent_dim)
-        self.generator = g.to(device)
+        self.generator = g.to(device, memory_format=torch.channels_last)
         self.discriminator = d.to(device, memory_format=torch.channels_last)
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
         betas = (cfg.beta1, cfg.beta2)

@@ -1,0 +1,97 @@
+"""Training throughput and peak memory per recipe and batch size.
+
+Runs the recipe's real `train_step` (the code `gankit train` runs), fed either by a fixed synthetic
+batch (`synthetic`: the step alone) or by the in-memory loader over random uint8 images (`memory`:
+step + batch gathering). Each configuration runs in its own process so that peak memory is its own.
+
+    python benchmarks/bench_train.py --recipe dcgan --batch-size 64 512 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: int, warmup: int, device: str):
+    from gankit.data.batches import InMemoryBatches
+    from gankit.device import autocast_dtype, pick_device
+    from gankit.recipes import get_recipe
+
+    torch.manual_seed(0)
+    dev = pick_device(device)
+    cls = get_recipe(recipe)
+    cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
+    cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
+    r = cls(cfg, dev)
+    n = max(batch_size * (steps + warmup), 4096)
+    images = torch.randint(0, 256, (n, cfg.channels, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+    r.batches = InMemoryBatches(images, batch_size, 0, dev)
+    if loader == "synthetic":
+        fixed = next(r.batches.epoch(0))
+        batches = iter(lambda: fixed, None)
+    else:
+        batches = r.batches.epoch(0)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        r.train_step(next(batches))
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = r.train_step(next(batches))
+    torch.stack(list(out.values())).tolist()  # wait for the last step
+    sync()
+    dt = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"recipe": recipe, "batch_size": batch_size, "loader": loader, "device": str(dev),
+            "precision": "bf16" if autocast_dtype(precision, dev) else "fp32",
+            "images_per_s": round(batch_size * steps / dt, 1), "step_ms": round(1000 * dt / steps, 2),
+            "peak_memory_mb": round(peak / 2**20, 1),
+            "peak_memory_kind": "cuda allocated" if dev.type == "cuda" else "process max RSS",
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", nargs="+", default=["dcgan"])
+    ap.add_argument("--batch-size", nargs="+", type=int, default=[64, 512])
+    ap.add_argument("--loader", nargs="+", choices=["synthetic", "memory"], default=["synthetic", "memory"])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "auto"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per line")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.recipe[0], args.batch_size[0], args.loader[0], args.precision[0],
+                                 args.steps, args.warmup, args.device)))
+        return
+    for recipe in args.recipe:
+        for bs in args.batch_size:
+            for precision in args.precision:
+                for loader in args.loader:
+                    cmd = [sys.executable, __file__, "--one", "--recipe", recipe, "--batch-size", str(bs),
+                           "--loader", loader, "--precision", precision, "--steps", str(args.steps),
+                           "--warmup", str(args.warmup), "--device", args.device]
+                    res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                    if args.json:
+                        print(json.dumps(res), flush=True)
+                    else:
+                        print(f"{res['recipe']:8s} batch {bs:4d} {res['precision']:4s} {loader:9s} "
+                              f"{res['images_per_s']:8.1f} img/s  {res['step_ms']:8.1f} ms/step  "
+                              f"peak {res['peak_memory_mb']:.0f} MB ({res['peak_memory_kind']}) on {res['device']}",
+                              flush=True)
+
+
+if __name__ == "__main__":
+    main()
