@@ -136,3 +136,26 @@ def test_demo_runs_on_embedded_data(tmp_path, monkeypatch):
     assert (tmp_path / "runs/demo/loss.png").exists() and (tmp_path / "runs/demo/config.json").exists()
     code, out, _ = run_cli("demo", "--epochs", "1", "--json")
     assert json.loads(out)["run_dir"] == "runs/demo-2"  # a second demo does not clobber the first
+
+
+def test_sample_separate_only(idx_dir, tmp_path, capsys):
+    import gankit
+
+    gankit.train(
+        "dcgan",
+        data="mnist",
+        data_dir=str(idx_dir),
+        max_steps=1,
+        batch_size=8,
+        out=str(tmp_path / "r"),
+        progress=False,
+    )
+    assert main(["sample", str(tmp_path / "r"), "-n", "3", "--separate", str(tmp_path / "s"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["grid"] is None and sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "0000.png",
+        "0001.png",
+        "0002.png",
+    ]
+    assert not (tmp_path / "r" / "samples.png").exists()
+    assert "-n 0: expected a positive" in one_line_error(capsys, "sample", str(tmp_path / "r"), "-n", "0")

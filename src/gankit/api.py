@@ -90,8 +90,10 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     done = trainer.progress.step
     total, before = _total_steps(cfg, per_epoch), _total_steps(stored, per_epoch)
     if total < before:
-        raise GankitError(f"--resume {run_dir}: --epochs/--max-steps may only lengthen training "
-                          f"({total} steps < the run's {before})")
+        raise GankitError(
+            f"--resume {run_dir}: --epochs/--max-steps may only lengthen training "
+            f"({total} steps < the run's {before})"
+        )
     if done >= total:
         raise GankitError(
             f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "

@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="draw images from a trained generator run")
     sample.add_argument("run", help="run directory")
     sample.add_argument("-n", type=int, default=64, help="number of images (default 64)")
-    sample.add_argument("-o", "--output", default=None, help="grid PNG to write (default RUN/samples.png)")
+    sample.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="grid PNG to write (default RUN/samples.png unless --separate is given)",
+    )
     sample.add_argument(
         "--separate", metavar="DIR", default=None, help="also write each image as DIR/NNNN.png"
     )
@@ -193,19 +198,18 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     from . import viz
 
     images = api.sample(ns.run, ns.n, ns.seed, ns.device)
-    out = Path(ns.output or Path(ns.run) / "samples.png")
-    viz.save_grid(images, out)
-    files = []
-    if ns.separate:
-        for i, img in enumerate(images):
-            files.append(str(viz.save_image(img, Path(ns.separate) / f"{i:04d}.png")))
-    result = {"grid": str(out), "images": len(images), "files": files}
-    _report(
-        result,
-        "json" in ns,
-        [f"wrote {len(images)} samples to {out}"]
-        + ([f"and {len(files)} PNGs to {ns.separate}/"] if files else []),
+    grid = ns.output or (None if ns.separate else str(Path(ns.run) / "samples.png"))
+    if grid:
+        viz.save_grid(images, grid)
+    files = (
+        [str(viz.save_image(img, Path(ns.separate) / f"{i:04d}.png")) for i, img in enumerate(images)]
+        if ns.separate
+        else []
     )
+    result = {"grid": grid, "images": len(images), "files": files}
+    lines = [f"wrote a grid of {len(images)} samples to {grid}"] if grid else []
+    lines += [f"wrote {len(files)} PNGs to {ns.separate}/"] if files else []
+    _report(result, "json" in ns, lines)
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "sample": cmd_sample}
