@@ -20,7 +20,7 @@ import torch
 
 
 def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: int, warmup: int, device: str):
-    from gankit.data.batches import InMemoryBatches
+    from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
     from gankit.device import autocast_dtype, pick_device
     from gankit.recipes import get_recipe
 
@@ -29,10 +29,16 @@ def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: in
     cls = get_recipe(recipe)
     cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
     cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
+    if recipe == "ssgan":
+        cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
     r = cls(cfg, dev)
     n = max(batch_size * (steps + warmup), 4096)
     images = torch.randint(0, 256, (n, cfg.channels, cfg.image_size, cfg.image_size), dtype=torch.uint8)
-    r.batches = InMemoryBatches(images, batch_size, 0, dev)
+    if recipe == "ssgan":
+        labels = torch.randint(0, 10, (1000,))
+        r.batches = SemiSupervisedBatches(images[:1000], labels, images, batch_size // 2, 0, dev)
+    else:
+        r.batches = InMemoryBatches(images, batch_size, 0, dev)
     if loader == "synthetic":
         fixed = next(r.batches.epoch(0))
         batches = iter(lambda: fixed, None)
@@ -63,7 +69,8 @@ def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", nargs="+", default=["dcgan"])
-    ap.add_argument("--batch-size", nargs="+", type=int, default=[64, 512])
+    ap.add_argument("--batch-size", nargs="+", type=int, default=None,
+                    help="default: dcgan 64 512 (the seed's 512), ssgan 100 (the seed's GAN batch)")
     ap.add_argument("--loader", nargs="+", choices=["synthetic", "memory"], default=["synthetic", "memory"])
     ap.add_argument("--precision", nargs="+", default=["fp32", "auto"])
     ap.add_argument("--steps", type=int, default=20)
@@ -77,7 +84,7 @@ def main() -> None:
                                  args.steps, args.warmup, args.device)))
         return
     for recipe in args.recipe:
-        for bs in args.batch_size:
+        for bs in args.batch_size or {"dcgan": [64, 512], "ssgan": [100]}.get(recipe, [64]):
             for precision in args.precision:
                 for loader in args.loader:
                     cmd = [sys.executable, __file__, "--one", "--recipe", recipe, "--batch-size", str(bs),

@@ -133,3 +133,31 @@ def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu")
     if n <= 0:
         raise GankitError(f"-n {n}: expected a positive number of images")
     return sample_generator(load(run_dir, device), n, seed)
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, device: str = "cpu") -> dict:
+    """Evaluate a run (an SSGAN classifier: accuracy, per-class accuracy, confusion matrix on the test
+    split or on `data`); the report also lands in RUN/evaluation/."""
+    return load_recipe(run_dir, device).evaluate(run_dir, data)
+
+
+def classify(
+    run_dir: str | Path,
+    inputs: list[str | Path],
+    device: str = "cpu",
+    skip_bad: bool = False,
+) -> list[dict]:
+    """Predictions of a run's classifier for image files and folders (searched recursively)."""
+    from .data.images import list_images
+
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += list_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise GankitError(f"{item}: no such file or folder")
+    if not paths:
+        raise GankitError(f"no images found in {', '.join(map(str, inputs))}")
+    return load_recipe(run_dir, device).classify(paths, skip_bad)

@@ -26,7 +26,15 @@ DEMO = {
         preview_every=5,
         log_every=20,
         checkpoint_every=500,
-    )
+    ),
+    "ssgan": dict(
+        data="fashion-mnist-small",
+        labels=100,
+        epochs=20,
+        preview_every=5,
+        log_every=20,
+        checkpoint_every=1000,
+    ),
 }
 
 
@@ -34,7 +42,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type[TrainConfig])
     """One --option per config field (except `recipe`), defaults suppressed so that the options a
     user actually typed can be told apart from the recipe's defaults."""
     for f in dataclasses.fields(cls):
-        if f.name == "recipe":
+        if f.name == "recipe" or not f.metadata.get("cli", True):
             continue
         typ = field_type(cls, f)
         default = f.default
@@ -139,6 +147,78 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="cpu")
     _add_json(sample)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a run (ssgan: test accuracy, per class, confusion matrix), or a classifier's "
+        "robustness with --attack",
+    )
+    evaluate.add_argument("run", nargs="?", help="run directory (not with --attack)")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        help="test data (default: the test split of the run's dataset); with --attack a labelled folder: "
+        "one sub-folder per class, named by class id or class name",
+    )
+    evaluate.add_argument(
+        "--attack",
+        default=None,
+        help="comma-separated attacks (fgsm,bim,pgd,mifgsm): robust accuracy vs --eps, per attack and the "
+        "per-sample worst case",
+    )
+    evaluate.add_argument(
+        "--model", default=None, help="with --attack: the classifier (as for gankit attack)"
+    )
+    evaluate.add_argument(
+        "--eps", default="0,1/255,2/255,4/255,8/255", help="with --attack: epsilons in [0, 1]"
+    )
+    evaluate.add_argument(
+        "--steps", type=int, default=10, help="with --attack: iterations of iterative attacks"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument(
+        "-o", "--output", default=None, help="with --attack: output folder (default robustness/)"
+    )
+    evaluate.add_argument("--device", default="cpu")
+    _add_json(evaluate)
+
+    attack = sub.add_parser(
+        "attack", help="adversarial images at several epsilons, checked after saving as PNG"
+    )
+    attack.add_argument("method", choices=["fgsm", "bim", "pgd", "mifgsm"])
+    attack.add_argument(
+        "--model",
+        required=True,
+        help="efficientnet-lite0, torchvision:NAME, a TorchScript file or a gankit ssgan run",
+    )
+    attack.add_argument("--image", required=True, nargs="+", help="image files and/or folders")
+    attack.add_argument(
+        "--eps",
+        default="0,1/255,2/255,4/255",
+        help="comma-separated epsilons in [0, 1] pixel scale, fractions allowed (the seed's 0.005 in [-1, 1] "
+        "space is 0.0025 here)",
+    )
+    attack.add_argument(
+        "--target", default=None, help="targeted attack: a class id or name, least-likely or random"
+    )
+    attack.add_argument("--steps", type=int, default=10, help="iterations (bim, pgd, mifgsm)")
+    attack.add_argument(
+        "--alpha", type=float, default=None, help="step size (default eps/steps; pgd 2.5*eps/steps)"
+    )
+    attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="pgd's threat model")
+    attack.add_argument("--restarts", type=int, default=1, help="pgd random restarts")
+    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("-o", "--output", default="attack", help="output folder (default ./attack)")
+    attack.add_argument("--device", default="cpu")
+    _add_json(attack)
+
+    classify = sub.add_parser("classify", help="predict classes of images with a classifier run (ssgan)")
+    classify.add_argument("run", help="run directory")
+    classify.add_argument("inputs", nargs="+", help="image files and/or folders")
+    classify.add_argument("-o", "--output", default=None, help="CSV to write (default RUN/predictions.csv)")
+    classify.add_argument("--skip-bad-images", action="store_true")
+    classify.add_argument("--device", default="cpu")
+    _add_json(classify)
     return parser
 
 
@@ -151,7 +231,7 @@ def _report(result: dict, as_json: bool, lines: list[str]) -> None:
 
 def _train_lines(s: dict) -> list[str]:
     m = s.get("last_metrics", {})
-    losses = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k.startswith("loss"))
+    losses = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k.startswith("loss") or k.endswith("accuracy"))
     return [
         f"trained {s['steps']} steps in {s['seconds']:.1f} s ({s['images_per_s']} images/s); {losses}",
         f"run directory: {s['run_dir']}",
@@ -212,7 +292,110 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     _report(result, "json" in ns, lines)
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "sample": cmd_sample}
+def cmd_evaluate(ns: argparse.Namespace) -> None:
+    if ns.attack:
+        return cmd_robustness(ns)
+    if not ns.run:
+        raise GankitError("gankit evaluate: give a run directory, or --attack with --model and --data")
+    r = api.evaluate(ns.run, ns.data, ns.device)
+    worst = sorted(r["per_class_accuracy"].items(), key=lambda kv: kv[1])[:3]
+    _report(
+        r,
+        "json" in ns,
+        [
+            f"accuracy {r['accuracy']:.2%} on {r['count']} images ({r['data']}, {r['weights']} weights)",
+            "weakest classes: " + ", ".join(f"{k} {v:.1%}" for k, v in worst),
+            *(f"wrote {f}" for f in r["files"]),
+        ],
+    )
+
+
+def cmd_classify(ns: argparse.Namespace) -> None:
+    import csv
+    import io
+
+    from .io import write_text_atomic
+
+    rows = api.classify(ns.run, ns.inputs, ns.device, ns.skip_bad_images)
+    out = Path(ns.output or Path(ns.run) / "predictions.csv")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "confidence", "top3"])
+    for r in rows:
+        w.writerow(
+            [r["path"], r["label"], f"{r['confidence']:.6f}", "; ".join(f"{a}:{b:.4f}" for a, b in r["top"])]
+        )
+    write_text_atomic(out, buf.getvalue())
+    _report(
+        {"csv": str(out), "predictions": rows},
+        "json" in ns,
+        [f"{r['path']}: {r['label']} ({r['confidence']:.1%})" for r in rows[:20]]
+        + ([f"... {len(rows) - 20} more"] if len(rows) > 20 else [])
+        + [f"wrote {out}"],
+    )
+
+
+def cmd_robustness(ns: argparse.Namespace) -> None:
+    from .attacks import robustness
+
+    if not ns.model or not ns.data:
+        raise GankitError("gankit evaluate --attack needs --model and --data (a labelled folder)")
+    attacks = [a.strip() for a in ns.attack.split(",") if a.strip()]
+    r = robustness(
+        ns.model,
+        ns.data,
+        attacks,
+        ns.eps,
+        ns.output or "robustness",
+        steps=ns.steps,
+        batch_size=ns.batch_size,
+        device=ns.device,
+    )
+    lines = [f"clean accuracy {r['clean_accuracy']:.2%} on {r['count']} images"]
+    lines += [
+        f"eps {row['eps']:.4f} {row['attack']:10s} robust accuracy {row['robust_accuracy']:.2%}"
+        for row in r["rows"]
+    ]
+    _report(r, "json" in ns, lines + [f"wrote {f}" for f in r["files"]])
+
+
+def cmd_attack(ns: argparse.Namespace) -> None:
+    from .attacks import attack_paths
+
+    r = attack_paths(
+        ns.method,
+        ns.model,
+        ns.image,
+        ns.eps,
+        ns.output,
+        target=ns.target,
+        steps=ns.steps,
+        alpha=ns.alpha,
+        norm=ns.norm,
+        restarts=ns.restarts,
+        seed=ns.seed,
+        device=ns.device,
+    )
+    lines = []
+    for img in r["images"]:
+        c = img["clean"]
+        lines.append(f"{img['path']}: {c['label']} ({c['confidence']:.1%})")
+        lines += [
+            f"  eps {x['eps']:.4f}: {x['label']} ({x['confidence']:.1%})"
+            + ("  <- fooled" if x["success"] else "")
+            for x in img["results"]
+        ]
+    _report(r, "json" in ns, lines + [f"wrote {ns.output}/report.json and panels"])
+
+
+COMMANDS = {
+    "attack": cmd_attack,
+    "train": cmd_train,
+    "demo": cmd_demo,
+    "sample": cmd_sample,
+    "evaluate": cmd_evaluate,
+    "classify": cmd_classify,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,9 @@ from .errors import GankitError
 RESUMABLE_KEYS = {"epochs", "max_steps", "device", "data_dir"}
 
 
-def opt(default, help: str, model: bool = False, choices=None):
-    """A config field with CLI metadata."""
-    return field(default=default, metadata={"help": help, "model": model, "choices": choices})
+def opt(default, help: str, model: bool = False, choices=None, cli: bool = True):
+    """A config field with CLI metadata (`cli=False`: stored in the run, not a command-line option)."""
+    return field(default=default, metadata={"help": help, "model": model, "choices": choices, "cli": cli})
 
 
 @dataclass

@@ -75,3 +75,37 @@ def plot_losses(metrics_path: Path, out: Path, title: str = "") -> Path | None:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return out
+
+
+def plot_confusion(matrix: list[list[int]], class_names: list[str], out: Path, title: str = "") -> Path:
+    """A confusion-matrix heat map (rows: true class, columns: predicted) with counts, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                str(m[i, j]),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if m[i, j] > m.max() / 2 else "black",
+            )
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out

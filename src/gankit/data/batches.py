@@ -41,3 +41,43 @@ class InMemoryBatches:
         for b in range(start, len(self)):
             idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.images[idx], (self.labels[idx] if self.labels is not None else None)
+
+
+class SemiSupervisedBatches:
+    """Per step: a labelled half-batch (x, y) cycled from the labelled subset, and an unlabelled
+    half-batch from the whole pool. An epoch is len(pool) / (2 * half) steps, as the seed counts it
+    (its 30 epochs over 60,000 images with a 100-image GAN batch are 18,000 steps)."""
+
+    def __init__(
+        self,
+        labelled: torch.Tensor,
+        labels: torch.Tensor,
+        pool: torch.Tensor,
+        half: int,
+        seed: int,
+        device: torch.device,
+    ):
+        self.labelled, self.labels = labelled.to(device), labels.to(device)
+        self.pool = InMemoryBatches(pool, half, seed, device)
+        self.half, self.seed, self.device = half, seed, device
+        self.batch_size = 2 * half
+
+    def __len__(self) -> int:
+        return max(1, len(self.pool.images) // self.batch_size)
+
+    def _labelled_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7_777_777)
+        need, n = len(self) * self.half, len(self.labelled)
+        perms = [torch.randperm(n, generator=g) for _ in range(-(-need // n))]
+        return torch.cat(perms)[:need].to(self.device)
+
+    def epoch(self, epoch: int, start: int = 0):
+        """Yield (x_labelled uint8, y, x_unlabelled uint8) for steps start.. of `epoch`."""
+        order = self._labelled_order(epoch)
+        unl = self.pool.epoch(epoch, 0)
+        for b in range(len(self)):
+            x_unl, _ = next(unl)
+            if b < start:
+                continue
+            idx = order[b * self.half : (b + 1) * self.half]
+            yield self.labelled[idx], self.labels[idx], x_unl

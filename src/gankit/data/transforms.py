@@ -32,3 +32,22 @@ def to_tanh_range(images: torch.Tensor) -> torch.Tensor:
 def from_tanh_range(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> float [0, 1], clamped."""
     return x.float().add(1).div_(2).clamp_(0, 1)
+
+
+def random_flip_shift(images: torch.Tensor, flip: bool, shift: int) -> torch.Tensor:
+    """Per-sample random horizontal flip and translation by up to `shift` pixels (zero padding), for an
+    (N, C, H, W) batch, vectorised (no per-sample Python); random draws come from torch's global RNG."""
+    n, _, h, w = images.shape
+    dev = images.device
+    if flip:
+        mask = torch.rand(n, device=dev) < 0.5
+        images = torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+    if shift > 0:
+        padded = F.pad(images, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (n, 1), device=dev)
+        dx = torch.randint(0, 2 * shift + 1, (n, 1), device=dev)
+        rows = (torch.arange(h, device=dev).view(1, -1) + dy)[:, :, None]  # (N, H, 1)
+        cols = (torch.arange(w, device=dev).view(1, -1) + dx)[:, None, :]  # (N, 1, W)
+        batch = torch.arange(n, device=dev).view(-1, 1, 1)
+        images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    return images.contiguous()

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .. import viz
 from ..errors import GankitError, TrainingInterrupted
+from ..io import write_json_atomic
 from . import distributed
 from .checkpoint import checkpoint_path, load_checkpoint, rotate, save_checkpoint
 from .rundir import RunDir
@@ -148,6 +149,14 @@ class Trainer:
         self.last_metrics = record
 
     def _preview(self, epoch: int) -> None:
+        metrics = self.recipe.epoch_metrics()
+        if metrics and self.main:
+            record = {"step": self.progress.step, "epoch": epoch, **metrics}
+            self.run.append_metrics(record)
+            self.last_metrics = {**self.last_metrics, **metrics}
+            if self.tb is not None:
+                for k, v in metrics.items():
+                    self.tb.add_scalar(k, v, self.progress.step)
         if self.main:
             grid = viz.make_grid(self.recipe.preview(), nrow=4)
             viz.save_image(grid, self.run.previews / f"epoch-{epoch:04d}.png")
@@ -179,6 +188,9 @@ class Trainer:
         )
         start_time = time.perf_counter()
         start_step = p.step
+        if self.main:
+            for name, obj in recipe.run_files().items():
+                write_json_atomic(self.run.path / name, obj)
         try:
             sums: dict[str, torch.Tensor] = {}
             count, images, t0 = 0, 0, time.perf_counter()

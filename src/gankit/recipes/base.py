@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..config import TrainConfig
 from ..data import ImageSet
 from ..device import autocast_dtype
+from ..errors import GankitError
 
 
 class Recipe:
@@ -49,6 +50,14 @@ class Recipe:
         """Sample images (N, C, H, W) in [0, 1] from fixed inputs, for the run's preview grids."""
         raise NotImplementedError
 
+    def epoch_metrics(self) -> dict:
+        """Scalars logged after each preview epoch (e.g. a test accuracy); none by default."""
+        return {}
+
+    def run_files(self) -> dict:
+        """JSON documents written into the run directory when training starts ({file name: object})."""
+        return {}
+
     def extra_state(self) -> dict:
         return {}
 
@@ -59,6 +68,14 @@ class Recipe:
     def inference_module(self) -> nn.Module:
         """The trained network users want (e.g. the generator), in eval mode."""
         raise NotImplementedError
+
+    def evaluate(self, run_dir, data: str | None = None) -> dict:
+        """Evaluate the trained model (writes files into the run directory); see each recipe."""
+        raise GankitError(f"gankit evaluate: {self.name} runs have no evaluation yet")
+
+    def classify(self, paths: list, skip_bad: bool = False) -> list[dict]:
+        """Classify image files; only recipes that train a classifier implement it."""
+        raise GankitError(f"gankit classify: a {self.name} run has no classifier (train an ssgan run)")
 
     def autocast(self):
         """bf16 autocast when the config asks for it (or `auto` and it pays here), else a no-op."""

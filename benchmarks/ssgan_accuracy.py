@@ -1,0 +1,55 @@
+"""Fashion-MNIST test accuracy of the SSGAN and of its supervised control over several label draws.
+
+    python benchmarks/ssgan_accuracy.py --data-dir /usr/share/datasets/fashion-mnist --seeds 0 1 2 --epochs 6
+
+For each seed (= label draw): an SSGAN run and a `--baseline supervised` run on the very same
+labelled images (passed with --labels-file), both evaluated with `gankit evaluate` on the full
+10,000-image test set. Prints one JSON line per run, then mean and std per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import gankit
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--labels", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--out", default="runs/ssgan-accuracy")
+    ap.add_argument("--skip-existing", action="store_true", help="reuse finished runs in --out")
+    args = ap.parse_args()
+    results: dict[str, list[float]] = {"ssgan": [], "supervised": []}
+    for seed in args.seeds:
+        ss_dir = Path(args.out) / f"ssgan-seed{seed}"
+        runs = [("ssgan", ss_dir, {"labels": args.labels}),
+                ("supervised", Path(args.out) / f"supervised-seed{seed}",
+                 {"baseline": "supervised", "labels_file": str(ss_dir / "labelled_indices.json")})]
+        for method, run, extra in runs:
+            t0 = time.perf_counter()
+            if not (args.skip_existing and (run / "evaluation" / "report.json").exists()):
+                gankit.train("ssgan", data=args.data, data_dir=args.data_dir, epochs=args.epochs, seed=seed,
+                             out=str(run), progress=False, **extra)
+            wall = time.perf_counter() - t0
+            report = gankit.api.evaluate(run)
+            acc = report["accuracy"]
+            results[method].append(acc)
+            print(json.dumps({"method": method, "seed": seed, "test_accuracy": acc, "test_images": report["count"],
+                              "train_wall_s": round(wall, 1), "run": str(run)}), flush=True)
+    for method, accs in results.items():
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(json.dumps({"method": method, "mean": round(statistics.mean(accs), 4), "std": round(sd, 4),
+                          "draws": len(accs), "epochs": args.epochs, "labels": args.labels}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

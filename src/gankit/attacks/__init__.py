@@ -1,0 +1,113 @@
+"""Adversarial attacks on image classifiers, under one contract (see base.py).
+
+atk = PGD(model, eps=4/255, alpha=1/255, steps=10)
+adv = atk(images, labels=None)          # images in [0, 1]; labels default to the predictions
+"""
+
+from .base import Attack, AttackResult
+from .classifiers import ImageClassifier, load_classifier
+from .gradient import ATTACKS, BIM, FGSM, MIFGSM, PGD, make_attack
+
+
+def _paths(inputs) -> list:
+    from pathlib import Path
+
+    from ..data.images import list_images
+    from ..errors import GankitError
+
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += list_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise GankitError(f"{item}: no such file or folder")
+    if not paths:
+        raise GankitError(f"no images found in {', '.join(map(str, inputs))}")
+    return paths
+
+
+def attack_paths(
+    method: str, model: str, inputs, eps: str, out, target: str | None = None, device: str = "cpu", **options
+) -> dict:
+    """The `gankit attack` command as a function: attack image files/folders, save PNGs and a report."""
+    from pathlib import Path
+
+    from ..device import pick_device
+    from .files import attack_files, parse_eps, resolve_target
+
+    eps_list = parse_eps(eps)
+    clf = load_classifier(model).to(pick_device(device))
+    tgt = resolve_target(target, clf)
+    if method == "fgsm":
+        options = {"seed": options.get("seed", 0)}
+    options = {k: v for k, v in options.items() if v is not None}
+    return attack_files(clf, _paths(inputs), method, eps_list, Path(out), tgt, **options)
+
+
+def robustness(
+    model: str,
+    data: str,
+    attacks: list[str],
+    eps: str,
+    out,
+    batch_size: int = 32,
+    device: str = "cpu",
+    **options,
+) -> dict:
+    """Robust accuracy vs epsilon of `model` on a labelled folder; writes JSON, CSV and a plot into `out`."""
+    from pathlib import Path
+
+    import torch
+
+    from ..data.images import list_dirs, list_images
+    from ..device import pick_device
+    from ..errors import GankitError
+    from .evaluate import robustness_curve, write_report
+    from .files import load_image_tensor, parse_eps
+
+    for a in attacks:
+        if a not in ATTACKS:
+            raise GankitError(f"--attack {a!r}: known attacks are {', '.join(ATTACKS)}")
+    clf = load_classifier(model).to(pick_device(device))
+    names = [n.lower() for n in (clf.class_names or [])]
+    images, labels = [], []
+    for d in list_dirs(Path(data)):
+        key = d.name.lower()
+        cls = int(key) if key.isdigit() else (names.index(key) if key in names else None)
+        if cls is None or (names and cls >= len(names)):
+            raise GankitError(f"{d}: folder name is neither a class id nor a class name of {clf.name}")
+        for p in list_images(d):
+            images.append(load_image_tensor(p, clf))
+            labels.append(cls)
+    if not images:
+        raise GankitError(f"--data {data}: no images in class sub-folders")
+    report = robustness_curve(
+        clf,
+        torch.stack(images),
+        torch.tensor(labels),
+        parse_eps(eps),
+        attacks,
+        batch_size,
+        **{k: v for k, v in options.items() if k == "steps"} if attacks != ["fgsm"] else {},
+    )
+    report["model"], report["data"] = clf.name, str(data)
+    report["files"] = write_report(report, Path(out), f"{clf.name} on {data}")
+    return report
+
+
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "FGSM",
+    "BIM",
+    "PGD",
+    "MIFGSM",
+    "ATTACKS",
+    "make_attack",
+    "ImageClassifier",
+    "load_classifier",
+    "attack_paths",
+    "robustness",
+]

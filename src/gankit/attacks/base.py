@@ -1,0 +1,187 @@
+"""The attack contract shared by every attack.
+
+- Images are float tensors in [0, 1], NCHW; epsilon is in that pixel scale (the seed's 0.005 in
+  [-1, 1] space is 0.0025 here).
+- The classifier (see classifiers.py) owns resizing and normalisation; it is put in eval mode for the
+  attack and its mode restored afterwards; its parameters get no gradients.
+- Labels default to the model's own predictions (no label leaking); targeted attacks take class ids or
+  'least-likely' / 'random'. The loss is cross-entropy on logits.
+- The input tensor is never modified; the output is always inside the epsilon ball and the [0, 1] box.
+- Random draws (random starts, random targets) are seeded per sample from the attack's seed and the
+  sample's content, so a sample attacked alone gets the same result as inside any batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import GankitError
+
+NORMS = ("linf", "l2")
+
+
+@dataclass
+class AttackResult:
+    """What an attack produced, per sample."""
+
+    adversarial: torch.Tensor  # (N, C, H, W) in [0, 1]
+    labels: torch.Tensor  # the labels attacked (given, or the model's clean predictions)
+    targets: torch.Tensor | None  # target classes of a targeted attack
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    adv_confidence: torch.Tensor  # softmax probability of adv_pred
+    success: torch.Tensor  # bool: prediction changed (untargeted) / reached the target (targeted)
+    linf: torch.Tensor
+    l2: torch.Tensor
+
+
+@contextmanager
+def attack_mode(model: nn.Module):
+    """Eval mode and frozen parameters for the duration of an attack; both restored afterwards."""
+    was_training = model.training
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def sample_seeds(x: torch.Tensor, seed: int) -> list[int]:
+    """A 63-bit seed per sample from its pixels and `seed` (independent of the batch it sits in)."""
+    flat = x.detach().to("cpu", torch.float32).contiguous()
+    return [
+        int.from_bytes(
+            hashlib.blake2b(
+                s.numpy().tobytes(), digest_size=8, key=seed.to_bytes(8, "little", signed=True)
+            ).digest(),
+            "little",
+        )
+        >> 1
+        for s in flat
+    ]
+
+
+def per_sample_rand(x: torch.Tensor, seed: int, kind: str = "uniform") -> torch.Tensor:
+    """Noise shaped like `x`: uniform in [-1, 1] or standard normal, drawn per sample (see sample_seeds)."""
+    out = []
+    for s in sample_seeds(x, seed):
+        g = torch.Generator().manual_seed(s)
+        r = (
+            torch.rand(x.shape[1:], generator=g) * 2 - 1
+            if kind == "uniform"
+            else torch.randn(x.shape[1:], generator=g)
+        )
+        out.append(r)
+    return torch.stack(out).to(x.device, x.dtype)
+
+
+def project(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project `adv` onto the `norm` ball of radius eps around x, then into the [0, 1] box."""
+    if norm == "linf":
+        adv = torch.max(torch.min(adv, x + eps), x - eps)
+    else:
+        delta = adv - x
+        n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * (eps / n).clamp(max=1.0).view(-1, 1, 1, 1)
+        adv = x + delta
+    # Clamping into the box only moves pixels towards x (which is inside it): the ball still holds.
+    return adv.clamp(0.0, 1.0)
+
+
+class Attack:
+    """Base class. Subclasses implement `perturb(x, labels, targets) -> adversarial images`."""
+
+    norm = "linf"
+
+    def __init__(self, model: nn.Module, eps: float, *, seed: int = 0, early_stop: bool = False):
+        if not 0.0 <= float(eps) <= 1.0:
+            raise GankitError(f"--eps {eps}: expected a value in [0, 1] (pixel scale)")
+        self.model, self.eps, self.seed, self.early_stop = model, float(eps), seed, early_stop
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def loss_and_grad(self, adv: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
+        """Per-sample loss to *increase* and its gradient w.r.t. the images; also the logits."""
+        adv = adv.detach().requires_grad_(True)
+        logits = self.model(adv)
+        if targets is None:
+            loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        else:
+            loss = -F.cross_entropy(logits.float(), targets, reduction="none")
+        # Summing keeps each sample's gradient independent of the others in the batch.
+        (grad,) = torch.autograd.grad(loss.sum(), adv)
+        return loss.detach(), grad, logits.detach()
+
+    @staticmethod
+    def succeeded(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        pred = logits.argmax(1)
+        return pred != labels if targets is None else pred == targets
+
+    def perturb(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- public API ----------------------------------------------------------------------------
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> torch.Tensor:
+        """Adversarial images for `images` (labels default to the model's predictions)."""
+        return self.run(images, labels, target).adversarial
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> AttackResult:
+        """Attack `images`; `target`: None (untargeted), class ids, 'least-likely' or 'random'."""
+        if images.ndim != 4 or not images.is_floating_point():
+            raise GankitError(
+                f"attack input must be float NCHW images, got {tuple(images.shape)} {images.dtype}"
+            )
+        if images.min() < 0 or images.max() > 1:
+            raise GankitError(
+                "attack input must lie in [0, 1] (pixel scale); normalisation belongs to the model"
+            )
+        x = images.detach().clone()
+        with attack_mode(self.model):
+            with torch.no_grad():
+                clean_logits = self.model(x)
+            clean_pred = clean_logits.argmax(1)
+            labels = clean_pred if labels is None else labels.to(x.device).long()
+            targets = resolve_targets(target, clean_logits, labels, x, self.seed)
+            adv = x if self.eps == 0 else self.perturb(x, labels, targets)
+            adv = project(adv.detach(), x, self.eps, self.norm)
+            with torch.no_grad():
+                probs = torch.softmax(self.model(adv).float(), 1)
+        conf, pred = probs.max(1)
+        delta = (adv - x).flatten(1)
+        success = pred != labels if targets is None else pred == targets
+        return AttackResult(
+            adv, labels, targets, clean_pred, pred, conf, success, delta.abs().amax(1), delta.norm(dim=1)
+        )
+
+
+def resolve_targets(target, clean_logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor, seed: int):
+    """Target classes: None, an int or a tensor of ids, 'least-likely' or 'random' (never the label)."""
+    k = clean_logits.shape[1]
+    if target is None:
+        return None
+    if isinstance(target, str):
+        if target == "least-likely":
+            return clean_logits.argmin(1)
+        if target == "random":
+            picks = []
+            for s, y in zip(sample_seeds(x, seed + 1), labels.tolist()):
+                r = int(torch.randint(0, k - 1, (1,), generator=torch.Generator().manual_seed(s)))
+                picks.append(r + (r >= y))  # uniform over the k - 1 other classes
+            return torch.tensor(picks, device=x.device)
+        raise GankitError(f"--target {target!r}: expected a class, 'least-likely' or 'random'")
+    t = torch.as_tensor(target, device=x.device).long().flatten()
+    if len(t) == 1:
+        t = t.expand(len(x))
+    if len(t) != len(x) or (t < 0).any() or (t >= k).any():
+        raise GankitError(f"--target {target}: class ids must be in 0..{k - 1}, one per image or one for all")
+    return t

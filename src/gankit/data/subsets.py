@@ -1,0 +1,50 @@
+"""Labelled subsets for semi-supervised learning: balanced, without replacement, reproducible."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import GankitError
+
+
+def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Sorted indices of `n` examples, n / num_classes per class, drawn without replacement.
+
+    `labels` < 0 mark unlabelled examples, which are never picked.
+    """
+    if n % num_classes:
+        raise GankitError(f"--labels {n}: must be a multiple of the number of classes ({num_classes})")
+    per_class = n // num_classes
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(num_classes):
+        pool = torch.nonzero(labels == c).flatten()
+        if len(pool) < per_class:
+            raise GankitError(
+                f"--labels {n}: needs {per_class} labelled images of class {c}, the data has {len(pool)}"
+            )
+        picks.append(pool[torch.randperm(len(pool), generator=g)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+def read_indices(path: str | Path, size: int, labels: torch.Tensor) -> torch.Tensor:
+    """Indices from a JSON file (a list, or {"indices": [...]} as gankit writes), checked against the data."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise GankitError(f"--labels-file {path}: cannot read a JSON list of indices ({e})") from None
+    idx = obj.get("indices") if isinstance(obj, dict) else obj
+    if not isinstance(idx, list) or not idx or not all(isinstance(i, int) for i in idx):
+        raise GankitError(f"--labels-file {path}: expected a non-empty JSON list of integer indices")
+    bad = [i for i in idx if not 0 <= i < size]
+    if bad:
+        raise GankitError(f"--labels-file {path}: index {bad[0]} out of range for {size} training images")
+    t = torch.tensor(sorted(set(idx)), dtype=torch.int64)
+    if len(t) != len(idx):
+        raise GankitError(f"--labels-file {path}: indices repeat; each labelled image must appear once")
+    if (labels[t] < 0).any():
+        raise GankitError(f"--labels-file {path}: points at images that have no label")
+    return t

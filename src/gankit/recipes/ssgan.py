@@ -1,0 +1,349 @@
+"""Semi-supervised GAN: a classifier trained from a few labels plus unlabelled images.
+
+Salimans et al. 2016 ("Improved Techniques for Training GANs"), as the seed builds it: the
+classifier's trunk is the discriminator's; its K class logits give the class (softmax) and the
+real/fake logit (logsumexp). Each step updates the classifier/discriminator on a labelled
+half-batch (cross-entropy), an unlabelled half-batch (real) and generated images (fake), then the
+generator. Fixes of the seed: D = sigmoid(logsumexp) instead of the overflowing Z/(Z+1); the
+labelled subset is balanced and drawn without replacement from --seed (the seed's `randint` draws
+duplicates); one optimiser for the shared weights with the summed loss, as in the paper (Keras gave
+the seed two Adam states for the same weights).
+Options: feature-matching generator loss (the paper's choice for semi-supervised learning), an EMA
+of the classifier for evaluation, and `--baseline supervised`: the same classifier on the same
+labelled subset alone, for the same number of steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import TrainConfig, opt
+from ..data import ImageSet, load_dataset
+from ..data.batches import SemiSupervisedBatches
+from ..data.images import load_labelled_folder
+from ..data.mnist import SPECS
+from ..data.subsets import balanced_subset, read_indices
+from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
+from ..errors import GankitError
+from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
+from . import register
+from .base import Recipe
+from .dcgan import update_ema
+
+AUGMENTS = ("translate", "flip+translate", "none")
+
+
+@dataclass
+class SSGANConfig(TrainConfig):
+    recipe: str = "ssgan"
+    data: str = "fashion-mnist"
+    labels: int | None = opt(
+        None,
+        "labelled images, balanced over classes (default: 1000 for named datasets, "
+        "every labelled image of a folder)",
+    )
+    labels_file: str | None = opt(
+        None,
+        "JSON list of training-image indices to use as the labelled subset "
+        "(e.g. a run's labelled_indices.json)",
+    )
+    epochs: int = 10
+    batch_size: int = opt(
+        100, "GAN batch: half real unlabelled, half generated; the labelled batch is half of it"
+    )
+    lr: float = opt(2e-4, "Adam learning rate of both networks")
+    beta1: float = opt(0.5, "Adam beta1")
+    gen_loss: str = opt(
+        "feature-matching",
+        "generator loss: feature-matching (Salimans) or bce (the seed)",
+        choices=("feature-matching", "bce"),
+    )
+    ema: float = opt(0.999, "decay of the classifier's weight average used for evaluation (0 = off)")
+    augment: str = opt(
+        "translate",
+        "random augmentation of real images: translate (+-2 px), flip+translate "
+        "(horizontal flips too: not for digits or text) or none",
+        choices=AUGMENTS,
+    )
+    baseline: str = opt(
+        "none",
+        "'supervised': train the classifier on the labelled subset alone",
+        choices=("none", "supervised"),
+    )
+    latent_dim: int = opt(100, "length of the generator's noise vector", model=True)
+    image_size: int | None = opt(None, "image size (default 28 for MNIST-family data, else 32)", model=True)
+    channels: int | None = opt(None, "1 or 3 (default: from the data)", model=True)
+    num_classes: int | None = opt(None, "number of classes (from the data)", model=True)
+    class_names: list | None = opt(None, "class names (from the data)", cli=False)
+    preview_every: int = 1
+    checkpoint_every: int = 1000
+
+    def validate(self) -> None:
+        super().validate()
+        if self.labels is not None and self.labels <= 0:
+            raise GankitError(f"--labels {self.labels}: expected a positive number of labelled images")
+        if self.batch_size % 2:
+            raise GankitError(f"--batch-size {self.batch_size}: must be even (half real, half generated)")
+        if not 0.0 <= self.ema < 1.0:
+            raise GankitError(f"--ema {self.ema}: expected a decay in [0, 1)")
+        if self.image_size is not None and (self.image_size % 4 or not 8 <= self.image_size <= 64):
+            raise GankitError(f"--image-size {self.image_size}: expected a multiple of 4 between 8 and 64")
+
+
+def _is_named(data: str) -> bool:
+    return data in SPECS or data.startswith("fashion-mnist")
+
+
+@register
+class SSGAN(Recipe):
+    """Semi-supervised GAN classifier (see the module docstring)."""
+
+    name = "ssgan"
+    Config = SSGANConfig
+
+    def __init__(self, cfg: SSGANConfig, device: torch.device):
+        super().__init__(cfg, device)
+        self.classifier = SharedDiscriminator(cfg.num_classes, cfg.channels, cfg.image_size).to(
+            device, memory_format=torch.channels_last
+        )
+        self.modules = {"classifier": self.classifier}
+        betas = (cfg.beta1, 0.999)
+        self.optimizers = {"classifier": torch.optim.Adam(self.classifier.parameters(), cfg.lr, betas)}
+        self.supervised_only = cfg.baseline == "supervised"
+        if not self.supervised_only:
+            self.generator = SSGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size).to(
+                device, memory_format=torch.channels_last
+            )
+            self.modules["generator"] = self.generator
+            self.optimizers["generator"] = torch.optim.Adam(self.generator.parameters(), cfg.lr, betas)
+            self._g_params = list(self.generator.parameters())
+            g_rng = torch.Generator().manual_seed(cfg.seed)
+            self.fixed_latent = torch.randn(16, cfg.latent_dim, generator=g_rng).to(device)
+        self.ema = None
+        if cfg.ema > 0:
+            self.ema = copy.deepcopy(self.classifier).requires_grad_(False).eval()
+            self.modules["ema_classifier"] = self.ema
+        self.labelled_indices: torch.Tensor | None = None
+        self.eval_data: ImageSet | None = None
+
+    # -- data ----------------------------------------------------------------------------------
+    @classmethod
+    def load_data(cls, cfg: SSGANConfig) -> ImageSet:
+        if cfg.image_size is None:
+            cfg.image_size = 28 if _is_named(cfg.data) else 32
+        if _is_named(cfg.data):
+            data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels)
+        else:
+            labelled, extra = load_labelled_folder(
+                cfg.data, cfg.image_size, cfg.channels, cfg.skip_bad_images
+            )
+            data = labelled
+            if extra is not None:  # images without a label: label -1
+                data = ImageSet(
+                    torch.cat([labelled.images, extra.images]),
+                    torch.cat([labelled.labels, torch.full((len(extra),), -1)]),
+                    labelled.classes,
+                    labelled.source,
+                )
+        cfg.channels = data.channels
+        names = list(data.classes) if data.classes else []
+        n_cls = int(data.labels.max()) + 1
+        cfg.num_classes = cfg.num_classes or (len(names) if names and len(names) >= n_cls else n_cls)
+        cfg.class_names = names[: cfg.num_classes] if names else [str(i) for i in range(cfg.num_classes)]
+        return data
+
+    @classmethod
+    def load_eval_data(cls, cfg: SSGANConfig, data: str | None = None) -> ImageSet | None:
+        """The test split of a named dataset, or a labelled folder given as `data`."""
+        source = data or cfg.data
+        if _is_named(source):
+            return load_dataset(
+                source, "test", cfg.data_dir if not data else None, cfg.image_size, cfg.channels
+            )
+        if data:
+            return load_labelled_folder(data, cfg.image_size, cfg.channels, cfg.skip_bad_images)[0]
+        return None
+
+    def attach_data(self, data: ImageSet) -> None:
+        cfg = self.cfg
+        if cfg.labels_file:
+            idx = read_indices(cfg.labels_file, len(data), data.labels)
+        elif cfg.labels is None and not _is_named(cfg.data):  # a user's folder: every labelled image
+            idx = torch.nonzero(data.labels >= 0).flatten()
+        else:
+            idx = balanced_subset(data.labels, cfg.labels or 1000, cfg.num_classes, cfg.seed)
+        self.labelled_indices = idx
+        self.batches = SemiSupervisedBatches(
+            data.images[idx], data.labels[idx], data.images, cfg.batch_size // 2, cfg.seed, self.device
+        )
+        self.eval_data = self.load_eval_data(cfg)
+
+    def run_files(self) -> dict:
+        return {
+            "labelled_indices.json": {
+                "indices": self.labelled_indices.tolist(),
+                "data": self.cfg.data,
+                "seed": self.cfg.seed,
+                "count": len(self.labelled_indices),
+            }
+        }
+
+    # -- training ------------------------------------------------------------------------------
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        x_lab, y_lab, x_unl = batch
+        if self.cfg.augment != "none":
+            flip, shift = "flip" in self.cfg.augment, 2
+            x_lab, x_unl = random_flip_shift(x_lab, flip, shift), random_flip_shift(x_unl, flip, shift)
+        x_lab, x_unl = to_tanh_range(x_lab), to_tanh_range(x_unl)
+        half = len(x_unl)
+        opt_c = self.optimizers["classifier"]
+        if self.supervised_only:
+            with self.autocast():
+                logits, _ = self.classifier(x_lab.contiguous(memory_format=torch.channels_last))
+            loss_sup = F.cross_entropy(logits.float(), y_lab)
+            opt_c.zero_grad(set_to_none=True)
+            loss_sup.backward()
+            opt_c.step()
+            self._update_ema()
+            return {"loss_sup": loss_sup.detach(), "acc_labelled": (logits.argmax(1) == y_lab).float().mean()}
+
+        z = torch.randn(2 * half, self.cfg.latent_dim, device=self.device)
+        with self.autocast():
+            fake = self.generator(z)
+            x = torch.cat([x_lab, x_unl, fake[:half].detach()]).contiguous(memory_format=torch.channels_last)
+            logits, feats = self.classifier(x)
+        logits = logits.float()
+        n_lab = len(x_lab)
+        loss_sup = F.cross_entropy(logits[:n_lab], y_lab)
+        d_real = real_fake_logit(logits[n_lab : n_lab + half])
+        d_fake = real_fake_logit(logits[n_lab + half :])
+        # -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))): the seed's binary cross-entropy, stably.
+        loss_unsup = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        opt_c.zero_grad(set_to_none=True)
+        (loss_sup + loss_unsup).backward()
+        opt_c.step()
+
+        with self.autocast():
+            g_logits, g_feats = self.classifier(fake)
+        if self.cfg.gen_loss == "feature-matching":
+            real_mean = feats[n_lab : n_lab + half].detach().float().mean(0)
+            loss_g = F.mse_loss(g_feats.float().mean(0), real_mean)
+        else:
+            loss_g = F.softplus(-real_fake_logit(g_logits)).mean()
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        loss_g.backward(inputs=self._g_params)
+        self.optimizers["generator"].step()
+        self._update_ema()
+        return {
+            "loss_sup": loss_sup.detach(),
+            "loss_unsup": loss_unsup.detach(),
+            "loss_g": loss_g.detach(),
+            "acc_labelled": (logits[:n_lab].argmax(1) == y_lab).float().mean().detach(),
+        }
+
+    def _update_ema(self) -> None:
+        if self.ema is not None:
+            update_ema(self.ema, self.classifier, self.cfg.ema)
+
+    @torch.no_grad()
+    def preview(self) -> torch.Tensor:
+        if self.supervised_only:
+            return from_tanh_range(to_tanh_range(self.batches.labelled[:16]))
+        self.generator.eval()
+        out = from_tanh_range(self.generator(self.fixed_latent))
+        self.generator.train()
+        return out
+
+    def epoch_metrics(self) -> dict:
+        """Test accuracy of the evaluated classifier, logged after each preview epoch (monitoring only:
+        nothing is selected on it)."""
+        if self.eval_data is None:
+            return {}
+        pred, _ = predict(self.inference_module(), self.eval_data.images, self.device)
+        self.classifier.train()
+        return {"test_accuracy": (pred == self.eval_data.labels).float().mean().item()}
+
+    def inference_module(self) -> nn.Module:
+        return (self.ema if self.ema is not None else self.classifier).eval()
+
+    def evaluate(self, run_dir, data: str | None = None) -> dict:
+        return evaluate(self, run_dir, data)
+
+    def classify(self, paths: list, skip_bad: bool = False) -> list[dict]:
+        return classify_files(self, paths, skip_bad)
+
+
+@torch.no_grad()
+def predict(
+    classifier: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class predictions and softmax probabilities (on CPU) for uint8 NCHW `images`."""
+    classifier.eval()
+    probs = []
+    for part in images.split(batch_size):
+        x = to_tanh_range(part.to(device)).contiguous(memory_format=torch.channels_last)
+        logits, _ = classifier(x)
+        probs.append(torch.softmax(logits.float(), 1).cpu())
+    p = torch.cat(probs)
+    return p.argmax(1), p
+
+
+def evaluate(recipe: SSGAN, run_dir, data: str | None = None) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of a run's classifier on test data; writes
+    evaluation/report.json and evaluation/confusion.png into the run directory."""
+    from pathlib import Path
+
+    from .. import viz
+    from ..io import write_json_atomic
+    from ..metrics import classification_report
+
+    cfg = recipe.cfg
+    test = recipe.load_eval_data(cfg, data)
+    if test is None:
+        raise GankitError(
+            f"{run_dir}: trained on a folder without a test split; pass --data with a labelled "
+            "test folder (one sub-folder per class)"
+        )
+    if test.labels.max() >= cfg.num_classes:
+        raise GankitError(
+            f"--data {data}: has {int(test.labels.max()) + 1} classes, the run has {cfg.num_classes}"
+        )
+    pred, _ = predict(recipe.inference_module(), test.images, recipe.device)
+    report = classification_report(pred, test.labels, cfg.class_names)
+    report.update(
+        run_dir=str(run_dir), data=data or f"{cfg.data}:test", weights="ema" if recipe.ema else "last"
+    )
+    out = Path(run_dir) / "evaluation"
+    write_json_atomic(out / "report.json", report)
+    viz.plot_confusion(
+        report["confusion_matrix"],
+        cfg.class_names,
+        out / "confusion.png",
+        title=f"{cfg.data}: accuracy {report['accuracy']:.2%} on {len(test)} images",
+    )
+    report["files"] = [str(out / "report.json"), str(out / "confusion.png")]
+    return report
+
+
+def classify_files(recipe: SSGAN, paths: list, skip_bad: bool = False) -> list[dict]:
+    """Predict each image file: [{path, label, confidence, top}] (top = 3 best (label, probability))."""
+    from ..data.images import decode_all
+
+    cfg = recipe.cfg
+    images, kept = decode_all(paths, cfg.channels, cfg.image_size, skip_bad)
+    _, probs = predict(recipe.inference_module(), images, recipe.device)
+    top_p, top_i = probs.topk(min(3, cfg.num_classes), dim=1)
+    return [
+        {
+            "path": str(p),
+            "label": cfg.class_names[int(i[0])],
+            "confidence": float(q[0]),
+            "top": [[cfg.class_names[int(a)], float(b)] for a, b in zip(i, q)],
+        }
+        for p, i, q in zip(kept, top_i, top_p)
+    ]

@@ -1,0 +1,157 @@
+"""Semi-supervised GAN: networks, the stable D, the labelled subset, training, evaluate/classify."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import gankit
+from gankit.cli import main
+from gankit.data import EMBEDDED, load_dataset
+from gankit.data.subsets import balanced_subset, read_indices
+from gankit.errors import GankitError
+from gankit.nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
+
+QUICK = dict(data=EMBEDDED, labels=100, batch_size=32, log_every=10, progress=False, checkpoint_every=10_000)
+
+
+def test_shapes():
+    d, g = SharedDiscriminator(10, 1, 28), SSGANGenerator(100, 1, 28)
+    x = g(torch.randn(6, 100))
+    assert x.shape == (6, 1, 28, 28) and x.abs().max() <= 1
+    logits, feats = d(x)
+    assert logits.shape == (6, 10) and feats.shape == (6, 128 * 4 * 4)
+    assert SharedDiscriminator(5, 3, 32)(torch.randn(2, 3, 32, 32))[0].shape == (2, 5)
+    assert SSGANGenerator(16, 3, 32)(torch.randn(2, 16)).shape == (2, 3, 32, 32)
+
+
+def test_d_is_sigmoid_of_logsumexp_and_stays_finite():
+    logits = torch.randn(50, 10, dtype=torch.float64) * 3
+    z = logits.exp().sum(1)
+    assert torch.allclose(torch.sigmoid(real_fake_logit(logits)).double(), z / (z + 1), atol=1e-6)
+    for big in (1000.0, -1000.0):
+        logit = torch.full((4, 10), big, requires_grad=True)
+        d = real_fake_logit(logit)
+        loss = torch.nn.functional.softplus(-d).mean() + torch.nn.functional.softplus(d).mean()
+        loss.backward()
+        assert torch.isfinite(d).all() and torch.isfinite(loss) and torch.isfinite(logit.grad).all()
+    assert torch.sigmoid(real_fake_logit(torch.full((1, 10), 1000.0))).item() == 1.0
+    # the seed's formula overflows where logsumexp does not
+    seed_d = torch.full((1, 10), 1000.0).exp().sum(1)
+    assert torch.isnan(seed_d / (seed_d + 1)).all()
+
+
+def test_labelled_subset_balanced_unique_reproducible():
+    labels = load_dataset(EMBEDDED).labels
+    a = balanced_subset(labels, 100, 10, seed=3)
+    assert len(a) == 100 and len(set(a.tolist())) == 100
+    assert torch.bincount(labels[a]).tolist() == [10] * 10
+    assert torch.equal(a, balanced_subset(labels, 100, 10, seed=3))
+    assert not torch.equal(a, balanced_subset(labels, 100, 10, seed=4))
+    with pytest.raises(GankitError, match="needs 401 labelled images of class 0, the data has 400"):
+        balanced_subset(labels, 4010, 10, seed=0)
+    with pytest.raises(GankitError, match="multiple of the number of classes"):
+        balanced_subset(labels, 105, 10, seed=0)
+
+
+def test_labels_file_checks(tmp_path):
+    labels = torch.tensor([0, 1, 0, 1, -1])
+    (tmp_path / "ok.json").write_text(json.dumps({"indices": [3, 0]}))
+    assert read_indices(tmp_path / "ok.json", 5, labels).tolist() == [0, 3]
+    for content, msg in (
+        ([0, 9], "index 9 out of range for 5"),
+        ([1, 1], "indices repeat"),
+        ([4], "no label"),
+        ("x", "non-empty JSON list"),
+    ):
+        (tmp_path / "bad.json").write_text(json.dumps(content))
+        with pytest.raises(GankitError, match=msg):
+            read_indices(tmp_path / "bad.json", 5, labels)
+
+
+def test_short_run_beats_chance_by_far_and_baseline_control(tmp_path):
+    """300 steps on the embedded Fashion-MNIST subset with 100 labels: test accuracy over 500 real
+    test images far above chance (10%); the supervised control trains on the same 100 images."""
+    s = gankit.train("ssgan", epochs=5, out=str(tmp_path / "ss"), ema=0.99, **QUICK)
+    assert s["steps"] == 5 * (4000 // 32) and s["last_metrics"]["test_accuracy"] > 0.55
+    r = gankit.api.evaluate(tmp_path / "ss")
+    assert r["count"] == 500 and r["accuracy"] == pytest.approx(s["last_metrics"]["test_accuracy"])
+    assert sum(map(sum, r["confusion_matrix"])) == 500
+    assert (tmp_path / "ss/evaluation/confusion.png").exists()
+    indices = json.loads((tmp_path / "ss/labelled_indices.json").read_text())["indices"]
+    assert len(indices) == 100
+    b = gankit.train(
+        "ssgan",
+        epochs=1,
+        out=str(tmp_path / "base"),
+        baseline="supervised",
+        ema=0.0,
+        labels_file=str(tmp_path / "ss/labelled_indices.json"),
+        **{**QUICK, "labels": None},
+    )
+    assert json.loads((tmp_path / "base/labelled_indices.json").read_text())["indices"] == indices
+    assert "generator" not in gankit.api.load_recipe(tmp_path / "base").modules
+    assert b["last_metrics"]["test_accuracy"] > 0.3
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    def weights(run):
+        return torch.cat([p.flatten() for p in gankit.load(run).parameters()])
+
+    gankit.train("ssgan", max_steps=8, out=str(tmp_path / "a"), **QUICK)
+    gankit.train("ssgan", max_steps=4, out=str(tmp_path / "b"), **QUICK)
+    gankit.resume(tmp_path / "b", max_steps=8, progress=False)
+    assert torch.equal(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def _folder(root, classes, n=4):
+    for c, v in classes.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = Image.new("L", (28, 28), 0)
+            img.paste(v, (4 + i, 4, 20 + i, 20))
+            img.save(root / c / f"{i}.png")
+
+
+def test_labelled_folder_train_classify_and_errors(tmp_path, capsys):
+    _folder(tmp_path / "data", {"dark": 60, "bright": 250})
+    (tmp_path / "data" / "unlabeled").mkdir()
+    Image.new("L", (28, 28), 90).save(tmp_path / "data" / "unlabeled" / "u.png")
+    code = main(
+        [
+            "train",
+            "ssgan",
+            "--data",
+            str(tmp_path / "data"),
+            "--image-size",
+            "28",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    cfg = json.loads((tmp_path / "run/config.json").read_text())
+    assert cfg["class_names"] == ["bright", "dark"] and cfg["num_classes"] == 2
+    assert main(["classify", str(tmp_path / "run"), str(tmp_path / "data" / "dark"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(out["predictions"]) == 4 and {p["label"] for p in out["predictions"]} <= {"bright", "dark"}
+    assert all(0 <= p["confidence"] <= 1 for p in out["predictions"])
+    assert (tmp_path / "run/predictions.csv").read_text().startswith("path,label,confidence")
+    assert main(["evaluate", str(tmp_path / "run")]) == 1
+    assert "pass --data with a labelled test folder" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 8
+
+    _folder(tmp_path / "one", {"only": 100})
+    assert main(["train", "ssgan", "--data", str(tmp_path / "one")]) == 1
+    assert "needs at least two class sub-folders" in capsys.readouterr().err
+    assert main(["train", "ssgan", "--data", str(tmp_path / "data"), "--labels", "20"]) == 1
+    assert "needs 10 labelled images of class 0, the data has 4" in capsys.readouterr().err
+    assert main(["classify", str(tmp_path / "run"), str(tmp_path / "nothing")]) == 1
+    assert "nothing: no such file or folder" in capsys.readouterr().err
