@@ -216,15 +216,16 @@ def test_model_files_are_never_unpickled(tmp_path):
     assert not (tmp_path / "UNPICKLED").exists()
 
 
+def save_toy_torchscript(model, tmp_path):
+    """The toy model as TorchScript, with its preprocessing in the sidecar JSON."""
+    torch.jit.trace(model.model, torch.rand(1, 1, 28, 28)).save(str(tmp_path / "toy.pt"))
+    meta = {"mean": [0.5], "std": [0.5], "input_size": 28, "channels": 1, "class_names": model.class_names}
+    (tmp_path / "toy.pt.json").write_text(json.dumps(meta))
+    return tmp_path / "toy.pt"
+
+
 def test_torchscript_model_is_attacked(model, tmp_path):
-    scripted = torch.jit.trace(model.model, torch.rand(1, 1, 28, 28))
-    scripted.save(str(tmp_path / "toy.pt"))
-    (tmp_path / "toy.pt.json").write_text(
-        json.dumps(
-            {"mean": [0.5], "std": [0.5], "input_size": 28, "channels": 1, "class_names": model.class_names}
-        )
-    )
-    clf = load_classifier(str(tmp_path / "toy.pt"))
+    clf = load_classifier(str(save_toy_torchscript(model, tmp_path)))
     x, y = toy_data(8)
     with torch.no_grad():
         assert torch.equal(clf(x).argmax(1), model(x).argmax(1))
@@ -329,3 +330,74 @@ def test_attack_cli_errors(capsys, tmp_path, lite0):
         main(["attack", "pgd", "--model", "efficientnet-lite0", "--image", str(tmp_path / "fake.png")]) == 1
     )
     assert "fake.png" in capsys.readouterr().err
+
+
+def test_evaluate_attack_cli_on_a_labelled_folder(model, tmp_path, capsys):
+    from PIL import Image
+
+    from gankit.cli import main
+
+    save_toy_torchscript(model, tmp_path)
+    x, y = toy_data(24, seed=21)
+    for i, (img, label) in enumerate(zip(x, y)):
+        folder = tmp_path / "data" / model.class_names[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img[0] * 255).round().byte().numpy(), "L").save(folder / f"{i}.png")
+    code = main(
+        [
+            "evaluate",
+            "--attack",
+            "fgsm,pgd",
+            "--model",
+            str(tmp_path / "toy.pt"),
+            "--data",
+            str(tmp_path / "data"),
+            "--eps",
+            "0,0.3,0.5",
+            "-o",
+            str(tmp_path / "rob"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["count"] == 24 and rep["clean_accuracy"] > 0.9
+    worst = [r["robust_accuracy"] for r in rep["rows"] if r["attack"] == "worst-case"]
+    assert worst == sorted(worst, reverse=True) and worst[-1] < 0.2
+    assert all((tmp_path / "rob" / f"robustness.{e}").exists() for e in ("json", "csv", "png"))
+    (tmp_path / "data" / "unicorn").mkdir()
+    Image.new("L", (28, 28)).save(tmp_path / "data" / "unicorn" / "u.png")
+    assert (
+        main(
+            [
+                "evaluate",
+                "--attack",
+                "pgd",
+                "--model",
+                str(tmp_path / "toy.pt"),
+                "--data",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 1
+    )
+    assert "unicorn: folder name is neither a class id nor a class name" in capsys.readouterr().err
+
+
+def test_attacking_a_gankit_ssgan_run(tmp_path):
+    import gankit
+
+    gankit.train(
+        "ssgan",
+        data="fashion-mnist-small",
+        labels=100,
+        max_steps=2,
+        batch_size=8,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
+    clf = load_classifier(str(tmp_path / "run"))
+    assert clf.num_classes == 10 and clf.class_names[0] == "T-shirt/top"
+    x = torch.rand(3, 3, 40, 40)  # colour input of another size: the wrapper converts and resizes
+    r = PGD(clf, 8 / 255, steps=3).run(x)
+    assert r.adversarial.shape == x.shape and (r.linf <= 8 / 255 + 1e-6).all()

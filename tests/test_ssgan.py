@@ -155,3 +155,12 @@ def test_labelled_folder_train_classify_and_errors(tmp_path, capsys):
     assert "needs 10 labelled images of class 0, the data has 4" in capsys.readouterr().err
     assert main(["classify", str(tmp_path / "run"), str(tmp_path / "nothing")]) == 1
     assert "nothing: no such file or folder" in capsys.readouterr().err
+
+
+def test_ssgan_demo_runs_offline(tmp_path, capsys):
+    assert (
+        main(["demo", "--recipe", "ssgan", "--epochs", "1", "--out", str(tmp_path / "demo"), "--json"]) == 0
+    )
+    s = json.loads(capsys.readouterr().out)
+    assert s["steps"] == 40 and 0.0 <= s["last_metrics"]["test_accuracy"] <= 1.0
+    assert (tmp_path / "demo" / "labelled_indices.json").exists()

@@ -148,16 +148,7 @@ def classify(
     skip_bad: bool = False,
 ) -> list[dict]:
     """Predictions of a run's classifier for image files and folders (searched recursively)."""
-    from .data.images import list_images
+    from .data.images import expand_paths
 
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += list_images(item)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise GankitError(f"{item}: no such file or folder")
-    if not paths:
-        raise GankitError(f"no images found in {', '.join(map(str, inputs))}")
+    paths = expand_paths(inputs)
     return load_recipe(run_dir, device).classify(paths, skip_bad)

@@ -9,31 +9,13 @@ from .classifiers import ImageClassifier, load_classifier
 from .gradient import ATTACKS, BIM, FGSM, MIFGSM, PGD, make_attack
 
 
-def _paths(inputs) -> list:
-    from pathlib import Path
-
-    from ..data.images import list_images
-    from ..errors import GankitError
-
-    paths = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += list_images(item)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise GankitError(f"{item}: no such file or folder")
-    if not paths:
-        raise GankitError(f"no images found in {', '.join(map(str, inputs))}")
-    return paths
-
-
 def attack_paths(
     method: str, model: str, inputs, eps: str, out, target: str | None = None, device: str = "cpu", **options
 ) -> dict:
     """The `gankit attack` command as a function: attack image files/folders, save PNGs and a report."""
     from pathlib import Path
 
+    from ..data.images import expand_paths
     from ..device import pick_device
     from .files import attack_files, parse_eps, resolve_target
 
@@ -43,7 +25,7 @@ def attack_paths(
     if method == "fgsm":
         options = {"seed": options.get("seed", 0)}
     options = {k: v for k, v in options.items() if v is not None}
-    return attack_files(clf, _paths(inputs), method, eps_list, Path(out), tgt, **options)
+    return attack_files(clf, expand_paths(inputs), method, eps_list, Path(out), tgt, **options)
 
 
 def robustness(

@@ -31,6 +31,21 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
+def expand_paths(inputs) -> list[Path]:
+    """Image files from a mix of files and folders (folders searched recursively), in order given."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += list_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise GankitError(f"{item}: no such file or folder")
+    if not paths:
+        raise GankitError(f"no images found in {', '.join(map(str, inputs))}")
+    return paths
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     """Map 16/32-bit integer and float images to 8-bit 'L' by scaling their range."""
     a = np.asarray(img, dtype=np.float64)

@@ -52,7 +52,7 @@ class SSGANConfig(TrainConfig):
         "JSON list of training-image indices to use as the labelled subset "
         "(e.g. a run's labelled_indices.json)",
     )
-    epochs: int = 10
+    epochs: int = 6
     batch_size: int = opt(
         100, "GAN batch: half real unlabelled, half generated; the labelled batch is half of it"
     )
@@ -65,7 +65,7 @@ class SSGANConfig(TrainConfig):
     )
     ema: float = opt(0.999, "decay of the classifier's weight average used for evaluation (0 = off)")
     augment: str = opt(
-        "translate",
+        "none",
         "random augmentation of real images: translate (+-2 px), flip+translate "
         "(horizontal flips too: not for digits or text) or none",
         choices=AUGMENTS,

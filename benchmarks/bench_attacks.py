@@ -1,0 +1,89 @@
+"""Attack throughput (attacked images per second) and peak memory, gankit vs torchattacks.
+
+Both attack the same model object: EfficientNet-Lite0 (pretrained, 224 px) wrapped by gankit's
+ImageClassifier (normalisation inside), with the same eps/alpha/steps. torchattacks is optional and
+needs no torchvision for these attacks:  pip install --no-deps --target /tmp/ta torchattacks, then
+PYTHONPATH=/tmp/ta python benchmarks/bench_attacks.py. Each configuration runs in its own process.
+
+    python benchmarks/bench_attacks.py --attack fgsm pgd --batch-size 1 32 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) -> dict:
+    from gankit.attacks import FGSM, PGD, load_classifier
+    from gankit.device import pick_device
+
+    dev = pick_device(device)
+    model = load_classifier("efficientnet-lite0").to(dev).eval()
+    x = torch.rand(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps, alpha, steps = 4 / 255, 1 / 255, 10
+    if impl == "gankit":
+        atk = FGSM(model, eps) if attack == "fgsm" else PGD(model, eps, alpha=alpha, steps=steps)
+        run = lambda: atk(x, y)  # noqa: E731
+    else:
+        import torchattacks
+
+        atk = torchattacks.FGSM(model, eps=eps) if attack == "fgsm" else \
+            torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        run = lambda: atk(x, y)  # noqa: E731
+    run()  # warm-up
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        adv = run()
+    sync()
+    dt = time.perf_counter() - t0
+    assert (adv - x).abs().max() <= eps + 1e-6
+    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"impl": impl, "attack": attack if attack == "fgsm" else "pgd-10", "batch_size": batch_size,
+            "device": str(dev), "images_per_s": round(batch_size * repeats / dt, 2),
+            "seconds_per_batch": round(dt / repeats, 4), "peak_memory_mb": round(peak / 2**20, 1),
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], choices=["fgsm", "pgd"])
+    ap.add_argument("--batch-size", nargs="+", type=int, default=[1, 32])
+    ap.add_argument("--impl", nargs="+", default=["gankit", "torchattacks"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.impl[0], args.attack[0], args.batch_size[0], args.repeats, args.device)))
+        return
+    for attack in args.attack:
+        for bs in args.batch_size:
+            for impl in args.impl:
+                cmd = [sys.executable, __file__, "--one", "--impl", impl, "--attack", attack, "--batch-size",
+                       str(bs), "--repeats", str(args.repeats if bs > 1 else 10 * args.repeats), "--device",
+                       args.device]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    print(f"{impl} {attack} batch {bs}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True)
+                    continue
+                r = json.loads(p.stdout)
+                print(json.dumps(r) if args.json else
+                      f"{r['impl']:12s} {r['attack']:6s} batch {bs:3d} {r['images_per_s']:8.2f} img/s  "
+                      f"peak {r['peak_memory_mb']:.0f} MB on {r['device']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
