@@ -401,3 +401,22 @@ def test_attacking_a_gankit_ssgan_run(tmp_path):
     x = torch.rand(3, 3, 40, 40)  # colour input of another size: the wrapper converts and resizes
     r = PGD(clf, 8 / 255, steps=3).run(x)
     assert r.adversarial.shape == x.shape and (r.linf <= 8 / 255 + 1e-6).all()
+
+
+def test_fast_path_runs_no_extra_forward_passes(model):
+    calls = []
+    counted = ImageClassifier(model.model, [0.5], [0.5], 28, 1)
+    counted.register_forward_hook(lambda *a: calls.append(1))
+    x, y = toy_data(4)
+    for atk, labels, expected in (
+        (FGSM(counted, 0.1), None, 1),
+        (BIM(counted, 0.1, steps=5), None, 5),
+        (PGD(counted, 0.1, steps=5), None, 6),
+        (PGD(counted, 0.1, steps=5), y, 5),
+    ):
+        calls.clear()
+        atk(x, labels)
+        assert len(calls) == expected, type(atk).__name__
+    calls.clear()
+    r = FGSM(counted, 0.1).run(x)  # the report path adds the clean and the final prediction
+    assert len(calls) == 3 and r.clean_pred.shape == (4,)

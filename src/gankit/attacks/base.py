@@ -100,9 +100,12 @@ def project(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.
 
 
 class Attack:
-    """Base class. Subclasses implement `perturb(x, labels, targets) -> adversarial images`."""
+    """Base class. Subclasses implement `perturb(x, labels, targets) -> (adversarial images, labels)`;
+    `labels` may be None when the attack's first gradient is taken at the clean images
+    (`first_step_at_input`): the labels then come free from that forward pass."""
 
     norm = "linf"
+    first_step_at_input = True
 
     def __init__(self, model: nn.Module, eps: float, *, seed: int = 0, early_stop: bool = False):
         if not 0.0 <= float(eps) <= 1.0:
@@ -110,33 +113,56 @@ class Attack:
         self.model, self.eps, self.seed, self.early_stop = model, float(eps), seed, early_stop
 
     # -- helpers for subclasses ----------------------------------------------------------------
-    def loss_and_grad(self, adv: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
-        """Per-sample loss to *increase* and its gradient w.r.t. the images; also the logits."""
+    def loss_and_grad(self, adv: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None):
+        """(per-sample loss to *increase*, its gradient w.r.t. the images, logits, labels); labels=None
+        means `adv` is the clean input and its predictions are the labels."""
         adv = adv.detach().requires_grad_(True)
         logits = self.model(adv)
+        if labels is None:
+            labels = logits.detach().argmax(1)
         if targets is None:
             loss = F.cross_entropy(logits.float(), labels, reduction="none")
         else:
             loss = -F.cross_entropy(logits.float(), targets, reduction="none")
         # Summing keeps each sample's gradient independent of the others in the batch.
         (grad,) = torch.autograd.grad(loss.sum(), adv)
-        return loss.detach(), grad, logits.detach()
+        return loss.detach(), grad, logits.detach(), labels
 
     @staticmethod
     def succeeded(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         pred = logits.argmax(1)
         return pred != labels if targets is None else pred == targets
 
-    def perturb(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    def perturb(self, x: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None):
         raise NotImplementedError
 
     # -- public API ----------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> torch.Tensor:
-        """Adversarial images for `images` (labels default to the model's predictions)."""
-        return self.run(images, labels, target).adversarial
+        """Adversarial images for `images` (labels default to the model's predictions). The fast path:
+        no forward pass beyond what the attack itself needs; `run` adds the per-sample report."""
+        return self._attack(images, labels, target, report=False)[0]
 
     def run(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> AttackResult:
         """Attack `images`; `target`: None (untargeted), class ids, 'least-likely' or 'random'."""
+        adv, labels, targets, clean_logits, x = self._attack(images, labels, target, report=True)
+        with attack_mode(self.model), torch.no_grad():
+            probs = torch.softmax(self.model(adv).float(), 1)
+        conf, pred = probs.max(1)
+        delta = (adv - x).flatten(1)
+        success = pred != labels if targets is None else pred == targets
+        return AttackResult(
+            adv,
+            labels,
+            targets,
+            clean_logits.argmax(1),
+            pred,
+            conf,
+            success,
+            delta.abs().amax(1),
+            delta.norm(dim=1),
+        )
+
+    def _attack(self, images, labels, target, report: bool):
         if images.ndim != 4 or not images.is_floating_point():
             raise GankitError(
                 f"attack input must be float NCHW images, got {tuple(images.shape)} {images.dtype}"
@@ -147,21 +173,24 @@ class Attack:
             )
         x = images.detach().clone()
         with attack_mode(self.model):
-            with torch.no_grad():
-                clean_logits = self.model(x)
-            clean_pred = clean_logits.argmax(1)
-            labels = clean_pred if labels is None else labels.to(x.device).long()
-            targets = resolve_targets(target, clean_logits, labels, x, self.seed)
-            adv = x if self.eps == 0 else self.perturb(x, labels, targets)
+            clean_logits = None
+            if (
+                report
+                or target is not None
+                or (labels is None and (not self.first_step_at_input or self.eps == 0))
+            ):
+                with torch.no_grad():
+                    clean_logits = self.model(x)
+            if labels is not None:
+                labels = labels.to(x.device).long()
+            elif clean_logits is not None:
+                labels = clean_logits.argmax(1)
+            targets = None if target is None else resolve_targets(target, clean_logits, labels, x, self.seed)
+            adv = x if self.eps == 0 else None
+            if adv is None:
+                adv, labels = self.perturb(x, labels, targets)
             adv = project(adv.detach(), x, self.eps, self.norm)
-            with torch.no_grad():
-                probs = torch.softmax(self.model(adv).float(), 1)
-        conf, pred = probs.max(1)
-        delta = (adv - x).flatten(1)
-        success = pred != labels if targets is None else pred == targets
-        return AttackResult(
-            adv, labels, targets, clean_pred, pred, conf, success, delta.abs().amax(1), delta.norm(dim=1)
-        )
+        return adv, labels, targets, clean_logits, x
 
 
 def resolve_targets(target, clean_logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor, seed: int):

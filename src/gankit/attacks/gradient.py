@@ -14,8 +14,8 @@ class FGSM(Attack):
     along the sign of the loss gradient."""
 
     def perturb(self, x, labels, targets):
-        _, grad, _ = self.loss_and_grad(x, labels, targets)
-        return x + self.eps * grad.sign()
+        _, grad, _, labels = self.loss_and_grad(x, labels, targets)
+        return x + self.eps * grad.sign(), labels
 
 
 class PGD(Attack):
@@ -64,12 +64,16 @@ class PGD(Attack):
         n = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return self.alpha * grad / n
 
-    def _one_try(self, x, labels, targets, restart):
+    @property
+    def first_step_at_input(self) -> bool:
+        return not self.random_start
+
+    def _one_try(self, x, labels, targets, restart, score: bool):
         adv = self._start(x, restart)
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
         state = None
         for _ in range(self.steps):
-            loss, grad, logits = self.loss_and_grad(adv, labels, targets)
+            loss, grad, logits, labels = self.loss_and_grad(adv, labels, targets)
             if self.early_stop:
                 active &= ~self.succeeded(logits, labels, targets)
                 if not active.any():
@@ -77,20 +81,23 @@ class PGD(Attack):
             step, state = self._update(grad, state)
             new = project(adv + step, x, self.eps, self.norm)
             adv = torch.where(active.view(-1, 1, 1, 1), new, adv) if self.early_stop else new
-        loss, _, logits = self.loss_and_grad(adv, labels, targets)
-        return adv, loss, self.succeeded(logits, labels, targets)
+        if not score:  # a single try needs no final evaluation
+            return adv, None, None, labels
+        loss, _, logits, _ = self.loss_and_grad(adv, labels, targets)
+        return adv, loss, self.succeeded(logits, labels, targets), labels
 
     def _update(self, grad, state):
         return self._step(grad, state), state
 
     def perturb(self, x, labels, targets):
-        best, best_loss, best_ok = self._one_try(x, labels, targets, 0)
+        score = self.restarts > 1
+        best, best_loss, best_ok, labels = self._one_try(x, labels, targets, 0, score)
         for r in range(1, self.restarts):
-            adv, loss, ok = self._one_try(x, labels, targets, r)
+            adv, loss, ok, _ = self._one_try(x, labels, targets, r, score)
             better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
             best = torch.where(better.view(-1, 1, 1, 1), adv, best)
             best_loss, best_ok = torch.where(better, loss, best_loss), best_ok | ok
-        return best
+        return best, labels
 
 
 class BIM(PGD):
