@@ -194,7 +194,9 @@ def test_bad_inputs(model, tmp_path):
         load_classifier("resnet-9000")
     with pytest.raises(GankitError, match="outside \\[0, 1\\]"):
         parse_eps("0,-1/255")
-    assert parse_eps("0, 4/255,0.5") == [0.0, 4 / 255, 0.5]
+    assert parse_eps("0, 4/255,0.5,0.5/255") == [0.0, 4 / 255, 0.5, 0.5 / 255]
+    with pytest.raises(GankitError, match="not a number"):
+        parse_eps("1/0")
 
 
 class _Boom:

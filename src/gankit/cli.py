@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="pgd's threat model")
     attack.add_argument("--restarts", type=int, default=1, help="pgd random restarts")
+    attack.add_argument("--early-stop", action="store_true", help="stop iterating on an image once fooled")
     attack.add_argument("--seed", type=int, default=0)
     attack.add_argument("-o", "--output", default="attack", help="output folder (default ./attack)")
     attack.add_argument("--device", default="cpu")
@@ -373,6 +374,7 @@ def cmd_attack(ns: argparse.Namespace) -> None:
         alpha=ns.alpha,
         norm=ns.norm,
         restarts=ns.restarts,
+        early_stop=ns.early_stop,
         seed=ns.seed,
         device=ns.device,
     )

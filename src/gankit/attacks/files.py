@@ -5,7 +5,6 @@ as PNG (rounded, never JPEG) with the float tensor beside it, and report the lab
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ def parse_eps(text: str) -> list[float]:
     values = []
     for part in text.split(","):
         try:
-            v = float(Fraction(part.strip()))
+            num, _, den = part.strip().partition("/")
+            v = float(num) / float(den) if den else float(num)
         except (ValueError, ZeroDivisionError):
             raise GankitError(f"--eps {text!r}: {part!r} is not a number or fraction like 4/255") from None
         if not 0.0 <= v <= 1.0:
