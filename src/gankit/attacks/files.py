@@ -170,9 +170,9 @@ def _panel(x: torch.Tensor, clean: dict, results: list, path: Path) -> Path:
         show(axes[0, i], adv)
         axes[0, i].set_title(f"eps {eps:.4f}\n{label[:18]} {conf:.2f}", fontsize=8)
         delta = adv - x
-        scale = max(float(delta.abs().max()), 1e-8)
-        show(axes[1, i], 0.5 + delta / (2 * scale))
-        axes[1, i].set_title(f"perturbation x{0.5 / scale:.0f}", fontsize=8)
+        peak = float(delta.abs().max())
+        show(axes[1, i], 0.5 + delta / (2 * peak) if peak > 0 else torch.full_like(delta, 0.5))
+        axes[1, i].set_title(f"perturbation x{0.5 / peak:.0f}" if peak > 0 else "no perturbation", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
