@@ -58,3 +58,27 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         write_atomic(target, fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_constant_then_linear_schedule_values_and_resume():
+    from gankit.engine.schedules import constant_then_linear
+
+    def lrs(opt, sched, n):
+        out = []
+        for _ in range(n):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    sched = constant_then_linear(opt, total=100)
+    values = lrs(opt, sched, 100)
+    assert values[0] == values[49] == 2e-4  # constant for the first half
+    assert values[75] == pytest.approx(1e-4)  # halfway down the decay
+    assert values[99] == pytest.approx(4e-6) and opt.param_groups[0]["lr"] == 0.0  # zero at the end
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    sched2 = constant_then_linear(opt2, total=100)
+    tensors, skeleton = pack(sched.state_dict())
+    sched2.load_state_dict(unpack(tensors, skeleton))
+    assert sched2.last_epoch == 100

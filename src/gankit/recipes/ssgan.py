@@ -29,6 +29,7 @@ from ..data.images import load_labelled_folder
 from ..data.mnist import SPECS
 from ..data.subsets import balanced_subset, read_indices
 from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
+from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
 from . import register
@@ -69,6 +70,9 @@ class SSGANConfig(TrainConfig):
         "random augmentation of real images: translate (+-2 px), flip+translate "
         "(horizontal flips too: not for digits or text) or none",
         choices=AUGMENTS,
+    )
+    lr_decay: bool = opt(
+        False, "keep the learning rate for the first half of training, then decay it linearly to zero"
     )
     baseline: str = opt(
         "none",
@@ -178,6 +182,10 @@ class SSGAN(Recipe):
         else:
             idx = balanced_subset(data.labels, cfg.labels or 1000, cfg.num_classes, cfg.seed)
         self.labelled_indices = idx
+        if cfg.lr_decay:
+            total = len(data) // cfg.batch_size * cfg.epochs
+            total = min(total, cfg.max_steps) if cfg.max_steps else total
+            self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
         self.batches = SemiSupervisedBatches(
             data.images[idx], data.labels[idx], data.images, cfg.batch_size // 2, cfg.seed, self.device
         )
@@ -209,7 +217,7 @@ class SSGAN(Recipe):
             opt_c.zero_grad(set_to_none=True)
             loss_sup.backward()
             opt_c.step()
-            self._update_ema()
+            self._after_step()
             return {"loss_sup": loss_sup.detach(), "acc_labelled": (logits.argmax(1) == y_lab).float().mean()}
 
         z = torch.randn(2 * half, self.cfg.latent_dim, device=self.device)
@@ -238,7 +246,7 @@ class SSGAN(Recipe):
         self.optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward(inputs=self._g_params)
         self.optimizers["generator"].step()
-        self._update_ema()
+        self._after_step()
         return {
             "loss_sup": loss_sup.detach(),
             "loss_unsup": loss_unsup.detach(),
@@ -246,7 +254,9 @@ class SSGAN(Recipe):
             "acc_labelled": (logits[:n_lab].argmax(1) == y_lab).float().mean().detach(),
         }
 
-    def _update_ema(self) -> None:
+    def _after_step(self) -> None:
+        for sched in self.schedulers.values():
+            sched.step()
         if self.ema is not None:
             update_ema(self.ema, self.classifier, self.cfg.ema)
 
