@@ -95,12 +95,15 @@ def test_short_run_beats_chance_by_far_and_baseline_control(tmp_path):
     assert b["last_metrics"]["test_accuracy"] > 0.3
 
 
-def test_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("lr_decay", [False, True])
+def test_resume_matches_uninterrupted(tmp_path, lr_decay):
     def weights(run):
         return torch.cat([p.flatten() for p in gankit.load(run).parameters()])
 
-    gankit.train("ssgan", max_steps=8, out=str(tmp_path / "a"), **QUICK)
-    gankit.train("ssgan", max_steps=4, out=str(tmp_path / "b"), **QUICK)
+    opts = {**QUICK, "lr_decay": lr_decay, "epochs": 1, "max_steps": 8}
+    gankit.train("ssgan", out=str(tmp_path / "a"), **opts)
+    gankit.train("ssgan", out=str(tmp_path / "b"), **{**opts, "checkpoint_every": 4, "keep_checkpoints": 5})
+    (tmp_path / "b" / "checkpoints" / "step-00000008.safetensors").unlink()  # as if killed after step 4
     gankit.resume(tmp_path / "b", max_steps=8, progress=False)
     assert torch.equal(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
