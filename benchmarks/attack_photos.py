@@ -30,9 +30,13 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     src = Path(skimage.data.__file__).parent
-    sweep = attack_paths("fgsm", "efficientnet-lite0", [str(src / "coffee.png")], "0,0.0025,0.005,0.05", out / "fgsm")
+    sweep = attack_paths(
+        "fgsm", "efficientnet-lite0", [str(src / "coffee.png")], "0,0.0025,0.005,0.05", out / "fgsm"
+    )
     for r in sweep["images"][0]["results"]:
-        print(json.dumps({"fgsm_eps": r["eps"], "label": r["label"], "confidence": round(r["confidence"], 4)}))
+        print(
+            json.dumps({"fgsm_eps": r["eps"], "label": r["label"], "confidence": round(r["confidence"], 4)})
+        )
     model = load_classifier("efficientnet-lite0")
     with tempfile.TemporaryDirectory() as tmp:  # a labelled folder: class id = clean prediction
         for name in PHOTOS:

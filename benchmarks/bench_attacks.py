@@ -36,8 +36,11 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
     else:
         import torchattacks
 
-        atk = torchattacks.FGSM(model, eps=eps) if attack == "fgsm" else \
-            torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        atk = (
+            torchattacks.FGSM(model, eps=eps)
+            if attack == "fgsm"
+            else torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        )
         run = lambda: atk(x, y)  # noqa: E731
     run()  # warm-up
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -48,12 +51,21 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
     sync()
     dt = time.perf_counter() - t0
     assert (adv - x).abs().max() <= eps + 1e-6
-    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"impl": impl, "attack": attack if attack == "fgsm" else "pgd-10", "batch_size": batch_size,
-            "device": str(dev), "images_per_s": round(batch_size * repeats / dt, 2),
-            "seconds_per_batch": round(dt / repeats, 4), "peak_memory_mb": round(peak / 2**20, 1),
-            "threads": torch.get_num_threads()}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "impl": impl,
+        "attack": attack if attack == "fgsm" else "pgd-10",
+        "batch_size": batch_size,
+        "device": str(dev),
+        "images_per_s": round(batch_size * repeats / dt, 2),
+        "seconds_per_batch": round(dt / repeats, 4),
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -67,22 +79,42 @@ def main() -> None:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.impl[0], args.attack[0], args.batch_size[0], args.repeats, args.device)))
+        print(
+            json.dumps(measure(args.impl[0], args.attack[0], args.batch_size[0], args.repeats, args.device))
+        )
         return
     for attack in args.attack:
         for bs in args.batch_size:
             for impl in args.impl:
-                cmd = [sys.executable, __file__, "--one", "--impl", impl, "--attack", attack, "--batch-size",
-                       str(bs), "--repeats", str(args.repeats if bs > 1 else 10 * args.repeats), "--device",
-                       args.device]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    "--impl",
+                    impl,
+                    "--attack",
+                    attack,
+                    "--batch-size",
+                    str(bs),
+                    "--repeats",
+                    str(args.repeats if bs > 1 else 10 * args.repeats),
+                    "--device",
+                    args.device,
+                ]
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 if p.returncode != 0:
-                    print(f"{impl} {attack} batch {bs}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True)
+                    print(
+                        f"{impl} {attack} batch {bs}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True
+                    )
                     continue
                 r = json.loads(p.stdout)
-                print(json.dumps(r) if args.json else
-                      f"{r['impl']:12s} {r['attack']:6s} batch {bs:3d} {r['images_per_s']:8.2f} img/s  "
-                      f"peak {r['peak_memory_mb']:.0f} MB on {r['device']}", flush=True)
+                print(
+                    json.dumps(r)
+                    if args.json
+                    else f"{r['impl']:12s} {r['attack']:6s} batch {bs:3d} {r['images_per_s']:8.2f} img/s  "
+                    f"peak {r['peak_memory_mb']:.0f} MB on {r['device']}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -56,21 +56,35 @@ def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: in
     torch.stack(list(out.values())).tolist()  # wait for the last step
     sync()
     dt = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"recipe": recipe, "batch_size": batch_size, "loader": loader, "device": str(dev),
-            "precision": "bf16" if autocast_dtype(precision, dev) else "fp32",
-            "images_per_s": round(batch_size * steps / dt, 1), "step_ms": round(1000 * dt / steps, 2),
-            "peak_memory_mb": round(peak / 2**20, 1),
-            "peak_memory_kind": "cuda allocated" if dev.type == "cuda" else "process max RSS",
-            "threads": torch.get_num_threads()}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "recipe": recipe,
+        "batch_size": batch_size,
+        "loader": loader,
+        "device": str(dev),
+        "precision": "bf16" if autocast_dtype(precision, dev) else "fp32",
+        "images_per_s": round(batch_size * steps / dt, 1),
+        "step_ms": round(1000 * dt / steps, 2),
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "peak_memory_kind": "cuda allocated" if dev.type == "cuda" else "process max RSS",
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", nargs="+", default=["dcgan"])
-    ap.add_argument("--batch-size", nargs="+", type=int, default=None,
-                    help="default: dcgan 64 512 (the seed's 512), ssgan 100 (the seed's GAN batch)")
+    ap.add_argument(
+        "--batch-size",
+        nargs="+",
+        type=int,
+        default=None,
+        help="default: dcgan 64 512 (the seed's 512), ssgan 100 (the seed's GAN batch)",
+    )
     ap.add_argument("--loader", nargs="+", choices=["synthetic", "memory"], default=["synthetic", "memory"])
     ap.add_argument("--precision", nargs="+", default=["fp32", "auto"])
     ap.add_argument("--steps", type=int, default=20)
@@ -80,24 +94,54 @@ def main() -> None:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.recipe[0], args.batch_size[0], args.loader[0], args.precision[0],
-                                 args.steps, args.warmup, args.device)))
+        print(
+            json.dumps(
+                measure(
+                    args.recipe[0],
+                    args.batch_size[0],
+                    args.loader[0],
+                    args.precision[0],
+                    args.steps,
+                    args.warmup,
+                    args.device,
+                )
+            )
+        )
         return
     for recipe in args.recipe:
         for bs in args.batch_size or {"dcgan": [64, 512], "ssgan": [100]}.get(recipe, [64]):
             for precision in args.precision:
                 for loader in args.loader:
-                    cmd = [sys.executable, __file__, "--one", "--recipe", recipe, "--batch-size", str(bs),
-                           "--loader", loader, "--precision", precision, "--steps", str(args.steps),
-                           "--warmup", str(args.warmup), "--device", args.device]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        "--recipe",
+                        recipe,
+                        "--batch-size",
+                        str(bs),
+                        "--loader",
+                        loader,
+                        "--precision",
+                        precision,
+                        "--steps",
+                        str(args.steps),
+                        "--warmup",
+                        str(args.warmup),
+                        "--device",
+                        args.device,
+                    ]
                     res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                     if args.json:
                         print(json.dumps(res), flush=True)
                     else:
-                        print(f"{res['recipe']:8s} batch {bs:4d} {res['precision']:4s} {loader:9s} "
-                              f"{res['images_per_s']:8.1f} img/s  {res['step_ms']:8.1f} ms/step  "
-                              f"peak {res['peak_memory_mb']:.0f} MB ({res['peak_memory_kind']}) on {res['device']}",
-                              flush=True)
+                        print(
+                            f"{res['recipe']:8s} batch {bs:4d} {res['precision']:4s} {loader:9s} "
+                            f"{res['images_per_s']:8.1f} img/s  {res['step_ms']:8.1f} ms/step  "
+                            f"peak {res['peak_memory_mb']:.0f} MB ({res['peak_memory_kind']}) "
+                            f"on {res['device']}",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

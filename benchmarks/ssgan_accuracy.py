@@ -31,24 +31,59 @@ def main() -> None:
     results: dict[str, list[float]] = {"ssgan": [], "supervised": []}
     for seed in args.seeds:
         ss_dir = Path(args.out) / f"ssgan-seed{seed}"
-        runs = [("ssgan", ss_dir, {"labels": args.labels}),
-                ("supervised", Path(args.out) / f"supervised-seed{seed}",
-                 {"baseline": "supervised", "labels_file": str(ss_dir / "labelled_indices.json")})]
+        runs = [
+            ("ssgan", ss_dir, {"labels": args.labels}),
+            (
+                "supervised",
+                Path(args.out) / f"supervised-seed{seed}",
+                {"baseline": "supervised", "labels_file": str(ss_dir / "labelled_indices.json")},
+            ),
+        ]
         for method, run, extra in runs:
             t0 = time.perf_counter()
             if not (args.skip_existing and (run / "evaluation" / "report.json").exists()):
-                gankit.train("ssgan", data=args.data, data_dir=args.data_dir, epochs=args.epochs, seed=seed,
-                             out=str(run), progress=False, **extra)
+                gankit.train(
+                    "ssgan",
+                    data=args.data,
+                    data_dir=args.data_dir,
+                    epochs=args.epochs,
+                    seed=seed,
+                    out=str(run),
+                    progress=False,
+                    **extra,
+                )
             wall = time.perf_counter() - t0
             report = gankit.api.evaluate(run)
             acc = report["accuracy"]
             results[method].append(acc)
-            print(json.dumps({"method": method, "seed": seed, "test_accuracy": acc, "test_images": report["count"],
-                              "train_wall_s": round(wall, 1), "run": str(run)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "test_accuracy": acc,
+                        "test_images": report["count"],
+                        "train_wall_s": round(wall, 1),
+                        "run": str(run),
+                    }
+                ),
+                flush=True,
+            )
     for method, accs in results.items():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(json.dumps({"method": method, "mean": round(statistics.mean(accs), 4), "std": round(sd, 4),
-                          "draws": len(accs), "epochs": args.epochs, "labels": args.labels}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "method": method,
+                    "mean": round(statistics.mean(accs), 4),
+                    "std": round(sd, 4),
+                    "draws": len(accs),
+                    "epochs": args.epochs,
+                    "labels": args.labels,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,19 @@ import time
 
 import numpy as np
 from tensorflow.keras import backend as K
-from tensorflow.keras.layers import (Activation, Conv2D, Conv2DTranspose, Dense, Dropout, Flatten, Input, Lambda,
-                                     LeakyReLU, Reshape, Softmax)
+from tensorflow.keras.layers import (
+    Activation,
+    Conv2D,
+    Conv2DTranspose,
+    Dense,
+    Dropout,
+    Flatten,
+    Input,
+    Lambda,
+    LeakyReLU,
+    Reshape,
+    Softmax,
+)
 from tensorflow.keras.models import Model
 from tensorflow.keras.optimizers import Adam
 
