@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -176,7 +177,11 @@ class Trainer:
         total = self._total_steps(per_epoch)
         self._first_bad = torch.tensor(-1, device=recipe.device)
         self.last_metrics: dict = {}
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Signal handlers can only be installed from the main thread (e.g. not under a web UI's worker).
+        in_main = threading.current_thread() is threading.main_thread()
+        old = (
+            {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        )
         bar = tqdm(
             total=total,
             initial=p.step,
