@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .pairs import crop_batch
+
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """Resize a uint8 NCHW batch to size x size (antialiased bilinear), in chunks to bound memory."""
@@ -44,10 +46,7 @@ def random_flip_shift(images: torch.Tensor, flip: bool, shift: int) -> torch.Ten
         images = torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
     if shift > 0:
         padded = F.pad(images, (shift, shift, shift, shift))
-        dy = torch.randint(0, 2 * shift + 1, (n, 1), device=dev)
-        dx = torch.randint(0, 2 * shift + 1, (n, 1), device=dev)
-        rows = (torch.arange(h, device=dev).view(1, -1) + dy)[:, :, None]  # (N, H, 1)
-        cols = (torch.arange(w, device=dev).view(1, -1) + dx)[:, None, :]  # (N, 1, W)
-        batch = torch.arange(n, device=dev).view(-1, 1, 1)
-        images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+        tops = torch.randint(0, 2 * shift + 1, (n,), device=dev)
+        lefts = torch.randint(0, 2 * shift + 1, (n,), device=dev)
+        images = crop_batch(padded, tops, lefts, h, w)
     return images.contiguous()
