@@ -182,13 +182,13 @@ class SSGAN(Recipe):
         else:
             idx = balanced_subset(data.labels, cfg.labels or 1000, cfg.num_classes, cfg.seed)
         self.labelled_indices = idx
-        if cfg.lr_decay:
-            total = len(data) // cfg.batch_size * cfg.epochs
-            total = min(total, cfg.max_steps) if cfg.max_steps else total
-            self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
         self.batches = SemiSupervisedBatches(
             data.images[idx], data.labels[idx], data.images, cfg.batch_size // 2, cfg.seed, self.device
         )
+        if cfg.lr_decay:
+            total = len(self.batches) * cfg.epochs
+            total = min(total, cfg.max_steps) if cfg.max_steps else total
+            self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
         self.eval_data = self.load_eval_data(cfg)
 
     def run_files(self) -> dict:
