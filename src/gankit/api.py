@@ -88,7 +88,7 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     trainer.resume()
     per_epoch = len(r.batches)
     done = trainer.progress.step
-    total, before = _total_steps(cfg, per_epoch), _total_steps(stored, per_epoch)
+    total, before = cfg.total_steps(per_epoch), stored.total_steps(per_epoch)
     if total < before:
         raise GankitError(
             f"--resume {run_dir}: --epochs/--max-steps may only lengthen training "
@@ -101,10 +101,6 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
         )
     run.save_config(cfg)
     return trainer.fit()
-
-
-def _total_steps(cfg: TrainConfig, per_epoch: int) -> int:
-    return min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
 
 
 def load_recipe(run_dir: str | Path, device: str = "cpu"):

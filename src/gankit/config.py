@@ -79,6 +79,11 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def total_steps(self, per_epoch: int) -> int:
+        """Optimisation steps the run makes: epochs x steps per epoch, capped by max_steps."""
+        total = per_epoch * self.epochs
+        return min(total, self.max_steps) if self.max_steps else total
+
     @classmethod
     def model_keys(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls) if f.metadata.get("model")]

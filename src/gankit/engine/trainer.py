@@ -114,10 +114,6 @@ class Trainer:
         rotate(self.run.checkpoints, self.cfg.keep_checkpoints, protect={path})
 
     # -- loop ----------------------------------------------------------------------------------
-    def _total_steps(self, per_epoch: int) -> int:
-        total = per_epoch * self.cfg.epochs
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
-
     def _raise_if_nonfinite(self) -> None:
         bad = int(self._first_bad)
         if bad >= 0:
@@ -174,7 +170,7 @@ class Trainer:
         cfg, recipe, p = self.cfg, self.recipe, self.progress
         batches = recipe.batches
         per_epoch = len(batches)
-        total = self._total_steps(per_epoch)
+        total = cfg.total_steps(per_epoch)
         self._first_bad = torch.tensor(-1, device=recipe.device)
         self.last_metrics: dict = {}
         # Signal handlers can only be installed from the main thread (e.g. not under a web UI's worker).

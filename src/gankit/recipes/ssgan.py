@@ -186,8 +186,7 @@ class SSGAN(Recipe):
             data.images[idx], data.labels[idx], data.images, cfg.batch_size // 2, cfg.seed, self.device
         )
         if cfg.lr_decay:
-            total = len(self.batches) * cfg.epochs
-            total = min(total, cfg.max_steps) if cfg.max_steps else total
+            total = cfg.total_steps(len(self.batches))
             self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
         self.eval_data = self.load_eval_data(cfg)
 
