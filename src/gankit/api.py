@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     that differs from the stored config is refused, naming the key.
     """
     run = RunDir(run_dir).require_run()
-    cfg = load_config(run.path, config_classes())
+    stored = load_config(run.path, config_classes())
+    cfg = copy.deepcopy(stored)
     for key, value in changes.items():
         if value is None or getattr(cfg, key, None) == value:
             continue
@@ -75,7 +77,6 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     cls = get_recipe(cfg.recipe)
     device = pick_device(cfg.device)
     data = cls.load_data(cfg)
-    stored = load_config(run.path, config_classes())
     for key in cfg.model_keys():  # the data must still fit the stored networks
         if getattr(cfg, key) != getattr(stored, key):
             raise GankitError(

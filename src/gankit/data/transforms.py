@@ -21,11 +21,6 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Te
     return torch.cat(out)
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [0, 1]."""
-    return images.float().div_(255)
-
-
 def to_tanh_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range of a tanh generator (the seed's (x - 127.5) / 127.5)."""
     return images.float().sub_(127.5).div_(127.5)
