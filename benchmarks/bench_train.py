@@ -28,6 +28,8 @@ def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: in
     dev = pick_device(device)
     cls = get_recipe(recipe)
     cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
+    if recipe in ("pix2pix", "cyclegan"):
+        return measure_translation(r_cls=cls, cfg=cfg, dev=dev, steps=steps, warmup=warmup, loader=loader)
     cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
     if recipe == "ssgan":
         cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
@@ -75,6 +77,92 @@ def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: in
     }
 
 
+def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=None):
+    from gankit.device import autocast_dtype
+
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "recipe": cfg.recipe + (f" ({variant})" if variant else ""),
+        "batch_size": batch_size,
+        "loader": loader,
+        "device": str(dev),
+        "precision": precision_name or ("bf16" if autocast_dtype(cfg.precision, dev) else "fp32"),
+        "images_per_s": round(batch_size * steps / dt, 2),
+        "step_ms": round(1000 * dt / steps, 2),
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "peak_memory_kind": "cuda allocated" if dev.type == "cuda" else "process max RSS",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def measure_translation(r_cls, cfg, dev, steps, warmup, loader):
+    """pix2pix / cyclegan at 256x256 from uint8 pairs stored at the 286 px load size (as `gankit train`
+    keeps them), jitter included. `loader=reference` times the reference PyTorch code's pix2pix step
+    instead: D on the detached fake, then G through a fresh D pass, fp32, NCHW, same networks."""
+    cfg.in_channels = cfg.out_channels = 3
+    if hasattr(cfg, "channels_a"):
+        cfg.channels_a = cfg.channels_b = 3
+    r = r_cls(cfg, dev)
+    n = cfg.batch_size * 4
+    a = torch.randint(0, 256, (n, 3, 286, 286), dtype=torch.uint8, device=dev)
+    b = torch.randint(0, 256, (n, 3, 286, 286), dtype=torch.uint8, device=dev)
+
+    def batch(i):
+        k = (i % 4) * cfg.batch_size
+        return a[k : k + cfg.batch_size], b[k : k + cfg.batch_size]
+
+    step = r.train_step if loader != "reference" else reference_pix2pix_step(r)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for i in range(warmup):
+        step(batch(i))
+    sync()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        out = step(batch(i))
+    torch.stack(list(out.values())).tolist()
+    sync()
+    dt = time.perf_counter() - t0
+    variant = "reference step" if loader == "reference" else None
+    return _result(cfg, dev, loader, cfg.batch_size, steps, dt, "fp32" if variant else None, variant)
+
+
+def reference_pix2pix_step(r):
+    """junyanz/pytorch-CycleGAN-and-pix2pix `Pix2PixModel.optimize_parameters`, re-typed on our nets."""
+    import torch.nn.functional as F
+
+    from gankit.data.pairs import paired_jitter
+    from gankit.data.transforms import to_tanh_range
+
+    g = r.generator.to(memory_format=torch.contiguous_format)
+    d = r.discriminator.to(memory_format=torch.contiguous_format)
+    og, od = r.optimizers["generator"], r.optimizers["discriminator"]
+
+    def bce(x, real):
+        return F.binary_cross_entropy_with_logits(x, torch.full_like(x, float(real)))
+
+    def step(batch):
+        a, b = paired_jitter(*batch, 286, 256, True)
+        x, y = to_tanh_range(a), to_tanh_range(b)
+        fake = g(x)
+        d.requires_grad_(True)
+        od.zero_grad()
+        loss_d = 0.5 * (bce(d(x, fake.detach()), False) + bce(d(x, y), True))
+        loss_d.backward()
+        od.step()
+        d.requires_grad_(False)
+        og.zero_grad()
+        loss_g = bce(d(x, fake), True) + 100 * F.l1_loss(fake, y)
+        loss_g.backward()
+        og.step()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", nargs="+", default=["dcgan"])
@@ -85,7 +173,13 @@ def main() -> None:
         default=None,
         help="default: dcgan 64 512 (the seed's 512), ssgan 100 (the seed's GAN batch)",
     )
-    ap.add_argument("--loader", nargs="+", choices=["synthetic", "memory"], default=["synthetic", "memory"])
+    ap.add_argument(
+        "--loader",
+        nargs="+",
+        choices=["synthetic", "memory", "reference"],
+        default=["synthetic", "memory"],
+        help="reference (pix2pix only): the reference PyTorch code's training step, for comparison",
+    )
     ap.add_argument("--precision", nargs="+", default=["fp32", "auto"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -109,7 +203,12 @@ def main() -> None:
         )
         return
     for recipe in args.recipe:
-        for bs in args.batch_size or {"dcgan": [64, 512], "ssgan": [100]}.get(recipe, [64]):
+        for bs in args.batch_size or {
+            "dcgan": [64, 512],
+            "ssgan": [100],
+            "pix2pix": [1, 8],
+            "cyclegan": [1],
+        }.get(recipe, [64]):
             for precision in args.precision:
                 for loader in args.loader:
                     cmd = [

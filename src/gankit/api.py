@@ -149,3 +149,52 @@ def classify(
 
     paths = expand_paths(inputs)
     return load_recipe(run_dir, device).classify(paths, skip_bad)
+
+
+def translate(
+    run_dir: str | Path,
+    inputs: list[str | Path],
+    out: str | Path,
+    to: str | None = None,
+    side_by_side: bool = False,
+    device: str = "cpu",
+    skip_bad: bool = False,
+) -> list[dict]:
+    """Translate image files and folders with a pix2pix or CycleGAN run; any size and aspect.
+
+    Each output keeps its input's size and name (as PNG) under `out`; folders keep their structure.
+    `to` picks the direction of a CycleGAN run (A or B). With `side_by_side` the input and the output
+    are written next to each other in one file.
+    """
+    from . import viz
+    from .data.images import decode, expand_paths
+    from .translate import translate_image
+
+    r = load_recipe(run_dir, device)
+    if not hasattr(r, "translator"):
+        raise GankitError(f"gankit translate: a {r.name} run does not translate images (pix2pix, cyclegan)")
+    net, (size, cin, cout) = r.translator(to)
+    paths = expand_paths(inputs)
+    roots = [Path(p) for p in inputs]
+    out = Path(out)
+    results = []
+    for path in paths:
+        try:
+            image = decode(path, cin)
+        except Exception as e:  # noqa: BLE001 - any decoder failure names the file
+            if skip_bad:
+                results.append({"input": str(path), "error": str(e)})
+                continue
+            raise GankitError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+        y = translate_image(net, image.to(r.device), size, cout).cpu()
+        rel = next((path.relative_to(root) for root in roots if root.is_dir() and root in path.parents), None)
+        dest = (out / (rel if rel is not None else path.name)).with_suffix(".png")
+        pic = y.float().div(255)
+        if side_by_side:
+            x = image.float().div(255)
+            x = x.expand(3, -1, -1) if x.shape[0] == 1 and pic.shape[0] == 3 else x
+            pic = pic.expand(3, -1, -1) if pic.shape[0] == 1 and x.shape[0] == 3 else pic
+            pic = torch.cat([x, pic], dim=-1)
+        viz.save_image(pic, dest)
+        results.append({"input": str(path), "output": str(dest), "size": [image.shape[-1], image.shape[-2]]})
+    return results

@@ -182,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     _add_json(evaluate)
 
+    tr = sub.add_parser(
+        "translate",
+        help="translate images with a pix2pix or cyclegan run (any size; files or folders)",
+    )
+    tr.add_argument("run", help="run directory")
+    tr.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    tr.add_argument("-o", "--output", required=True, help="output folder (PNG files, same names)")
+    tr.add_argument("--to", choices=("A", "B"), default=None, help="direction of a cyclegan run (default B)")
+    tr.add_argument("--side-by-side", action="store_true", help="write input and output side by side")
+    tr.add_argument("--skip-bad-images", action="store_true", help="skip unreadable files")
+    tr.add_argument("--device", default="cpu")
+    _add_json(tr)
+
     attack = sub.add_parser(
         "attack", help="adversarial images at several epsilons, checked after saving as PNG"
     )
@@ -299,6 +312,8 @@ def cmd_evaluate(ns: argparse.Namespace) -> None:
     if not ns.run:
         raise GankitError("gankit evaluate: give a run directory, or --attack with --model and --data")
     r = api.evaluate(ns.run, ns.data, ns.device)
+    if "lines" in r:  # translation runs describe themselves
+        return _report(r, "json" in ns, r.pop("lines"))
     worst = sorted(r["per_class_accuracy"].items(), key=lambda kv: kv[1])[:3]
     _report(
         r,
@@ -390,7 +405,18 @@ def cmd_attack(ns: argparse.Namespace) -> None:
     _report(r, "json" in ns, lines + [f"wrote {ns.output}/report.json and panels"])
 
 
+def cmd_translate(ns: argparse.Namespace) -> None:
+    results = api.translate(
+        ns.run, ns.inputs, ns.output, ns.to, ns.side_by_side, ns.device, ns.skip_bad_images
+    )
+    done = [r for r in results if "output" in r]
+    lines = [f"translated {len(done)} image(s) into {ns.output}/"]
+    lines += [f"skipped {r['input']}: {r['error']}" for r in results if "error" in r]
+    _report({"images": results}, "json" in ns, lines)
+
+
 COMMANDS = {
+    "translate": cmd_translate,
     "attack": cmd_attack,
     "train": cmd_train,
     "demo": cmd_demo,

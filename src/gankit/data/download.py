@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import GankitError
-from ..io import atomic_path
+from ..io import atomic_path, write_text_atomic
 
 CHUNK = 1 << 20
 RETRIES = 4
@@ -32,7 +32,7 @@ class Remote:
     """A file to fetch: where from, its expected digest (`md5:...` or `sha256:...`), its name."""
 
     url: str
-    digest: str
+    digest: str | None  # None: none published; the first download's sha256 is recorded and checked
     name: str | None = None
 
     @property
@@ -53,7 +53,13 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _check_digest(path: Path, digest: str) -> tuple[bool, str]:
+def _check_digest(path: Path, digest: str | None) -> tuple[bool, str]:
+    """Compare with the expected digest; with none published, with the sha256 recorded beside the
+    file when it was first downloaded (a later change of the file is still caught)."""
+    if digest is None:
+        record = path.with_name(path.name.removesuffix(".part") + ".sha256")
+        actual = file_digest(path, "sha256")
+        return (not record.exists() or record.read_text().strip() == actual), actual
     algorithm, _, expected = digest.partition(":")
     actual = file_digest(path, algorithm)
     return actual == expected.lower(), actual
@@ -130,6 +136,9 @@ def download(remote: Remote, folder: Path, progress: bool = True, timeout: float
             f"checksum mismatch for {remote.url}: expected {remote.digest}, got "
             f"{actual}; the file was removed, run again to re-download"
         )
+    if remote.digest is None:
+        record = dest.with_name(dest.name + ".sha256")
+        write_text_atomic(record, actual + "\n")
     os.replace(part, dest)
     return dest
 

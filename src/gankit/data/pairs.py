@@ -45,15 +45,20 @@ def paired_jitter(
     crop: int = 256,
     flip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """pix2pix's random jitter on float (N, C, H, W) batches: resize to load_size, random crop, random
+    """pix2pix's random jitter on (N, C, H, W) batches (float, or uint8 already at load_size): resize to load_size, random crop, random
     horizontal flip, with one draw per example shared by its two images."""
     if a.shape[0] != b.shape[0] or a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"pair shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     if load_size < crop:
         raise ValueError(f"load size {load_size} is smaller than the crop {crop}")
     n, dev = a.shape[0], a.device
-    a = F.interpolate(a, size=(load_size, load_size), mode="bilinear", align_corners=False, antialias=True)
-    b = F.interpolate(b, size=(load_size, load_size), mode="bilinear", align_corners=False, antialias=True)
+    if a.shape[-2:] != (load_size, load_size):  # batches stored at the load size skip the resize
+        a = F.interpolate(
+            a, size=(load_size, load_size), mode="bilinear", align_corners=False, antialias=True
+        )
+        b = F.interpolate(
+            b, size=(load_size, load_size), mode="bilinear", align_corners=False, antialias=True
+        )
     tops = torch.randint(0, load_size - crop + 1, (n,), device=dev)
     lefts = torch.randint(0, load_size - crop + 1, (n,), device=dev)
     a, b = crop_batch(a, tops, lefts, crop), crop_batch(b, tops, lefts, crop)
