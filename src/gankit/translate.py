@@ -48,16 +48,16 @@ def translate_image(
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     H, W = x.shape[-2:]
     stride = size * 3 // 4
-    boxes = [(t, l) for t in _starts(H, size, stride) for l in _starts(W, size, stride)]
+    boxes = [(t, left) for t in _starts(H, size, stride) for left in _starts(W, size, stride)]
     out = torch.zeros(out_channels, H, W, device=x.device)
     norm = torch.zeros(1, H, W, device=x.device)
     weight = _blend_weight(size, x.device) if len(boxes) > 1 else torch.ones(size, size, device=x.device)
     for k in range(0, len(boxes), batch_size):
         chunk = boxes[k : k + batch_size]
-        tiles = torch.cat([x[..., t : t + size, l : l + size] for t, l in chunk])
+        tiles = torch.cat([x[..., t : t + size, left : left + size] for t, left in chunk])
         y = net(tiles).float()
-        for (t, l), tile in zip(chunk, y):
-            out[:, t : t + size, l : l + size] += tile * weight
-            norm[:, t : t + size, l : l + size] += weight
+        for (t, left), tile in zip(chunk, y):
+            out[:, t : t + size, left : left + size] += tile * weight
+            norm[:, t : t + size, left : left + size] += weight
     y = (out / norm)[:, :h, :w]
     return (from_tanh_range(y) * 255).round().clamp(0, 255).to(torch.uint8)

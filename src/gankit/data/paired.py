@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import GankitError
 from .download import Remote, cache_dir, download
-from .images import _GRAY_MODES, list_dirs, list_images, to_mode
+from .images import _GRAY_MODES, list_images, to_mode
 
 PIX2PIX_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{}.tar.gz"
 

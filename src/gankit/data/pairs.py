@@ -45,8 +45,9 @@ def paired_jitter(
     crop: int = 256,
     flip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """pix2pix's random jitter on (N, C, H, W) batches (float, or uint8 already at load_size): resize to load_size, random crop, random
-    horizontal flip, with one draw per example shared by its two images."""
+    """pix2pix's random jitter on (N, C, H, W) batches (float, or uint8 already at load_size):
+    resize to load_size, random crop, random horizontal flip, one draw per example shared by its
+    two images."""
     if a.shape[0] != b.shape[0] or a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"pair shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     if load_size < crop:

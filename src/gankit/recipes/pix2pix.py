@@ -265,7 +265,8 @@ class Pix2Pix(Recipe):
         """(network on tanh-range batches, network size, output channels) for `gankit translate`."""
         if to not in (None, "B" if self.cfg.direction == "AtoB" else "A"):
             raise GankitError(
-                f"--to {to}: this pix2pix run translates {self.cfg.direction[0]} to {self.cfg.direction[-1]} only"
+                f"--to {to}: this pix2pix run translates "
+                f"{self.cfg.direction[0]} to {self.cfg.direction[-1]} only"
             )
         g = self.inference_module()
         return (lambda t: g(t.to(self.device).contiguous(memory_format=torch.channels_last))), (
