@@ -139,7 +139,9 @@ def reference_pix2pix_step(r):
 
     g = r.generator.to(memory_format=torch.contiguous_format)
     d = r.discriminator.to(memory_format=torch.contiguous_format)
-    og, od = r.optimizers["generator"], r.optimizers["discriminator"]
+    # the reference code's optimisers: torch's default (foreach) Adam, not gankit's fused one
+    og = torch.optim.Adam(g.parameters(), r.cfg.lr, (r.cfg.beta1, 0.999))
+    od = torch.optim.Adam(d.parameters(), r.cfg.lr, (r.cfg.beta1, 0.999))
 
     def bce(x, real):
         return F.binary_cross_entropy_with_logits(x, torch.full_like(x, float(real)))

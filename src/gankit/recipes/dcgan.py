@@ -22,6 +22,7 @@ from ..data import ImageSet, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
+from ..engine.optim import adam
 from ..errors import GankitError
 from ..nn.dcgan import SIZES, build_dcgan
 from . import register
@@ -89,8 +90,8 @@ class DCGAN(Recipe):
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
         betas = (cfg.beta1, cfg.beta2)
         self.optimizers = {
-            "generator": torch.optim.Adam(self.generator.parameters(), cfg.lr, betas),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), cfg.lr, betas),
+            "generator": adam(self.generator.parameters(), cfg.lr, betas),
+            "discriminator": adam(self.discriminator.parameters(), cfg.lr, betas),
         }
         self.ema = None
         if cfg.ema > 0:

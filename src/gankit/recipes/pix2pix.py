@@ -28,6 +28,7 @@ from ..data import ImageSet
 from ..data.paired import PIX2PIX_SETS, PIX2PIX_URL, PairBatches, fetch_archive_set, list_pairs, pair_channels
 from ..data.pairs import paired_jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
+from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..io import write_json_atomic
@@ -147,8 +148,8 @@ class Pix2Pix(Recipe):
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {
-            "generator": torch.optim.Adam(self.generator.parameters(), cfg.lr, betas),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), cfg.lr, betas),
+            "generator": adam(self.generator.parameters(), cfg.lr, betas),
+            "discriminator": adam(self.discriminator.parameters(), cfg.lr, betas),
         }
         self._g_params = list(self.generator.parameters())
         self._d_params = list(self.discriminator.parameters())
@@ -308,8 +309,8 @@ def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int
 
     result["model"] = scores(outs)
     baselines = {}
-    if x.shape[1] == y.shape[1]:
-        baselines["copy_input"] = scores(x.float().div(255))
+    if x.shape[1] == y.shape[1] or x.shape[1] == 1:  # a grayscale input copied into each channel
+        baselines["copy_input"] = scores(x.float().div(255).expand_as(yf))
     train = list_pairs(root, "train")
     tx, ty = recipe.eval_tensors(train, 512)
     mean_target = ty.float().div(255).mean(0, keepdim=True).expand_as(yf)

@@ -29,6 +29,7 @@ from ..data.images import load_labelled_folder
 from ..data.mnist import SPECS
 from ..data.subsets import balanced_subset, read_indices
 from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
+from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
@@ -117,14 +118,14 @@ class SSGAN(Recipe):
         )
         self.modules = {"classifier": self.classifier}
         betas = (cfg.beta1, 0.999)
-        self.optimizers = {"classifier": torch.optim.Adam(self.classifier.parameters(), cfg.lr, betas)}
+        self.optimizers = {"classifier": adam(self.classifier.parameters(), cfg.lr, betas)}
         self.supervised_only = cfg.baseline == "supervised"
         if not self.supervised_only:
             self.generator = SSGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size).to(
                 device, memory_format=torch.channels_last
             )
             self.modules["generator"] = self.generator
-            self.optimizers["generator"] = torch.optim.Adam(self.generator.parameters(), cfg.lr, betas)
+            self.optimizers["generator"] = adam(self.generator.parameters(), cfg.lr, betas)
             self._g_params = list(self.generator.parameters())
             g_rng = torch.Generator().manual_seed(cfg.seed)
             self.fixed_latent = torch.randn(16, cfg.latent_dim, generator=g_rng).to(device)
