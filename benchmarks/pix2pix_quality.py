@@ -29,7 +29,9 @@ def crops(photo: np.ndarray, n: int, size: int, rng) -> list[np.ndarray]:
     for _ in range(n):
         s = int(rng.integers(size, min(h, w, 2 * size) + 1))  # a little scale variety
         t, left = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-        img = Image.fromarray(photo[t : t + s, left : left + s]).resize((size, size), Image.Resampling.BICUBIC)
+        img = Image.fromarray(photo[t : t + s, left : left + s]).resize(
+            (size, size), Image.Resampling.BICUBIC
+        )
         out.append(np.asarray(img))
     return out
 
@@ -62,8 +64,23 @@ def main() -> None:
         build(data, args.per_photo, 24, 160)
     gk = [sys.executable, "-m", "gankit"]
     subprocess.run(
-        [*gk, "train", "pix2pix", "--data", str(data), "--image-size", "128", "--epochs", str(args.epochs),
-         "--batch-size", str(args.batch_size), "--out", str(run), "--log-every", "20"],
+        [
+            *gk,
+            "train",
+            "pix2pix",
+            "--data",
+            str(data),
+            "--image-size",
+            "128",
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--out",
+            str(run),
+            "--log-every",
+            "20",
+        ],
         check=True,
     )
     r = subprocess.run([*gk, "evaluate", str(run), "--json"], check=True, capture_output=True, text=True)

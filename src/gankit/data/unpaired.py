@@ -1,0 +1,104 @@
+"""Unpaired image domains for CycleGAN: `trainA/ trainB/ testA/ testB/` (the CycleGAN archives) or
+two plain folders `A/` and `B/` (then the same images serve for training and the evaluation panel).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..errors import GankitError
+from .images import _GRAY_MODES, decode_all, list_images
+from .paired import _mode
+
+CYCLEGAN_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{}.zip"
+
+# Published file counts of the CycleGAN archives, checked after extraction.
+CYCLEGAN_SETS: dict[str, dict[str, int]] = {
+    "summer2winter_yosemite": {"trainA": 1231, "trainB": 962, "testA": 309, "testB": 238},
+    "horse2zebra": {"trainA": 1067, "trainB": 1334, "testA": 120, "testB": 140},
+    "apple2orange": {"trainA": 995, "trainB": 1019, "testA": 266, "testB": 248},
+    "monet2photo": {"trainA": 1072, "trainB": 6287, "testA": 121, "testB": 751},
+}
+
+IMBALANCE_WARNING = 10  # warn when one domain has this many times fewer images than the other
+
+
+def domain_folders(root: str | Path, split: str = "train") -> tuple[Path, Path]:
+    """(folder of A, folder of B) for `split` (train or test) in either accepted layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise GankitError(f"--data {root}: no such folder")
+    for a, b in ((f"{split}A", f"{split}B"), ("A", "B")):
+        if (root / a).is_dir() and (root / b).is_dir():
+            return root / a, root / b
+    if split != "train" and (root / "trainA").is_dir():
+        return domain_folders(root, "train")
+    raise GankitError(f"{root}: expected trainA/ and trainB/ (or A/ and B/) folders of images")
+
+
+def domain_channels(paths: list[Path], folder: Path, skip_bad: bool) -> int:
+    """1 if every image of a domain is grayscale, 3 if every one is colour; mixed is an error."""
+    gray = [_mode(p) in _GRAY_MODES for p in paths]
+    if all(gray):
+        return 1
+    if any(gray):
+        g, c = paths[gray.index(True)], paths[gray.index(False)]
+        msg = f"{g}: grayscale, but {c} is colour; a domain must be all one or the other"
+        if not skip_bad:
+            raise GankitError(msg + " (convert the files, or pass --skip-bad-images to read all as colour)")
+        print(f"gankit: {msg}; reading all as colour", file=sys.stderr)
+    return 3
+
+
+def load_domains(
+    root: str | Path, split: str, size: int, skip_bad: bool = False, channels: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both domains of `split` as uint8 (N, C, size, size) tensors (square centre crops, resized)."""
+    fa, fb = domain_folders(root, split)
+    out = []
+    for k, folder in enumerate((fa, fb)):
+        paths = list_images(folder)
+        if not paths:
+            raise GankitError(f"{folder}: domain {'AB'[k]} holds no images")
+        c = channels[k] if channels else domain_channels(paths, folder, skip_bad)
+        out.append(decode_all(paths, c, size, skip_bad)[0])
+    a, b = out
+    small, large = sorted((len(a), len(b)))
+    if large >= IMBALANCE_WARNING * small:
+        print(
+            f"gankit: warning: domain sizes are very unequal ({len(a)} A vs {len(b)} B images in {root}); "
+            "the smaller domain will be seen many times per epoch",
+            file=sys.stderr,
+        )
+    return a, b
+
+
+class UnpairedBatches:
+    """Per step a batch from A and an independent batch from B. An epoch is max(|A|, |B|) / batch
+    steps (the reference code's length); the smaller domain is cycled through fresh permutations.
+    The order depends only on (seed, epoch), so a resumed run continues it exactly."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, batch_size: int, seed: int, device: torch.device):
+        self.a, self.b = a.to(device), b.to(device)
+        self.batch_size = min(batch_size, len(a), len(b))
+        self.seed, self.device = seed, device
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b)) // self.batch_size
+
+    def _order(self, n: int, epoch: int, salt: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + salt)
+        need = len(self) * self.batch_size
+        return torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])[:need]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 A batch, uint8 B batch) for steps start.. of `epoch`."""
+        oa = self._order(len(self.a), epoch, 0).to(self.device)
+        ob = self._order(len(self.b), epoch, 1).to(self.device)
+        bs = self.batch_size
+        for k in range(start, len(self)):
+            yield self.a[oa[k * bs : (k + 1) * bs]], self.b[ob[k * bs : (k + 1) * bs]]
