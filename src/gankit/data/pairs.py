@@ -67,3 +67,8 @@ def paired_jitter(
         mask = (torch.rand(n, device=dev) < 0.5).view(-1, 1, 1, 1)
         a, b = torch.where(mask, a.flip(-1), a), torch.where(mask, b.flip(-1), b)
     return a, b
+
+
+def jitter(x: torch.Tensor, load_size: int = 286, crop: int = 256, flip: bool = True) -> torch.Tensor:
+    """The same random jitter for a batch of single images (CycleGAN's unpaired domains)."""
+    return paired_jitter(x, x[:, :1], load_size, crop, flip)[0]

@@ -63,6 +63,21 @@ def set_rng_state(state: dict) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout again.
+
+    A checkpoint stores tensors contiguous; the parameters of channels-last networks are not. The
+    fused Adam kernel walks a parameter and its moments as flat memory, so moments in another layout
+    get paired with the wrong weights: a resumed run drifted from the uninterrupted one.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            for key, t in st.items():
+                if torch.is_tensor(t) and t.shape == p.shape and t.stride() != p.stride():
+                    st[key] = torch.empty_like(p, dtype=t.dtype).copy_(t)
+
+
 class Trainer:
     """Runs a recipe for cfg.epochs / cfg.max_steps, writing everything into `run`."""
 
@@ -93,6 +108,7 @@ class Trainer:
             m.load_state_dict(state["modules"][k])
         for k, o in r.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
+            match_param_layout(o)
         for k, s in r.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         r.load_extra_state(state.get("extra", {}))

@@ -1,0 +1,347 @@
+"""CycleGAN: unpaired translation between two image domains (the seed's fourth recipe; Zhu et al. 2017).
+
+As the seed: generators G: A->B and F: B->A (U-Net, instance norm), two unconditional 70x70 PatchGAN
+discriminators with instance norm, BCE-with-logits GAN loss, cycle loss lambda = 10, identity loss
+0.5 x lambda, discriminator loss halved, Adam(2e-4, beta1 0.5), batch 1, 40 epochs, jitter (resize
+286, random 256 crop, random flip) drawn per image.
+What the paper relies on and the seed leaves out (the seed's errors, ../shared/DESIGN.md), on by
+default: a 50-image history pool for each discriminator and a constant LR that decays linearly to
+zero over the second half of training. As options: the paper's ResNet generator
+(`--generator resnet`, 9 blocks) and least-squares GAN loss (`--gan-loss lsgan`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import viz
+from ..config import TrainConfig, opt
+from ..data.download import Remote, cache_dir, download
+from ..data.paired import count_split_files
+from ..data.pairs import jitter
+from ..data.transforms import from_tanh_range, to_tanh_range
+from ..data.unpaired import CYCLEGAN_SETS, CYCLEGAN_URL, UnpairedBatches, load_domains
+from ..engine.optim import adam
+from ..engine.schedules import constant_then_linear
+from ..errors import GankitError
+from ..io import write_json_atomic
+from ..nn.patchgan import PatchDiscriminator
+from ..nn.pool import ImagePool
+from ..nn.resnet import ResnetGenerator
+from ..nn.unet import UNetGenerator
+from . import register
+from .base import Recipe
+from .pix2pix import as_rgb, gan_loss
+
+SIZES = (64, 128, 256, 512)
+
+
+@dataclass
+class CycleGANConfig(TrainConfig):
+    recipe: str = "cyclegan"
+    data: str = "summer2winter_yosemite"
+    epochs: int = 40
+    batch_size: int = 1
+    lr: float = opt(2e-4, "learning rate of both Adam optimisers")
+    beta1: float = opt(0.5, "Adam beta1")
+    generator: str = opt(
+        "unet",
+        "unet (the seed) or resnet (the paper: 9 residual blocks at 256 px)",
+        choices=("unet", "resnet"),
+        model=True,
+    )
+    resnet_blocks: int = opt(9, "residual blocks of the resnet generator", model=True)
+    image_size: int = opt(256, "training crop and network size: 64, 128, 256 or 512", model=True)
+    load_size: int | None = opt(None, "resize before the random crop (default 286/256 of --image-size)")
+    flip: bool = opt(True, "random horizontal flips")
+    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan (the paper)", choices=("bce", "lsgan"))
+    lambda_cycle: float = opt(10.0, "weight of each cycle-consistency L1 term")
+    lambda_identity: float = opt(0.5, "identity L1 weight, as a fraction of --lambda-cycle (0 = off)")
+    pool_size: int = opt(50, "history of generated images shown to the discriminators (0 = off)")
+    decay_epochs: int | None = opt(
+        None,
+        "decay the LR linearly to 0 over this many final epochs (default: the second half; 0 = constant)",
+    )
+    channels_a: int | None = opt(None, "channels of domain A (default: from the data)", model=True)
+    channels_b: int | None = opt(None, "channels of domain B (default: from the data)", model=True)
+    preview_every: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size not in SIZES:
+            raise GankitError(f"--image-size {self.image_size}: expected one of {', '.join(map(str, SIZES))}")
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise GankitError(
+                f"--load-size {self.load_size}: must be at least --image-size {self.image_size}"
+            )
+        if self.pool_size < 0:
+            raise GankitError(f"--pool-size {self.pool_size}: expected 0 or more")
+        if self.decay_epochs is not None and not 0 <= self.decay_epochs <= self.epochs:
+            raise GankitError(f"--decay-epochs {self.decay_epochs}: expected 0..--epochs ({self.epochs})")
+        for name in ("lambda_cycle", "lambda_identity"):
+            if getattr(self, name) < 0:
+                raise GankitError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 0")
+
+    @property
+    def resolved_load_size(self) -> int:
+        return self.load_size or round(self.image_size * 286 / 256)
+
+    @property
+    def decay_fraction(self) -> float:
+        d = self.epochs // 2 if self.decay_epochs is None else self.decay_epochs
+        return d / self.epochs
+
+
+def cycle_losses(
+    g_ab: nn.Module, g_ba: nn.Module, x: torch.Tensor, y: torch.Tensor, lambda_cycle: float, lambda_id: float
+) -> dict[str, torch.Tensor]:
+    """Fakes, cycle and identity terms of one step: x in A, y in B (tanh range)."""
+    fake_b, fake_a = g_ab(x), g_ba(y)
+    cyc = (g_ba(fake_b).float() - x).abs().mean() + (g_ab(fake_a).float() - y).abs().mean()
+    out = {"fake_b": fake_b, "fake_a": fake_a, "cycle": lambda_cycle * cyc}
+    if lambda_id > 0 and x.shape[1] == y.shape[1]:
+        ident = (g_ba(x).float() - x).abs().mean() + (g_ab(y).float() - y).abs().mean()
+        out["identity"] = lambda_cycle * lambda_id * ident
+    else:
+        out["identity"] = torch.zeros((), device=x.device)
+    return out
+
+
+def resolve_unpaired_root(cfg: CycleGANConfig, progress: bool = True) -> Path:
+    """The domains' folder: a named CycleGAN archive (downloaded, extracted, counted) or a path."""
+    if cfg.data in CYCLEGAN_SETS:
+        counts = CYCLEGAN_SETS[cfg.data]
+        if cfg.data_dir:
+            root = Path(cfg.data_dir)
+            root = root / cfg.data if (root / cfg.data).is_dir() else root
+        else:
+            folder = cache_dir() / cfg.data
+            root = folder / cfg.data
+            if not root.is_dir():
+                archive = download(Remote(CYCLEGAN_URL.format(cfg.data), None), folder, progress)
+                extract_zip(archive, root)
+        count_split_files(root, counts)
+        return root
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise GankitError(
+            f"--data {cfg.data!r}: no such folder and not a CycleGAN dataset "
+            f"({', '.join(sorted(CYCLEGAN_SETS))})"
+        )
+    return root
+
+
+def extract_zip(archive: Path, dest: Path) -> None:
+    """Unpack a zip archive into `dest` atomically (temporary folder, then rename)."""
+    import os
+    import shutil
+    import zipfile
+
+    tmp = dest.with_name(f".{dest.name}.extracting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise zipfile.BadZipFile(f"CRC error in {bad}")
+            for name in zf.namelist():
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise zipfile.BadZipFile(f"unsafe member name {name!r}")
+            zf.extractall(tmp)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GankitError(f"{archive}: damaged archive ({e}); delete it to download again") from None
+    inner = [p for p in tmp.iterdir() if p.is_dir()]
+    src = inner[0] if len(inner) == 1 and not any(p.is_file() for p in tmp.iterdir()) else tmp
+    os.replace(src, dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@register
+class CycleGAN(Recipe):
+    """The CycleGAN recipe; see the module docstring."""
+
+    name = "cyclegan"
+    Config = CycleGANConfig
+    preview_count = 4
+
+    def __init__(self, cfg: CycleGANConfig, device: torch.device):
+        super().__init__(cfg, device)
+        ca, cb = cfg.channels_a or 3, cfg.channels_b or 3
+
+        def generator(cin, cout):
+            if cfg.generator == "resnet":
+                return ResnetGenerator(cin, cout, cfg.resnet_blocks, "instance")
+            return UNetGenerator(cin, cout, cfg.image_size, "instance")
+
+        cl = torch.channels_last
+        self.g_ab = generator(ca, cb).to(device, memory_format=cl)
+        self.g_ba = generator(cb, ca).to(device, memory_format=cl)
+        self.d_a = PatchDiscriminator(ca, "instance").to(device, memory_format=cl)
+        self.d_b = PatchDiscriminator(cb, "instance").to(device, memory_format=cl)
+        self.modules = {"g_ab": self.g_ab, "g_ba": self.g_ba, "d_a": self.d_a, "d_b": self.d_b}
+        betas = (cfg.beta1, 0.999)
+        self._g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
+        self._d_params = [*self.d_a.parameters(), *self.d_b.parameters()]
+        self.optimizers = {
+            "generators": adam(self._g_params, cfg.lr, betas),
+            "discriminators": adam(self._d_params, cfg.lr, betas),
+        }
+        self.pool_a, self.pool_b = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
+        self.fixed = None
+
+    # -- data ----------------------------------------------------------------------------------
+    @classmethod
+    def load_data(cls, cfg: CycleGANConfig):
+        root = resolve_unpaired_root(cfg)
+        ch = (cfg.channels_a, cfg.channels_b) if cfg.channels_a and cfg.channels_b else None
+        a, b = load_domains(root, "train", cfg.resolved_load_size, cfg.skip_bad_images, ch)
+        cfg.channels_a, cfg.channels_b = a.shape[1], b.shape[1]
+        return root, a, b
+
+    def attach_data(self, data) -> None:
+        root, a, b = data
+        cfg = self.cfg
+        self.root = root
+        self.batches = UnpairedBatches(a, b, cfg.batch_size, cfg.seed, self.device)
+        if cfg.decay_fraction > 0:
+            total = cfg.total_steps(len(self.batches))
+            self.schedulers = {
+                k: constant_then_linear(o, total, cfg.decay_fraction) for k, o in self.optimizers.items()
+            }
+        ta, tb = self.test_images(self.preview_count)
+        self.fixed = (ta, tb)
+
+    def test_images(self, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 test images of both domains at the network size (testA/testB, else the training ones)."""
+        cfg = self.cfg
+        a, b = load_domains(
+            self.root, "test", cfg.image_size, cfg.skip_bad_images, (cfg.channels_a, cfg.channels_b)
+        )
+        return (a[:limit], b[:limit]) if limit else (a, b)
+
+    # -- training ------------------------------------------------------------------------------
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        a, b = batch
+        if cfg.resolved_load_size != cfg.image_size or cfg.flip:
+            a = jitter(a, cfg.resolved_load_size, cfg.image_size, cfg.flip)
+            b = jitter(b, cfg.resolved_load_size, cfg.image_size, cfg.flip)
+        x = to_tanh_range(a).contiguous(memory_format=torch.channels_last)
+        y = to_tanh_range(b).contiguous(memory_format=torch.channels_last)
+        kind = cfg.gan_loss
+        with self.autocast():
+            t = cycle_losses(self.g_ab, self.g_ba, x, y, cfg.lambda_cycle, cfg.lambda_identity)
+            gan_b = gan_loss(self.d_b(t["fake_b"]).float(), True, kind)
+            gan_a = gan_loss(self.d_a(t["fake_a"]).float(), True, kind)
+        loss_g = gan_a + gan_b + t["cycle"] + t["identity"]
+        for o in self.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        loss_g.backward(inputs=self._g_params)
+        # The discriminators see fakes from the history pool (detached: no gradient to the generators).
+        pa = self.pool_a.query(t["fake_a"].detach())
+        pb = self.pool_b.query(t["fake_b"].detach())
+        with self.autocast():
+            da = 0.5 * (
+                gan_loss(self.d_a(x).float(), True, kind) + gan_loss(self.d_a(pa).float(), False, kind)
+            )
+            db = 0.5 * (
+                gan_loss(self.d_b(y).float(), True, kind) + gan_loss(self.d_b(pb).float(), False, kind)
+            )
+        (da + db).backward(inputs=self._d_params)
+        self.optimizers["generators"].step()
+        self.optimizers["discriminators"].step()
+        for s in self.schedulers.values():
+            s.step()
+        return {
+            "loss_g": (gan_a + gan_b).detach(),
+            "loss_cycle": t["cycle"].detach(),
+            "loss_identity": t["identity"].detach(),
+            "loss_d_a": da.detach(),
+            "loss_d_b": db.detach(),
+        }
+
+    def extra_state(self) -> dict:
+        return {"pool_a": self.pool_a.state(), "pool_b": self.pool_b.state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.pool_a.load(state.get("pool_a", {}))
+        self.pool_b.load(state.get("pool_b", {}))
+
+    # -- use -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate_batch(self, images: torch.Tensor, to: str) -> torch.Tensor:
+        """uint8 images of the other domain -> images of domain `to` in [0, 1]."""
+        g = (self.g_ab if to == "B" else self.g_ba).eval()
+        out = from_tanh_range(
+            g(to_tanh_range(images.to(self.device)).contiguous(memory_format=torch.channels_last))
+        )
+        g.train()
+        return out
+
+    def preview(self) -> torch.Tensor:
+        """Rows: A test images, their translation to B, B test images, their translation to A."""
+        a, b = self.fixed
+        n = min(len(a), len(b))
+        a, b = a[:n], b[:n]
+        rows = [
+            as_rgb(a.float().div(255)),
+            as_rgb(self.translate_batch(a, "B").cpu()),
+            as_rgb(b.float().div(255)),
+            as_rgb(self.translate_batch(b, "A").cpu()),
+        ]
+        return torch.cat(rows)
+
+    def inference_module(self) -> nn.Module:
+        return self.g_ab.eval()
+
+    def translator(self, to: str | None = None):
+        """(network, (size, input channels, output channels)) for `gankit translate --to A|B`."""
+        to = to or "B"
+        g = (self.g_ab if to == "B" else self.g_ba).eval()
+        cin, cout = (self.cfg.channels_a, self.cfg.channels_b)[:: 1 if to == "B" else -1]
+        return (lambda t: g(t.to(self.device).contiguous(memory_format=torch.channels_last))), (
+            self.cfg.image_size,
+            cin,
+            cout,
+        )
+
+    def evaluate(self, run_dir, data: str | None = None) -> dict:
+        """A panel of test images in both directions with their cycle reconstructions, and the mean
+        cycle L1 per direction (how well each image survives A->B->A and B->A->B)."""
+        cfg = self.cfg
+        if data is not None:
+            cfg.data = data
+        self.root = resolve_unpaired_root(cfg)
+        a, b = self.test_images()
+        run = Path(run_dir)
+        res = {"test_a": len(a), "test_b": len(b)}
+        tiles = []
+        for name, imgs, to, back in (("A->B->A", a, "B", "A"), ("B->A->B", b, "A", "B")):
+            fake = torch.cat(
+                [self.translate_batch(imgs[k : k + 8], to).cpu() for k in range(0, len(imgs), 8)]
+            )
+            fake_u8 = (fake * 255).round().to(torch.uint8)
+            rec = torch.cat(
+                [self.translate_batch(fake_u8[k : k + 8], back).cpu() for k in range(0, len(imgs), 8)]
+            )
+            orig = imgs.float().div(255)
+            res[f"cycle_l1_{name}"] = round((rec - orig).abs().mean().item(), 5)
+            for i in range(min(4, len(imgs))):
+                tiles += [as_rgb(orig[i : i + 1])[0], as_rgb(fake[i : i + 1])[0], as_rgb(rec[i : i + 1])[0]]
+        panel = run / "evaluation" / "panel.png"
+        viz.save_image(viz.make_grid(torch.stack(tiles), nrow=3), panel)
+        res["panel"] = str(panel)
+        write_json_atomic(run / "evaluation" / "report.json", res)
+        res = json.loads(json.dumps(res))
+        res["lines"] = [
+            f"{len(a)} A and {len(b)} B test images",
+            f"  cycle L1 A->B->A {res['cycle_l1_A->B->A']:.4f}, B->A->B {res['cycle_l1_B->A->B']:.4f}",
+            f"wrote {panel} (rows: image | translated | reconstructed)",
+        ]
+        return res
