@@ -4,7 +4,8 @@ mapping that the model never sees as pairs.
 Domain A: crops from the left halves of six scikit-image photos. Domain B: crops from their right
 halves (disjoint image regions) passed through a fixed "cold" colour transform T (desaturate, blue
 cast). Test: crops of a seventh photo, testA = the crops, testB = T(crops). After a short CPU run,
-the translated test images must be closer to their true counterparts than the untranslated inputs are: G(testA) vs T(testA), F(testB) vs testA.
+the translated test images must be closer to their true counterparts than the untranslated inputs
+are: G(testA) vs T(testA), F(testB) vs testA.
 
     python benchmarks/cyclegan_check.py --out /tmp/cg-check --steps 500
 """
