@@ -127,7 +127,7 @@ def main() -> None:
     tiles = torch.stack([t for i in range(4) for t in (fa[i], to_b[i], fb[i], to_a[i])])
     viz.save_image(viz.make_grid(tiles, nrow=4), out / "panel.png")
     print(json.dumps(result, indent=2))
-    print(f"panel (rows: testA | G(testA) | true T(testA) | F(T(testA))): {out / 'panel.png'}")
+    print(f"panel (columns: testA | G(testA) | true T(testA) | F(T(testA))): {out / 'panel.png'}")
 
 
 if __name__ == "__main__":
