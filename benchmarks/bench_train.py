@@ -19,7 +19,24 @@ import time
 import torch
 
 
-def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: int, warmup: int, device: str):
+def apply_sets(cfg, sets: list[str]) -> None:
+    """--set KEY=VALUE config overrides (e.g. generator=resnet), typed like the field's default."""
+    for item in sets:
+        key, _, value = item.partition("=")
+        old = getattr(cfg, key)
+        setattr(cfg, key, type(old)(value) if old is not None and not isinstance(old, str) else value)
+
+
+def measure(
+    recipe: str,
+    batch_size: int,
+    loader: str,
+    precision: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    sets: list[str] = (),
+):
     from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
     from gankit.device import autocast_dtype, pick_device
     from gankit.recipes import get_recipe
@@ -28,6 +45,7 @@ def measure(recipe: str, batch_size: int, loader: str, precision: str, steps: in
     dev = pick_device(device)
     cls = get_recipe(recipe)
     cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
+    apply_sets(cfg, sets)
     if recipe in ("pix2pix", "cyclegan"):
         return measure_translation(r_cls=cls, cfg=cfg, dev=dev, steps=steps, warmup=warmup, loader=loader)
     cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
@@ -127,7 +145,11 @@ def measure_translation(r_cls, cfg, dev, steps, warmup, loader):
     sync()
     dt = time.perf_counter() - t0
     variant = "reference step" if loader == "reference" else None
-    return _result(cfg, dev, loader, cfg.batch_size, steps, dt, "fp32" if variant else None, variant)
+    if getattr(cfg, "generator", None):
+        variant = variant or cfg.generator
+    return _result(
+        cfg, dev, loader, cfg.batch_size, steps, dt, "fp32" if loader == "reference" else None, variant
+    )
 
 
 def reference_pix2pix_step(r):
@@ -187,6 +209,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true", help="print one JSON object per line")
+    ap.add_argument(
+        "--set", action="append", default=[], help="config override KEY=VALUE, e.g. generator=resnet"
+    )
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args()
     if args.one:
@@ -200,6 +225,7 @@ def main() -> None:
                     args.steps,
                     args.warmup,
                     args.device,
+                    args.set,
                 )
             )
         )
@@ -231,6 +257,7 @@ def main() -> None:
                         str(args.warmup),
                         "--device",
                         args.device,
+                        *[f"--set={x}" for x in args.set],
                     ]
                     res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                     if args.json:
