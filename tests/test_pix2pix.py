@@ -13,7 +13,8 @@ from PIL import Image
 import gankit
 from gankit import api
 from gankit.cli import main
-from gankit.data.paired import PairBatches, count_split_files, extract_tar, list_pairs, pair_channels
+from gankit.data.download import extract_archive
+from gankit.data.paired import PairBatches, count_split_files, list_pairs, pair_channels
 from gankit.errors import GankitError
 from gankit.metrics.image import l1, psnr, ssim
 from gankit.translate import translate_image
@@ -97,14 +98,14 @@ def test_archive_extraction_and_counts(tmp_path):
     archive = tmp_path / "facades.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src, arcname="facades")
-    extract_tar(archive, tmp_path / "out")
+    extract_archive(archive, tmp_path / "out")
     count_split_files(tmp_path / "out", {"train": 3, "val": 2})
     with pytest.raises(GankitError, match=r"train/ holds 3 images, the published archive has 400"):
         count_split_files(tmp_path / "out", {"train": 400})
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(GankitError, match="damaged archive"):
-        extract_tar(broken, tmp_path / "out2")
+        extract_archive(broken, tmp_path / "out2")
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
 
 

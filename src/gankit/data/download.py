@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shutil
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -158,3 +160,38 @@ def extract_members(archive: Path, members: dict[str, Path]) -> None:
                         out.write(chunk)
     except zipfile.BadZipFile:
         raise GankitError(f"{archive}: not a valid zip archive (delete it to re-download)") from None
+
+
+def _safe_zip_members(zf: zipfile.ZipFile) -> None:
+    bad = zf.testzip()  # reads every member: CRC errors surface here
+    if bad is not None:
+        raise zipfile.BadZipFile(f"CRC error in {bad}")
+    for name in zf.namelist():
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise zipfile.BadZipFile(f"unsafe member name {name!r}")
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Unpack a .zip or .tar(.gz) archive into `dest` atomically: into a temporary folder, then renamed
+    (a single top-level folder in the archive becomes `dest` itself).
+
+    Every member is read, so a CRC error is reported rather than half an archive used; unsafe member
+    names (absolute, `..`) are refused.
+    """
+    tmp = dest.with_name(f".{dest.name}.extracting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _safe_zip_members(zf)
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GankitError(f"{archive}: damaged archive ({e}); delete it to download again") from None
+    entries = list(tmp.iterdir())
+    src = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+    os.replace(src, dest)
+    shutil.rmtree(tmp, ignore_errors=True)

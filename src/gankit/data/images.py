@@ -74,6 +74,29 @@ def is_gray(path: Path) -> bool:
         return img.mode in _GRAY_MODES
 
 
+def _mode(path: Path) -> str:
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except (UnidentifiedImageError, OSError):
+        return "RGB"  # decided (and reported) when decoded
+
+
+def uniform_channels(paths: list[Path], what: str, skip_bad: bool = False) -> int:
+    """1 when every file is grayscale, 3 when every one is colour. Mixing both is an error naming a
+    file of each (with `skip_bad`, a warning, and all are read as colour). `what` names the set."""
+    gray = [_mode(p) in _GRAY_MODES for p in paths]
+    if all(gray):
+        return 1
+    if any(gray):
+        g, c = paths[gray.index(True)], paths[gray.index(False)]
+        msg = f"{g}: grayscale, but {c} is colour; {what} must be all one or the other"
+        if not skip_bad:
+            raise GankitError(msg + " (convert the files, or pass --skip-bad-images to read all as colour)")
+        print(f"gankit: {msg}; reading all as colour", file=sys.stderr)
+    return 3
+
+
 def decode(path: Path, channels: int, size: int | None = None) -> torch.Tensor:
     """Decode one image file to a uint8 CHW tensor, center-cropped and resized to `size` if given."""
     with Image.open(path) as img:

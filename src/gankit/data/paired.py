@@ -13,9 +13,7 @@ Pairs are decoded once, resized to the load size and kept in memory as uint8 whe
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +24,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import GankitError
-from .download import Remote, cache_dir, download
-from .images import _GRAY_MODES, list_images, to_mode
+from .download import Remote, cache_dir, download, extract_archive
+from .images import list_images, to_mode, uniform_channels
 
 PIX2PIX_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{}.tar.gz"
 
@@ -60,25 +58,6 @@ def count_split_files(root: Path, counts: dict[str, int]) -> None:
             )
 
 
-def extract_tar(archive: Path, dest: Path) -> None:
-    """Unpack a .tar(.gz) archive into `dest` atomically: into a temporary folder, then renamed.
-
-    Reading every member also checks the gzip CRC, so a corrupted archive is reported, not half used.
-    """
-    tmp = dest.with_name(f".{dest.name}.extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GankitError(f"{archive}: damaged archive ({e}); delete it to download again") from None
-    inner = [p for p in tmp.iterdir() if p.is_dir()]
-    src = inner[0] if len(inner) == 1 and not any(p.is_file() for p in tmp.iterdir()) else tmp
-    os.replace(src, dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 def fetch_archive_set(
     name: str,
     url: str,
@@ -87,8 +66,9 @@ def fetch_archive_set(
     digest: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """The extracted folder of a named archive dataset: `data_dir` if given, else the cache
-    (downloading, verifying and extracting on first use)."""
+    """The extracted folder of a named archive dataset (.tar.gz or .zip; pix2pix and CycleGAN sets):
+    `data_dir` if given, else the cache (downloading, verifying and extracting on first use), with
+    the published file count of every split folder checked."""
     if data_dir:
         root = Path(data_dir)
         if not root.is_dir():
@@ -101,7 +81,7 @@ def fetch_archive_set(
     root = folder / name
     if not root.is_dir():
         archive = download(Remote(url, digest), folder, progress)
-        extract_tar(archive, root)
+        extract_archive(archive, root)
     count_split_files(root, counts)
     return root
 
@@ -164,34 +144,9 @@ def _open_rgb_or_gray(path: Path) -> Image.Image:
 
 
 def pair_channels(pairs: PairList, skip_bad: bool = False) -> tuple[int, int]:
-    """(channels of A, channels of B): 1 when every file of a side is grayscale, 3 when every one is
-    colour. A side that mixes both is an error naming a file of each (with `skip_bad`, a warning and
-    the side is read as colour)."""
-    sides = (pairs.a, pairs.b) if pairs.b is not None else (pairs.a,)
-    out = []
-    for side in sides:
-        gray = [_mode(p) in _GRAY_MODES for p in side]
-        if all(gray):
-            out.append(1)
-            continue
-        if any(gray):
-            g, c = side[gray.index(True)], side[gray.index(False)]
-            msg = f"{g}: grayscale, but {c} is colour; one side of the pairs must be all one or the other"
-            if not skip_bad:
-                raise GankitError(
-                    msg + " (convert the files, or pass --skip-bad-images to read all as colour)"
-                )
-            print(f"gankit: {msg}; reading all as colour", file=sys.stderr)
-        out.append(3)
-    return (out[0], out[-1])
-
-
-def _mode(path: Path) -> str:
-    try:
-        with Image.open(path) as img:
-            return img.mode
-    except (UnidentifiedImageError, OSError):
-        return "RGB"  # decided (and reported) when decoded
+    """(channels of A, channels of B): see `uniform_channels`; aligned files share one count."""
+    a = uniform_channels(pairs.a, "one side of the pairs", skip_bad)
+    return (a, a) if pairs.b is None else (a, uniform_channels(pairs.b, "one side of the pairs", skip_bad))
 
 
 def decode_pair(

@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GankitError
-from .images import _GRAY_MODES, decode_all, list_images
-from .paired import _mode
+from .images import decode_all, list_images, uniform_channels
 
 CYCLEGAN_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{}.zip"
 
@@ -40,20 +39,6 @@ def domain_folders(root: str | Path, split: str = "train") -> tuple[Path, Path]:
     raise GankitError(f"{root}: expected trainA/ and trainB/ (or A/ and B/) folders of images")
 
 
-def domain_channels(paths: list[Path], folder: Path, skip_bad: bool) -> int:
-    """1 if every image of a domain is grayscale, 3 if every one is colour; mixed is an error."""
-    gray = [_mode(p) in _GRAY_MODES for p in paths]
-    if all(gray):
-        return 1
-    if any(gray):
-        g, c = paths[gray.index(True)], paths[gray.index(False)]
-        msg = f"{g}: grayscale, but {c} is colour; a domain must be all one or the other"
-        if not skip_bad:
-            raise GankitError(msg + " (convert the files, or pass --skip-bad-images to read all as colour)")
-        print(f"gankit: {msg}; reading all as colour", file=sys.stderr)
-    return 3
-
-
 def load_domains(
     root: str | Path, split: str, size: int, skip_bad: bool = False, channels: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +49,7 @@ def load_domains(
         paths = list_images(folder)
         if not paths:
             raise GankitError(f"{folder}: domain {'AB'[k]} holds no images")
-        c = channels[k] if channels else domain_channels(paths, folder, skip_bad)
+        c = channels[k] if channels else uniform_channels(paths, "a domain", skip_bad)
         out.append(decode_all(paths, c, size, skip_bad)[0])
     a, b = out
     small, large = sorted((len(a), len(b)))

@@ -12,17 +12,16 @@ zero over the second half of training. As options: the paper's ResNet generator
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
 from .. import viz
-from ..config import TrainConfig, opt
-from ..data.download import Remote, cache_dir, download
-from ..data.paired import count_split_files
+from ..config import opt
+from ..data.paired import fetch_archive_set
 from ..data.pairs import jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
 from ..data.unpaired import CYCLEGAN_SETS, CYCLEGAN_URL, UnpairedBatches, load_domains
@@ -36,19 +35,15 @@ from ..nn.resnet import ResnetGenerator
 from ..nn.unet import UNetGenerator
 from . import register
 from .base import Recipe
-from .pix2pix import as_rgb, gan_loss
-
-SIZES = (64, 128, 256, 512)
+from .pix2pix import TranslationConfig, as_rgb, gan_loss
 
 
 @dataclass
-class CycleGANConfig(TrainConfig):
+class CycleGANConfig(TranslationConfig):
+    sizes: ClassVar[tuple[int, ...]] = (64, 128, 256, 512)
     recipe: str = "cyclegan"
     data: str = "summer2winter_yosemite"
     epochs: int = 40
-    batch_size: int = 1
-    lr: float = opt(2e-4, "learning rate of both Adam optimisers")
-    beta1: float = opt(0.5, "Adam beta1")
     generator: str = opt(
         "unet",
         "unet (the seed) or resnet (the paper: 9 residual blocks at 256 px)",
@@ -56,10 +51,6 @@ class CycleGANConfig(TrainConfig):
         model=True,
     )
     resnet_blocks: int = opt(9, "residual blocks of the resnet generator", model=True)
-    image_size: int = opt(256, "training crop and network size: 64, 128, 256 or 512", model=True)
-    load_size: int | None = opt(None, "resize before the random crop (default 286/256 of --image-size)")
-    flip: bool = opt(True, "random horizontal flips")
-    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan (the paper)", choices=("bce", "lsgan"))
     lambda_cycle: float = opt(10.0, "weight of each cycle-consistency L1 term")
     lambda_identity: float = opt(0.5, "identity L1 weight, as a fraction of --lambda-cycle (0 = off)")
     pool_size: int = opt(50, "history of generated images shown to the discriminators (0 = off)")
@@ -73,12 +64,6 @@ class CycleGANConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.image_size not in SIZES:
-            raise GankitError(f"--image-size {self.image_size}: expected one of {', '.join(map(str, SIZES))}")
-        if self.load_size is not None and self.load_size < self.image_size:
-            raise GankitError(
-                f"--load-size {self.load_size}: must be at least --image-size {self.image_size}"
-            )
         if self.pool_size < 0:
             raise GankitError(f"--pool-size {self.pool_size}: expected 0 or more")
         if self.decay_epochs is not None and not 0 <= self.decay_epochs <= self.epochs:
@@ -86,10 +71,6 @@ class CycleGANConfig(TrainConfig):
         for name in ("lambda_cycle", "lambda_identity"):
             if getattr(self, name) < 0:
                 raise GankitError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 0")
-
-    @property
-    def resolved_load_size(self) -> int:
-        return self.load_size or round(self.image_size * 286 / 256)
 
     @property
     def decay_fraction(self) -> float:
@@ -126,18 +107,8 @@ def cycle_losses(
 def resolve_unpaired_root(cfg: CycleGANConfig, progress: bool = True) -> Path:
     """The domains' folder: a named CycleGAN archive (downloaded, extracted, counted) or a path."""
     if cfg.data in CYCLEGAN_SETS:
-        counts = CYCLEGAN_SETS[cfg.data]
-        if cfg.data_dir:
-            root = Path(cfg.data_dir)
-            root = root / cfg.data if (root / cfg.data).is_dir() else root
-        else:
-            folder = cache_dir() / cfg.data
-            root = folder / cfg.data
-            if not root.is_dir():
-                archive = download(Remote(CYCLEGAN_URL.format(cfg.data), None), folder, progress)
-                extract_zip(archive, root)
-        count_split_files(root, counts)
-        return root
+        url = CYCLEGAN_URL.format(cfg.data)
+        return fetch_archive_set(cfg.data, url, CYCLEGAN_SETS[cfg.data], cfg.data_dir, progress=progress)
     root = Path(cfg.data)
     if not root.is_dir():
         raise GankitError(
@@ -145,32 +116,6 @@ def resolve_unpaired_root(cfg: CycleGANConfig, progress: bool = True) -> Path:
             f"({', '.join(sorted(CYCLEGAN_SETS))})"
         )
     return root
-
-
-def extract_zip(archive: Path, dest: Path) -> None:
-    """Unpack a zip archive into `dest` atomically (temporary folder, then rename)."""
-    import os
-    import shutil
-    import zipfile
-
-    tmp = dest.with_name(f".{dest.name}.extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            bad = zf.testzip()
-            if bad is not None:
-                raise zipfile.BadZipFile(f"CRC error in {bad}")
-            for name in zf.namelist():
-                if name.startswith("/") or ".." in Path(name).parts:
-                    raise zipfile.BadZipFile(f"unsafe member name {name!r}")
-            zf.extractall(tmp)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GankitError(f"{archive}: damaged archive ({e}); delete it to download again") from None
-    inner = [p for p in tmp.iterdir() if p.is_dir()]
-    src = inner[0] if len(inner) == 1 and not any(p.is_file() for p in tmp.iterdir()) else tmp
-    os.replace(src, dest)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @register
@@ -347,7 +292,6 @@ class CycleGAN(Recipe):
         viz.save_image(viz.make_grid(torch.stack(tiles), nrow=3), panel)
         res["panel"] = str(panel)
         write_json_atomic(run / "evaluation" / "report.json", res)
-        res = json.loads(json.dumps(res))
         res["lines"] = [
             f"{len(a)} A and {len(b)} B test images",
             f"  cycle L1 A->B->A {res['cycle_l1_A->B->A']:.4f}, B->A->B {res['cycle_l1_B->A->B']:.4f}",

@@ -14,9 +14,9 @@ of the image being translated, dropout is off so a translation is repeatable.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -37,8 +37,6 @@ from ..nn.patchgan import PatchDiscriminator
 from ..nn.unet import UNetGenerator
 from . import register
 from .base import Recipe
-
-SIZES = (128, 256, 512)
 
 
 def gan_loss(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
@@ -69,28 +67,50 @@ def train_mode(net: nn.Module) -> nn.Module:
 
 
 @dataclass
-class Pix2PixConfig(TrainConfig):
+class TranslationConfig(TrainConfig):
+    """Options Pix2Pix and CycleGAN share: batch 1, Adam(2e-4, 0.5), crop/flip jitter, GAN loss."""
+
+    sizes: ClassVar[tuple[int, ...]] = (128, 256, 512)
+    batch_size: int = 1
+    lr: float = opt(2e-4, "learning rate of the Adam optimisers")
+    beta1: float = opt(0.5, "Adam beta1")
+    image_size: int = opt(256, "training crop and network size (a power of two: 64 to 512)", model=True)
+    load_size: int | None = opt(
+        None,
+        "images are resized to this before the random crop "
+        "(default: 286/256 of --image-size; equal to it = no crop jitter)",
+    )
+    flip: bool = opt(True, "random horizontal flips (use --no-flip for maps, text, ...)")
+    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan", choices=("bce", "lsgan"))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size not in self.sizes:
+            raise GankitError(
+                f"--image-size {self.image_size}: expected one of {', '.join(map(str, self.sizes))}"
+            )
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise GankitError(
+                f"--load-size {self.load_size}: must be at least --image-size {self.image_size}"
+            )
+
+    @property
+    def resolved_load_size(self) -> int:
+        return self.load_size or round(self.image_size * 286 / 256)
+
+
+@dataclass
+class Pix2PixConfig(TranslationConfig):
     recipe: str = "pix2pix"
     data: str = "cityscapes"
     epochs: int = 150
-    batch_size: int = 1
-    lr: float = opt(2e-4, "learning rate of both Adam optimisers")
-    beta1: float = opt(0.5, "Adam beta1")
     direction: str = opt(
         "AtoB",
         "AtoB or BtoA (cityscapes: the photo is A, so labels -> photo is BtoA)",
         choices=("AtoB", "BtoA"),
         model=True,
     )
-    image_size: int = opt(256, "training crop and network size: 128, 256 or 512", model=True)
-    load_size: int | None = opt(
-        None,
-        "images are resized to this before the random crop "
-        "(default: 286/256 of --image-size; equal to it = no crop jitter)",
-    )
-    flip: bool = opt(True, "random horizontal flip of each pair (use --no-flip for maps, text, ...)")
     norm: str = opt("batch", "normalisation in both networks", choices=("batch", "instance"), model=True)
-    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan", choices=("bce", "lsgan"))
     lambda_l1: float = opt(100.0, "weight of the L1 term")
     decay_epochs: int = opt(0, "decay the LR linearly to 0 over this many final epochs (0 = constant)")
     in_channels: int | None = opt(None, "input channels (default: from the data)", model=True)
@@ -99,20 +119,10 @@ class Pix2PixConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.image_size not in SIZES:
-            raise GankitError(f"--image-size {self.image_size}: expected one of {', '.join(map(str, SIZES))}")
-        if self.load_size is not None and self.load_size < self.image_size:
-            raise GankitError(
-                f"--load-size {self.load_size}: must be at least --image-size {self.image_size}"
-            )
         if self.decay_epochs < 0 or self.decay_epochs > self.epochs:
             raise GankitError(f"--decay-epochs {self.decay_epochs}: expected 0..--epochs ({self.epochs})")
         if self.lambda_l1 < 0:
             raise GankitError(f"--lambda-l1 {self.lambda_l1}: expected a non-negative weight")
-
-    @property
-    def resolved_load_size(self) -> int:
-        return self.load_size or round(self.image_size * 286 / 256)
 
 
 def resolve_paired_root(cfg: Pix2PixConfig, progress: bool = True) -> Path:
@@ -170,7 +180,8 @@ class Pix2Pix(Recipe):
     def _split(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (a, b) if self.cfg.direction == "AtoB" else (b, a)
 
-    def _channels(self, pairs) -> tuple[int, int]:
+    def _channels(self) -> tuple[int, int]:
+        """(channels of A, channels of B) in the files, whatever the direction."""
         c = (self.cfg.in_channels, self.cfg.out_channels)
         return c if self.cfg.direction == "AtoB" else (c[1], c[0])
 
@@ -178,7 +189,7 @@ class Pix2Pix(Recipe):
         cfg = self.cfg
         self.batches = PairBatches(
             pairs,
-            self._channels(pairs),
+            self._channels(),
             cfg.resolved_load_size,
             cfg.image_size,
             cfg.batch_size,
@@ -209,7 +220,7 @@ class Pix2Pix(Recipe):
         if limit is not None:
             pairs = PairList(pairs.a[:limit], pairs.b[:limit] if pairs.b else None, pairs.source, pairs.root)
         a, b, _ = decode_pairs(
-            pairs, self._channels(pairs), self.cfg.image_size, self.cfg.image_size, self.cfg.skip_bad_images
+            pairs, self._channels(), self.cfg.image_size, self.cfg.image_size, self.cfg.skip_bad_images
         )
         return self._split(a, b)
 
@@ -332,7 +343,6 @@ def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int
     viz.save_image(viz.make_grid(tiles, nrow=3), panel)
     result["panel"] = str(panel)
     write_json_atomic(run / "evaluation" / "report.json", result)
-    result = json.loads(json.dumps(result))
 
     def line(name, sc):
         return f"  {name:<18} L1 {sc['l1']:.4f}  PSNR {sc['psnr']:6.2f} dB  SSIM {sc['ssim']:.3f}"
