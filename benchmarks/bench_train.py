@@ -24,7 +24,11 @@ def apply_sets(cfg, sets: list[str]) -> None:
     for item in sets:
         key, _, value = item.partition("=")
         old = getattr(cfg, key)
-        setattr(cfg, key, type(old)(value) if old is not None and not isinstance(old, str) else value)
+        if isinstance(old, bool):
+            value = value.lower() in ("1", "true", "yes", "on")
+        elif old is not None and not isinstance(old, str):
+            value = type(old)(value)
+        setattr(cfg, key, value)
 
 
 def measure(

@@ -1,10 +1,13 @@
 """Fashion-MNIST test accuracy of the SSGAN and of its supervised control over several label draws.
 
-    python benchmarks/ssgan_accuracy.py --data-dir /usr/share/datasets/fashion-mnist --seeds 0 1 2 --epochs 6
+    python benchmarks/ssgan_accuracy.py --data-dir /usr/share/datasets/fashion-mnist --seeds 0 1 2
 
 For each seed (= label draw): an SSGAN run and a `--baseline supervised` run on the very same
 labelled images (passed with --labels-file), both evaluated with `gankit evaluate` on the full
-10,000-image test set. Prints one JSON line per run, then mean and std per method.
+10,000-image test set. Prints one JSON line per run, then mean and std per method. Options of the
+recipe other than the defaults: `--set KEY=VALUE` (e.g. --set epochs=30 --set augment=none); the
+control gets the same ones. Seeds can run in separate processes with the same --out, then
+`--skip-existing` collects them all.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 from pathlib import Path
 
 import gankit
+from bench_train import apply_sets
+from gankit.recipes.ssgan import SSGANConfig
 
 
 def main() -> None:
@@ -24,10 +29,16 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--labels", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    ap.add_argument("--set", action="append", default=[], help="recipe option KEY=VALUE (repeatable)")
     ap.add_argument("--out", default="runs/ssgan-accuracy")
     ap.add_argument("--skip-existing", action="store_true", help="reuse finished runs in --out")
     args = ap.parse_args()
+    cfg = SSGANConfig()
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    apply_sets(cfg, args.set)
+    options = {k: getattr(cfg, k) for k in ["epochs", *(s.partition("=")[0] for s in args.set)]}
     results: dict[str, list[float]] = {"ssgan": [], "supervised": []}
     for seed in args.seeds:
         ss_dir = Path(args.out) / f"ssgan-seed{seed}"
@@ -40,19 +51,20 @@ def main() -> None:
             ),
         ]
         for method, run, extra in runs:
-            t0 = time.perf_counter()
-            if not (args.skip_existing and (run / "evaluation" / "report.json").exists()):
+            if not (args.skip_existing and (run / "train_wall_s.txt").exists()):
+                t0 = time.perf_counter()
                 gankit.train(
                     "ssgan",
                     data=args.data,
                     data_dir=args.data_dir,
-                    epochs=args.epochs,
                     seed=seed,
                     out=str(run),
                     progress=False,
+                    **options,
                     **extra,
                 )
-            wall = time.perf_counter() - t0
+                (run / "train_wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+            wall = float((run / "train_wall_s.txt").read_text())
             report = gankit.api.evaluate(run)
             acc = report["accuracy"]
             results[method].append(acc)
@@ -78,7 +90,7 @@ def main() -> None:
                     "mean": round(statistics.mean(accs), 4),
                     "std": round(sd, 4),
                     "draws": len(accs),
-                    "epochs": args.epochs,
+                    "options": options,
                     "labels": args.labels,
                 }
             ),

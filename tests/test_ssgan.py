@@ -26,6 +26,20 @@ def test_shapes():
     assert SSGANGenerator(16, 3, 32)(torch.randn(2, 16)).shape == (2, 3, 32, 32)
 
 
+def test_input_noise_only_in_training():
+    torch.manual_seed(0)
+    d = SharedDiscriminator(10, 1, 28, input_noise=0.5)
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    d.eval()
+    a, b = d.features(x), d.features(x)
+    assert torch.equal(a, b)
+    d.train()
+    noisy = d.features(x)
+    assert not torch.allclose(noisy, a, atol=1e-3)
+    d.input_noise = 0.0
+    assert torch.equal(d.features(x), a)  # dropout acts after the features, noise before them
+
+
 def test_d_is_sigmoid_of_logsumexp_and_stays_finite():
     logits = torch.randn(50, 10, dtype=torch.float64) * 3
     z = logits.exp().sum(1)

@@ -15,11 +15,20 @@ class SharedDiscriminator(nn.Module):
 
     The seed computes Z / (Z + 1) directly, which overflows for large logits; logsumexp does not.
     Trunk: 3 x (Conv 128 3x3 stride 2, LeakyReLU 0.2), Flatten, Dropout 0.4, Dense K.
+    `input_noise` > 0 adds Gaussian noise of that standard deviation to the input images in training
+    mode (Salimans et al.'s MNIST discriminator does so), a regulariser of both heads.
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 1, size: int = 28, width: int = 128):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: int = 1,
+        size: int = 28,
+        width: int = 128,
+        input_noise: float = 0.0,
+    ):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.input_noise = num_classes, input_noise
         self.convs = nn.ModuleList(
             [nn.Conv2d(channels if i == 0 else width, width, 3, 2, 1) for i in range(3)]
         )
@@ -32,6 +41,8 @@ class SharedDiscriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The flattened trunk output (used by the feature-matching generator loss)."""
+        if self.training and self.input_noise > 0:
+            x = x + self.input_noise * torch.randn_like(x)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
         return x.flatten(1)

@@ -72,6 +72,9 @@ class SSGANConfig(TrainConfig):
         "(horizontal flips too: not for digits or text) or none",
         choices=AUGMENTS,
     )
+    input_noise: float = opt(
+        0.0, "standard deviation of Gaussian noise added to the classifier's inputs in training (0 = off)"
+    )
     lr_decay: bool = opt(
         False, "keep the learning rate for the first half of training, then decay it linearly to zero"
     )
@@ -94,6 +97,8 @@ class SSGANConfig(TrainConfig):
             raise GankitError(f"--labels {self.labels}: expected a positive number of labelled images")
         if self.batch_size % 2:
             raise GankitError(f"--batch-size {self.batch_size}: must be even (half real, half generated)")
+        if self.input_noise < 0:
+            raise GankitError(f"--input-noise {self.input_noise}: expected a standard deviation >= 0")
         if not 0.0 <= self.ema < 1.0:
             raise GankitError(f"--ema {self.ema}: expected a decay in [0, 1)")
         if self.image_size is not None and (self.image_size % 4 or not 8 <= self.image_size <= 64):
@@ -113,7 +118,9 @@ class SSGAN(Recipe):
 
     def __init__(self, cfg: SSGANConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.classifier = SharedDiscriminator(cfg.num_classes, cfg.channels, cfg.image_size).to(
+        self.classifier = SharedDiscriminator(
+            cfg.num_classes, cfg.channels, cfg.image_size, input_noise=cfg.input_noise
+        ).to(
             device, memory_format=torch.channels_last
         )
         self.modules = {"classifier": self.classifier}
