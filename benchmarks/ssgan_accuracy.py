@@ -18,8 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
-import gankit
 from bench_train import apply_sets
+
+import gankit
 from gankit.recipes.ssgan import SSGANConfig
 
 

@@ -109,6 +109,20 @@ def test_short_run_beats_chance_by_far_and_baseline_control(tmp_path):
     assert b["last_metrics"]["test_accuracy"] > 0.3
 
 
+def test_entropy_term_makes_unlabelled_predictions_confident(tmp_path):
+    """--entropy-weight (Bad GAN's conditional entropy) lowers the class entropy on unlabelled images."""
+
+    def last_entropy(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["entropy_unl"] for r in rows if "entropy_unl" in r][-1]
+
+    opts = {**QUICK, "epochs": 1, "max_steps": 40, "log_every": 40}
+    gankit.train("ssgan", out=str(tmp_path / "off"), **opts)
+    gankit.train("ssgan", out=str(tmp_path / "on"), entropy_weight=3.0, **opts)
+    off, on = last_entropy(tmp_path / "off"), last_entropy(tmp_path / "on")
+    assert 0 <= on < 0.85 * off
+
+
 @pytest.mark.parametrize("lr_decay", [False, True])
 def test_resume_matches_uninterrupted(tmp_path, lr_decay):
     def weights(run):

@@ -11,6 +11,9 @@ the seed two Adam states for the same weights).
 Options: feature-matching generator loss (the paper's choice for semi-supervised learning), an EMA
 of the classifier for evaluation, and `--baseline supervised`: the same classifier on the same
 labelled subset alone, for the same number of steps.
+Defaults differ from the seed's schedule (30 epochs at Adam 2e-4, constant): 8 epochs at 6e-4 with
++-2 px shifts of the real images and a linear decay over the second half reach a higher test
+accuracy in about a quarter of the steps (measured on Fashion-MNIST, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -54,11 +57,15 @@ class SSGANConfig(TrainConfig):
         "JSON list of training-image indices to use as the labelled subset "
         "(e.g. a run's labelled_indices.json)",
     )
-    epochs: int = 6
+    epochs: int = opt(
+        8,
+        "passes over the training data (4,800 steps at the default batch; the seed's schedule is 30 "
+        "epochs at --lr 2e-4 --augment none --no-lr-decay)",
+    )
     batch_size: int = opt(
         100, "GAN batch: half real unlabelled, half generated; the labelled batch is half of it"
     )
-    lr: float = opt(2e-4, "Adam learning rate of both networks")
+    lr: float = opt(6e-4, "Adam learning rate of both networks (the seed's: 2e-4)")
     beta1: float = opt(0.5, "Adam beta1")
     gen_loss: str = opt(
         "feature-matching",
@@ -67,7 +74,7 @@ class SSGANConfig(TrainConfig):
     )
     ema: float = opt(0.999, "decay of the classifier's weight average used for evaluation (0 = off)")
     augment: str = opt(
-        "none",
+        "translate",
         "random augmentation of real images: translate (+-2 px), flip+translate "
         "(horizontal flips too: not for digits or text) or none",
         choices=AUGMENTS,
@@ -75,8 +82,13 @@ class SSGANConfig(TrainConfig):
     input_noise: float = opt(
         0.0, "standard deviation of Gaussian noise added to the classifier's inputs in training (0 = off)"
     )
+    entropy_weight: float = opt(
+        0.0,
+        "weight of the class entropy on unlabelled images, minimised by the classifier (Dai et al. "
+        "2017, 'Bad GAN'); 0 = off",
+    )
     lr_decay: bool = opt(
-        False, "keep the learning rate for the first half of training, then decay it linearly to zero"
+        True, "keep the learning rate for the first half of training, then decay it linearly to zero"
     )
     baseline: str = opt(
         "none",
@@ -97,6 +109,8 @@ class SSGANConfig(TrainConfig):
             raise GankitError(f"--labels {self.labels}: expected a positive number of labelled images")
         if self.batch_size % 2:
             raise GankitError(f"--batch-size {self.batch_size}: must be even (half real, half generated)")
+        if self.entropy_weight < 0:
+            raise GankitError(f"--entropy-weight {self.entropy_weight}: expected a weight >= 0")
         if self.input_noise < 0:
             raise GankitError(f"--input-noise {self.input_noise}: expected a standard deviation >= 0")
         if not 0.0 <= self.ema < 1.0:
@@ -120,9 +134,7 @@ class SSGAN(Recipe):
         super().__init__(cfg, device)
         self.classifier = SharedDiscriminator(
             cfg.num_classes, cfg.channels, cfg.image_size, input_noise=cfg.input_noise
-        ).to(
-            device, memory_format=torch.channels_last
-        )
+        ).to(device, memory_format=torch.channels_last)
         self.modules = {"classifier": self.classifier}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {"classifier": adam(self.classifier.parameters(), cfg.lr, betas)}
@@ -239,6 +251,10 @@ class SSGAN(Recipe):
         d_fake = real_fake_logit(logits[n_lab + half :])
         # -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))): the seed's binary cross-entropy, stably.
         loss_unsup = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        logp_unl = F.log_softmax(logits[n_lab : n_lab + half], 1)
+        entropy = -(logp_unl.exp() * logp_unl).sum(1).mean()  # of the class prediction, unlabelled
+        if self.cfg.entropy_weight > 0:
+            loss_unsup = loss_unsup + self.cfg.entropy_weight * entropy
         opt_c.zero_grad(set_to_none=True)
         (loss_sup + loss_unsup).backward()
         opt_c.step()
@@ -258,6 +274,7 @@ class SSGAN(Recipe):
             "loss_sup": loss_sup.detach(),
             "loss_unsup": loss_unsup.detach(),
             "loss_g": loss_g.detach(),
+            "entropy_unl": entropy.detach(),
             "acc_labelled": (logits[:n_lab].argmax(1) == y_lab).float().mean().detach(),
         }
 
