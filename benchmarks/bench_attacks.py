@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
 import torch
+from bench_train import peak_memory
 
 
 def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) -> dict:
@@ -51,11 +51,7 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
     sync()
     dt = time.perf_counter() - t0
     assert (adv - x).abs().max() <= eps + 1e-6
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if dev.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    peak, kind = peak_memory(dev)
     return {
         "impl": impl,
         "attack": attack if attack == "fgsm" else "pgd-10",
@@ -64,6 +60,7 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
         "images_per_s": round(batch_size * repeats / dt, 2),
         "seconds_per_batch": round(dt / repeats, 4),
         "peak_memory_mb": round(peak / 2**20, 1),
+        "peak_memory_kind": kind,
         "threads": torch.get_num_threads(),
     }
 

@@ -42,7 +42,7 @@ def measure(
     sets: list[str] = (),
 ):
     from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
-    from gankit.device import autocast_dtype, pick_device
+    from gankit.device import pick_device
     from gankit.recipes import get_recipe
 
     torch.manual_seed(0)
@@ -80,33 +80,20 @@ def measure(
     torch.stack(list(out.values())).tolist()  # wait for the last step
     sync()
     dt = time.perf_counter() - t0
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if dev.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-    return {
-        "recipe": recipe,
-        "batch_size": batch_size,
-        "loader": loader,
-        "device": str(dev),
-        "precision": "bf16" if autocast_dtype(precision, dev) else "fp32",
-        "images_per_s": round(batch_size * steps / dt, 1),
-        "step_ms": round(1000 * dt / steps, 2),
-        "peak_memory_mb": round(peak / 2**20, 1),
-        "peak_memory_kind": "cuda allocated" if dev.type == "cuda" else "process max RSS",
-        "threads": torch.get_num_threads(),
-    }
+    return _result(cfg, dev, loader, batch_size, steps, dt, None)
+
+
+def peak_memory(dev: torch.device) -> tuple[int, str]:
+    """(bytes, what they measure): CUDA's peak allocation, else the process's peak resident set."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(), "cuda allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process max RSS"
 
 
 def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=None):
     from gankit.device import autocast_dtype
 
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if dev.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    peak, kind = peak_memory(dev)
     return {
         "recipe": cfg.recipe + (f" ({variant})" if variant else ""),
         "batch_size": batch_size,
@@ -116,7 +103,7 @@ def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=Non
         "images_per_s": round(batch_size * steps / dt, 2),
         "step_ms": round(1000 * dt / steps, 2),
         "peak_memory_mb": round(peak / 2**20, 1),
-        "peak_memory_kind": "cuda allocated" if dev.type == "cuda" else "process max RSS",
+        "peak_memory_kind": kind,
         "threads": torch.get_num_threads(),
     }
 

@@ -11,6 +11,13 @@ from collections.abc import Iterator
 import torch
 
 
+def cycled_order(n: int, need: int, seed: int) -> torch.Tensor:
+    """`need` indices into n items: fresh permutations (from a generator seeded with `seed`) one
+    after the other, for a set smaller than the steps that draw from it."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])[:need]
+
+
 class InMemoryBatches:
     """Shuffled fixed-size batches (the last partial batch is dropped) of a uint8 NCHW tensor."""
 
@@ -66,10 +73,8 @@ class SemiSupervisedBatches:
         return max(1, len(self.pool.images) // self.batch_size)
 
     def _labelled_order(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7_777_777)
-        need, n = len(self) * self.half, len(self.labelled)
-        perms = [torch.randperm(n, generator=g) for _ in range(-(-need // n))]
-        return torch.cat(perms)[:need].to(self.device)
+        seed = self.seed * 1_000_003 + epoch + 7_777_777
+        return cycled_order(len(self.labelled), len(self) * self.half, seed).to(self.device)
 
     def epoch(self, epoch: int, start: int = 0):
         """Yield (x_labelled uint8, y, x_unlabelled uint8) for steps start.. of `epoch`."""

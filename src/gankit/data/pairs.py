@@ -50,25 +50,29 @@ def paired_jitter(
     two images."""
     if a.shape[0] != b.shape[0] or a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"pair shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if load_size < crop:
-        raise ValueError(f"load size {load_size} is smaller than the crop {crop}")
-    n, dev = a.shape[0], a.device
-    if a.shape[-2:] != (load_size, load_size):  # batches stored at the load size skip the resize
-        a = F.interpolate(
-            a, size=(load_size, load_size), mode="bilinear", align_corners=False, antialias=True
-        )
-        b = F.interpolate(
-            b, size=(load_size, load_size), mode="bilinear", align_corners=False, antialias=True
-        )
-    tops = torch.randint(0, load_size - crop + 1, (n,), device=dev)
-    lefts = torch.randint(0, load_size - crop + 1, (n,), device=dev)
-    a, b = crop_batch(a, tops, lefts, crop), crop_batch(b, tops, lefts, crop)
-    if flip:
-        mask = (torch.rand(n, device=dev) < 0.5).view(-1, 1, 1, 1)
-        a, b = torch.where(mask, a.flip(-1), a), torch.where(mask, b.flip(-1), b)
+    a, b = _jitter([a, b], load_size, crop, flip)
     return a, b
 
 
 def jitter(x: torch.Tensor, load_size: int = 286, crop: int = 256, flip: bool = True) -> torch.Tensor:
     """The same random jitter for a batch of single images (CycleGAN's unpaired domains)."""
-    return paired_jitter(x, x[:, :1], load_size, crop, flip)[0]
+    return _jitter([x], load_size, crop, flip)[0]
+
+
+def _jitter(batches: list[torch.Tensor], load_size: int, crop: int, flip: bool) -> list[torch.Tensor]:
+    """Resize, crop and flip equally shaped batches with one draw per example shared by all."""
+    if load_size < crop:
+        raise ValueError(f"load size {load_size} is smaller than the crop {crop}")
+    n, dev = batches[0].shape[0], batches[0].device
+    if batches[0].shape[-2:] != (load_size, load_size):  # batches stored at the load size skip it
+        size = (load_size, load_size)
+        batches = [
+            F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True) for x in batches
+        ]
+    tops = torch.randint(0, load_size - crop + 1, (n,), device=dev)
+    lefts = torch.randint(0, load_size - crop + 1, (n,), device=dev)
+    batches = [crop_batch(x, tops, lefts, crop) for x in batches]
+    if flip:
+        mask = (torch.rand(n, device=dev) < 0.5).view(-1, 1, 1, 1)
+        batches = [torch.where(mask, x.flip(-1), x) for x in batches]
+    return batches

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GankitError
+from .batches import cycled_order
 from .images import decode_all, list_images, uniform_channels
 
 CYCLEGAN_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{}.zip"
@@ -76,9 +77,7 @@ class UnpairedBatches:
         return max(len(self.a), len(self.b)) // self.batch_size
 
     def _order(self, n: int, epoch: int, salt: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + salt)
-        need = len(self) * self.batch_size
-        return torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])[:need]
+        return cycled_order(n, len(self) * self.batch_size, self.seed * 1_000_003 + epoch * 2 + salt)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (uint8 A batch, uint8 B batch) for steps start.. of `epoch`."""
