@@ -215,4 +215,4 @@ def test_translate_refuses_a_dcgan_run_and_bad_direction(tmp_path, idx_dir, caps
         "dcgan", data="mnist", data_dir=str(idx_dir), max_steps=1, batch_size=8, out=str(run), progress=False
     )
     assert main(["translate", str(run), str(tmp_path), "-o", str(tmp_path / "o")]) == 1
-    assert "does not translate images" in capsys.readouterr().err
+    assert "cannot translate (recipes that can: cyclegan, pix2pix)" in capsys.readouterr().err

@@ -62,8 +62,24 @@ def test_split_aligned_and_odd_width():
         split_aligned(torch.zeros(3, 4, 5), "x.png")
 
 
+def _shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`img` (C, H, W) moved by (dy, dx) pixels, zero-filled."""
+    out = torch.zeros_like(img)
+    h, w = img.shape[-2:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
 def test_random_shift_on_non_square_images():
-    x = torch.arange(15, dtype=torch.uint8).view(1, 1, 3, 5).expand(8, -1, -1, -1)
+    torch.manual_seed(0)
+    x = torch.arange(1, 16, dtype=torch.uint8).view(1, 1, 3, 5).expand(32, -1, -1, -1)
     out = random_flip_shift(x, False, 1)
     assert out.shape == x.shape
-    assert all(set(o.flatten().tolist()) <= set(range(15)) | {0} for o in out)
+    moves = []
+    for o in out:  # each output is the input moved by one (dy, dx) in [-1, 1]^2, zero-filled
+        found = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if torch.equal(o, _shifted(x[0], dy, dx))]
+        assert len(found) == 1
+        moves += found
+    assert len(set(moves)) >= 6  # drawn per sample, not one shift for the batch, and not a no-op

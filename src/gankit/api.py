@@ -10,7 +10,7 @@ import torch
 
 from .config import RESUMABLE_KEYS, TrainConfig, flag, load_config
 from .device import pick_device
-from .engine.checkpoint import load_checkpoint
+from .engine.checkpoint import load_latest
 from .engine.rundir import RunDir
 from .engine.trainer import Trainer
 from .errors import GankitError
@@ -110,7 +110,7 @@ def load_recipe(run_dir: str | Path, device: str = "cpu"):
     cfg = load_config(run.path, config_classes())
     dev = pick_device(device)
     r = get_recipe(cfg.recipe)(cfg, dev)
-    state = load_checkpoint(run.latest_checkpoint(), dev)
+    _, state = load_latest(run.checkpoints, dev)
     for k, m in r.modules.items():
         m.load_state_dict(state["modules"][k])
     r.load_extra_state(state.get("extra", {}))
@@ -124,18 +124,21 @@ def load(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
 
 
 def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu") -> torch.Tensor:
-    """`n` images (N, C, H, W) in [0, 1] from a trained generator run."""
-    from .recipes.dcgan import sample as sample_generator
-
+    """`n` images (N, C, H, W) in [0, 1] from a trained generator run, reproducibly from `seed`."""
     if n <= 0:
         raise GankitError(f"-n {n}: expected a positive number of images")
-    return sample_generator(load(run_dir, device), n, seed)
+    r = load_recipe(run_dir, device)
+    r.require("sample", "gankit sample")
+    return r.sample(n, seed)
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, device: str = "cpu") -> dict:
-    """Evaluate a run (an SSGAN classifier: accuracy, per-class accuracy, confusion matrix on the test
-    split or on `data`); the report also lands in RUN/evaluation/."""
-    return load_recipe(run_dir, device).evaluate(run_dir, data)
+    """Evaluate a run with its recipe's measures (SSGAN: accuracy, per class, confusion matrix;
+    translation: L1/PSNR/SSIM or cycle L1 and panels) on its held-out split or on `data`; the report
+    also lands in RUN/evaluation/ and its summary in the result's 'lines'."""
+    r = load_recipe(run_dir, device)
+    r.require("evaluate", "gankit evaluate")
+    return r.evaluate(run_dir, data)
 
 
 def classify(
@@ -148,7 +151,9 @@ def classify(
     from .data.images import expand_paths
 
     paths = expand_paths(inputs)
-    return load_recipe(run_dir, device).classify(paths, skip_bad)
+    r = load_recipe(run_dir, device)
+    r.require("classify", "gankit classify")
+    return r.classify(paths, skip_bad)
 
 
 def translate(
@@ -168,17 +173,16 @@ def translate(
     """
     from . import viz
     from .data.images import decode, expand_paths
+    from .io import distinct_stems
     from .translate import translate_image
 
     r = load_recipe(run_dir, device)
-    if not hasattr(r, "translator"):
-        raise GankitError(f"gankit translate: a {r.name} run does not translate images (pix2pix, cyclegan)")
+    r.require("translate", "gankit translate")
     net, (size, cin, cout) = r.translator(to)
     paths = expand_paths(inputs)
-    roots = [Path(p) for p in inputs]
     out = Path(out)
     results = []
-    for path in paths:
+    for path, stem in zip(paths, distinct_stems(paths, [Path(p) for p in inputs])):
         try:
             image = decode(path, cin)
         except Exception as e:  # noqa: BLE001 - any decoder failure names the file
@@ -187,8 +191,7 @@ def translate(
                 continue
             raise GankitError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
         y = translate_image(net, image.to(r.device), size, cout).cpu()
-        rel = next((path.relative_to(root) for root in roots if root.is_dir() and root in path.parents), None)
-        dest = (out / (rel if rel is not None else path.name)).with_suffix(".png")
+        dest = out / f"{stem}.png"
         pic = y.float().div(255)
         if side_by_side:
             x = image.float().div(255)

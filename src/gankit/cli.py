@@ -16,26 +16,7 @@ from .config import TrainConfig, field_type, flag
 from .errors import GankitError, TrainingInterrupted
 from .recipes import RECIPES
 
-DEMO = {
-    "dcgan": dict(
-        data="fashion-mnist-small",
-        epochs=30,
-        batch_size=64,
-        lr=2e-4,
-        beta1=0.5,
-        preview_every=5,
-        log_every=20,
-        checkpoint_every=500,
-    ),
-    "ssgan": dict(
-        data="fashion-mnist-small",
-        labels=100,
-        epochs=20,
-        preview_every=5,
-        log_every=20,
-        checkpoint_every=1000,
-    ),
-}
+DEMO = {name: cls.demo_options for name, cls in RECIPES.items() if cls.demo_options}
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
@@ -53,6 +34,23 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type[TrainConfig])
             parser.add_argument(f"--{flag(f.name)}", action=argparse.BooleanOptionalAction, **kw)
         else:
             parser.add_argument(f"--{flag(f.name)}", type=_typed(typ, f.name), metavar=f.name.upper(), **kw)
+
+
+def _add_resume_refusals(train: argparse.ArgumentParser) -> None:
+    """Every recipe option, hidden, on `gankit train` itself: `gankit train --resume RUN --lr 0.5` then
+    parses, and the resume refuses --lr by name instead of argparse reading 0.5 as a recipe."""
+    taken = {a.dest for a in train._actions}
+    for cls in RECIPES.values():
+        for f in dataclasses.fields(cls.Config):
+            if f.name in taken or f.name == "recipe" or not f.metadata.get("cli", True):
+                continue
+            taken.add(f.name)
+            typ = field_type(cls.Config, f)
+            kw = dict(dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            if typ is bool:
+                train.add_argument(f"--{flag(f.name)}", action=argparse.BooleanOptionalAction, **kw)
+            else:
+                train.add_argument(f"--{flag(f.name)}", type=_typed(typ, f.name), **kw)
 
 
 def _inherited_help(cls: type, name: str) -> str:
@@ -104,25 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a recipe, or continue a run with --resume",
         description="gankit train RECIPE [options] | gankit train --resume RUN",
     )
-    for p in (train,):
-        p.add_argument(
-            "--resume",
-            metavar="RUN",
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        default=argparse.SUPPRESS,
+        help="continue this run from its latest checkpoint with its stored config",
+    )
+    for name, typ in (("epochs", int), ("max_steps", int), ("device", str), ("data_dir", str)):
+        train.add_argument(
+            f"--{flag(name)}",
+            dest=name,
+            type=typ,
             default=argparse.SUPPRESS,
-            help="continue this run from its latest checkpoint with its stored config",
+            help="with --resume: train longer, elsewhere, or with the data moved",
         )
-        for name, typ in (("epochs", int), ("max_steps", int), ("device", str), ("data_dir", str)):
-            p.add_argument(
-                f"--{flag(name)}",
-                dest=name,
-                type=typ,
-                default=argparse.SUPPRESS,
-                help="with --resume: train longer, elsewhere, or with the data moved",
-            )
-        _add_json(p)
+    _add_json(train)
+    _add_resume_refusals(train)
     recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")
     for name, cls in sorted(RECIPES.items()):
-        rp = recipes.add_parser(name, help=(cls.__doc__ or "").splitlines()[0])
+        rp = recipes.add_parser(name, help=cls.summary(), description=cls.summary())
         _add_config_options(rp, cls.Config)
         rp.add_argument(
             "--resume",
@@ -312,18 +310,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> None:
     if not ns.run:
         raise GankitError("gankit evaluate: give a run directory, or --attack with --model and --data")
     r = api.evaluate(ns.run, ns.data, ns.device)
-    if "lines" in r:  # translation runs describe themselves
-        return _report(r, "json" in ns, r.pop("lines"))
-    worst = sorted(r["per_class_accuracy"].items(), key=lambda kv: kv[1])[:3]
-    _report(
-        r,
-        "json" in ns,
-        [
-            f"accuracy {r['accuracy']:.2%} on {r['count']} images ({r['data']}, {r['weights']} weights)",
-            "weakest classes: " + ", ".join(f"{k} {v:.1%}" for k, v in worst),
-            *(f"wrote {f}" for f in r["files"]),
-        ],
-    )
+    _report(r, "json" in ns, r.pop("lines"))
 
 
 def cmd_classify(ns: argparse.Namespace) -> None:
@@ -436,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[ns.command](ns)
     except GankitError as e:
         print(f"gankit: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a path the user gave that cannot be read or written (permissions, /proc, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"gankit: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
         print(f"gankit: {e}", file=sys.stderr)

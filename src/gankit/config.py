@@ -65,7 +65,8 @@ class TrainConfig:
             raise GankitError(f"--lr {self.lr}: expected a learning rate in (0, 1]")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
                 raise GankitError(
                     f"--{flag(f.name)} {getattr(self, f.name)!r}: expected one of "
                     f"{', '.join(map(str, choices))}"

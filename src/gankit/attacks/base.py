@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import GankitError
+from ..nn.modes import modes_kept
 
 NORMS = ("linf", "l2")
 
@@ -43,18 +44,19 @@ class AttackResult:
 
 @contextmanager
 def attack_mode(model: nn.Module):
-    """Eval mode and frozen parameters for the duration of an attack; both restored afterwards."""
-    was_training = model.training
+    """Eval mode and frozen parameters for the duration of an attack; afterwards every submodule gets
+    its own train/eval flag back (not the wrapper's flag, recursively) and every parameter its
+    requires_grad."""
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in grads:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in grads:
-            p.requires_grad_(flag)
-        model.train(was_training)
+    with modes_kept(model):
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in grads:
+                p.requires_grad_(flag)
 
 
 def sample_seeds(x: torch.Tensor, seed: int) -> list[int]:
@@ -84,6 +86,12 @@ def per_sample_rand(x: torch.Tensor, seed: int, kind: str = "uniform") -> torch.
         )
         out.append(r)
     return torch.stack(out).to(x.device, x.dtype)
+
+
+def per_sample_uniform(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """One uniform number in [0, 1) per sample, drawn from the whole sample's seed (see sample_seeds)."""
+    draws = [torch.rand((), generator=torch.Generator().manual_seed(s)) for s in sample_seeds(x, seed)]
+    return torch.stack(draws).to(x.device, x.dtype)
 
 
 def project(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

@@ -122,11 +122,15 @@ def torchvision_model(name: str) -> ImageClassifier:
 
 
 def torchscript_model(path: Path) -> ImageClassifier:
-    """A TorchScript file (torch.jit.save). Anything else is refused before torch opens it: plain pickles
-    are never loaded. Preprocessing comes from an optional sidecar `<file>.json` with keys mean, std,
+    """A TorchScript file (torch.jit.save). Loading TorchScript runs the code inside the file: load only
+    files you trust. Plain pickles (torch.save) are refused before torch opens them, but that makes no
+    TorchScript file safe. Preprocessing comes from an optional sidecar `<file>.json` with keys mean, std,
     input_size, channels and class_names; without it the model gets 3-channel [0, 1] images as they are."""
     if not zipfile.is_zipfile(path):
-        raise GankitError(f"--model {path}: not a TorchScript archive (gankit never unpickles model files)")
+        raise GankitError(
+            f"--model {path}: not a TorchScript archive (gankit never unpickles model files; a TorchScript "
+            "file runs its code when loaded, so give only one you trust)"
+        )
     with zipfile.ZipFile(path) as zf:
         if not any("/code/" in n or n.startswith("code/") for n in zf.namelist()):
             raise GankitError(
@@ -153,47 +157,38 @@ def torchscript_model(path: Path) -> ImageClassifier:
     )
 
 
-class _LogitsOnly(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)[0]
-
-
 def run_model(run_dir: Path) -> ImageClassifier:
-    """The classifier of a gankit SSGAN run (its EMA weights when it kept them)."""
+    """The classifier of a gankit run whose recipe offers one (an SSGAN: its EMA weights when kept)."""
     from ..api import load_recipe
 
     recipe = load_recipe(run_dir)
-    cfg = recipe.cfg
-    if cfg.recipe != "ssgan":
-        raise GankitError(f"--model {run_dir}: a {cfg.recipe} run has no classifier to attack")
-    # The SSGAN trains on images scaled to [-1, 1]: mean 0.5, std 0.5 in [0, 1] pixel scale.
+    if not recipe.offers("classify"):
+        raise GankitError(f"--model {run_dir}: a {recipe.name} run has no classifier to attack")
+    spec = recipe.classifier_spec()
     return ImageClassifier(
-        _LogitsOnly(recipe.inference_module()),
-        [0.5] * cfg.channels,
-        [0.5] * cfg.channels,
-        cfg.image_size,
-        cfg.channels,
-        cfg.class_names,
+        spec.module,
+        spec.mean,
+        spec.std,
+        spec.input_size,
+        spec.channels,
+        spec.class_names,
         f"gankit:{run_dir}",
-    )
+    ).eval()
 
 
 def load_classifier(spec: str) -> ImageClassifier:
-    """Resolve --model: a built-in name, torchvision:NAME, a TorchScript file or a gankit run directory."""
+    """Resolve --model: a built-in name, torchvision:NAME, a TorchScript file or a gankit run directory.
+    The classifier comes back in eval mode (every submodule)."""
     if spec == "efficientnet-lite0":
-        return efficientnet_lite0()
+        return efficientnet_lite0().eval()
     if spec.startswith("torchvision:"):
-        return torchvision_model(spec.split(":", 1)[1])
+        return torchvision_model(spec.split(":", 1)[1]).eval()
     path = Path(spec)
     if path.is_dir():
         return run_model(path)
     if path.is_file():
-        return torchscript_model(path)
+        return torchscript_model(path).eval()
     raise GankitError(
         f"--model {spec!r}: unknown model; known: {', '.join(BUILTIN)}, torchvision:NAME, "
-        "a TorchScript file or a gankit ssgan run directory"
+        "a TorchScript file (only one you trust: loading it runs its code) or a gankit ssgan run directory"
     )

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from .. import viz
-from ..data.images import decode
+from ..data.images import BAD_IMAGE_ERRORS, decode
 from ..errors import GankitError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, distinct_stems, write_json_atomic
 from .classifiers import ImageClassifier
 from .gradient import make_attack
 
@@ -94,11 +94,11 @@ def attack_files(
         "options": options,
         "images": [],
     }
-    for path in paths:
+    for path, name in zip(paths, distinct_stems(paths)):
         try:
             x = load_image_tensor(path, model).unsqueeze(0).to(device)
-        except (OSError, ValueError, SyntaxError):
-            raise GankitError(f"{path}: not an image gankit can decode") from None
+        except BAD_IMAGE_ERRORS as e:
+            raise GankitError(f"{path}: not an image gankit can decode ({type(e).__name__}: {e})") from None
         with torch.no_grad():
             p0 = torch.softmax(model.eval()(x).float(), 1)[0]
         entry = {
@@ -113,7 +113,7 @@ def attack_files(
         panel = []
         for eps in eps_list:
             r = make_attack(attack, model, eps, **options).run(x, None, target)
-            stem = f"{path.stem}_eps{eps:.4f}"
+            stem = f"{name}_eps{eps:.4f}"
             decoded = _save_png(r.adversarial[0].cpu(), out / f"{stem}.png").to(device)
             with torch.no_grad():
                 p = torch.softmax(model(decoded.unsqueeze(0)).float(), 1)[0]
@@ -147,7 +147,7 @@ def attack_files(
                 }
             )
             panel.append((eps, r.adversarial[0].cpu(), label, conf))
-        entry["panel"] = str(_panel(x[0].cpu(), entry["clean"], panel, out / f"{path.stem}_panel.png"))
+        entry["panel"] = str(_panel(x[0].cpu(), entry["clean"], panel, out / f"{name}_panel.png"))
         report["images"].append(entry)
     write_json_atomic(out / "report.json", report)
     return report

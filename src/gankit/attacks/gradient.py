@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import NORMS, Attack, per_sample_rand, project
+from .base import NORMS, Attack, per_sample_rand, per_sample_uniform, project
 
 
 class FGSM(Attack):
@@ -55,7 +55,7 @@ class PGD(Attack):
             return project(x + self.eps * per_sample_rand(x, seed), x, self.eps, "linf")
         d = per_sample_rand(x, seed, "normal")
         d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        radius = per_sample_rand(x[:, :1, :1, :1], seed + 7).abs()  # uniform in [0, 1], per sample
+        radius = per_sample_uniform(x, seed + 7).view(-1, 1, 1, 1)  # uniform in [0, 1), one per sample
         return project(x + self.eps * radius * d, x, self.eps, "l2")
 
     def _step(self, grad: torch.Tensor, state) -> torch.Tensor:

@@ -171,6 +171,21 @@ def _safe_zip_members(zf: zipfile.ZipFile) -> None:
             raise zipfile.BadZipFile(f"unsafe member name {name!r}")
 
 
+def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract with the standard 'data' filter where this Python has it (3.10.12+, 3.11.4+, 3.12+);
+    on older ones refuse what that filter refuses: absolute or `..` names, links, devices."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    members = tar.getmembers()
+    for m in members:
+        if m.name.startswith("/") or ".." in Path(m.name).parts:
+            raise tarfile.TarError(f"unsafe member name {m.name!r}")
+        if not (m.isfile() or m.isdir()):
+            raise tarfile.TarError(f"member {m.name!r} is a link or special file")
+    tar.extractall(dest, members=members)  # noqa: S202 - every member checked above
+
+
 def extract_archive(archive: Path, dest: Path) -> None:
     """Unpack a .zip or .tar(.gz) archive into `dest` atomically: into a temporary folder, then renamed
     (a single top-level folder in the archive becomes `dest` itself).
@@ -187,7 +202,7 @@ def extract_archive(archive: Path, dest: Path) -> None:
                 zf.extractall(tmp)
         else:
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
+                _extract_tar(tar, tmp)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise GankitError(f"{archive}: damaged archive ({e}); delete it to download again") from None

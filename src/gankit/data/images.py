@@ -1,12 +1,15 @@
 """Folders of ordinary image files, decoded with Pillow into uint8 tensors.
 
 Grayscale, RGBA, palette and 16-bit images are converted explicitly (alpha is composited on
-white; 16-bit values are scaled, not truncated). Unreadable files are reported by path; the user
-chooses to stop (default) or skip them.
+white; 16-bit values are scaled by their mode's range, not truncated). Unreadable files, and images
+of more than `$GANKIT_MAX_IMAGE_PIXELS` pixels (default: Pillow's limit, about 89 megapixels; a
+decompression bomb is just a bad image), are reported by path; the user chooses to stop (default) or
+skip them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +24,35 @@ from .base import ImageSet
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 UNLABELED = "unlabeled"
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit
+
+# What a file that is not a decodable image raises while it is opened or decoded.
+BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) gankit decodes: $GANKIT_MAX_IMAGE_PIXELS, else Pillow's default."""
+    text = os.environ.get("GANKIT_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(text) if text else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise GankitError(f"GANKIT_MAX_IMAGE_PIXELS={text!r}: expected a whole number of pixels") from None
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file; raises DecompressionBombError for one over the pixel
+    limit (checked from the header, before any pixel is decoded)."""
+    limit = max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own check (at twice its limit) must not be stricter
+    with Image.open(path) as img:
+        w, h = img.size
+        if w * h > limit:
+            raise Image.DecompressionBombError(
+                f"{w}x{h} = {w * h} pixels exceeds the limit of {limit} (set GANKIT_MAX_IMAGE_PIXELS)"
+            )
+        img.load()
+        return img.copy()
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -47,12 +79,11 @@ def expand_paths(inputs) -> list[Path]:
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """Map 16/32-bit integer and float images to 8-bit 'L' by scaling their range."""
+    """Map 16/32-bit integer and float images to 8-bit 'L' by the range of their *mode*, never by their
+    content (a dark 16-bit image stays dark): I;16* and I (what Pillow gives 16-bit PNG/TIFF files)
+    0..65535, F (floating point) 0..1."""
     a = np.asarray(img, dtype=np.float64)
-    if img.mode == "F":
-        a = a * 255.0 if a.max(initial=0) <= 1.0 else a
-    elif a.max(initial=0) > 255:
-        a = a / 257.0  # 16-bit: 65535 -> 255
+    a = a * 255.0 if img.mode == "F" else a / 257.0  # 65535 -> 255
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
@@ -78,7 +109,7 @@ def _mode(path: Path) -> str:
     try:
         with Image.open(path) as img:
             return img.mode
-    except (UnidentifiedImageError, OSError):
+    except BAD_IMAGE_ERRORS:
         return "RGB"  # decided (and reported) when decoded
 
 
@@ -99,9 +130,7 @@ def uniform_channels(paths: list[Path], what: str, skip_bad: bool = False) -> in
 
 def decode(path: Path, channels: int, size: int | None = None) -> torch.Tensor:
     """Decode one image file to a uint8 CHW tensor, center-cropped and resized to `size` if given."""
-    with Image.open(path) as img:
-        img.load()
-        img = to_mode(ImageOps.exif_transpose(img), channels)
+    img = to_mode(ImageOps.exif_transpose(open_image(path)), channels)
     if size is not None:
         img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
     a = np.asarray(img, dtype=np.uint8)
@@ -111,7 +140,7 @@ def decode(path: Path, channels: int, size: int | None = None) -> torch.Tensor:
 def _decode_or_report(path: Path, channels: int, size: int | None, skip_bad: bool):
     try:
         return decode(path, channels, size)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except BAD_IMAGE_ERRORS as e:
         if skip_bad:
             print(f"gankit: skipping unreadable image {path} ({e})", file=sys.stderr)
             return None
@@ -127,7 +156,7 @@ def infer_channels(paths: list[Path]) -> int:
         try:
             if not is_gray(p):
                 return 3
-        except (UnidentifiedImageError, OSError):
+        except BAD_IMAGE_ERRORS:
             continue
     return 1
 

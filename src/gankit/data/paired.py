@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import GankitError
 from .download import Remote, cache_dir, download, extract_archive
-from .images import list_images, to_mode, uniform_channels
+from .images import BAD_IMAGE_ERRORS, list_images, open_image, to_mode, uniform_channels
 
 PIX2PIX_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{}.tar.gz"
 
@@ -95,6 +95,7 @@ class PairList:
     b: list[Path] | None
     source: str
     root: str = ""
+    split: str = "all"  # the split folder read (train, val, test), or "all" in a folder without splits
 
     def __len__(self) -> int:
         return len(self.a)
@@ -118,6 +119,7 @@ def list_pairs(root: str | Path, split: str = "train") -> PairList:
     folder = split_folder(root, split) if has_splits else root
     if folder is None:
         raise GankitError(f"{root}: no {'train' if split == 'train' else 'val/ or test'}/ folder")
+    split_name = folder.name if has_splits else "all"
     if (folder / "A").is_dir() and (folder / "B").is_dir():
         a_files = {p.relative_to(folder / "A").with_suffix(""): p for p in list_images(folder / "A")}
         b_files = {p.relative_to(folder / "B").with_suffix(""): p for p in list_images(folder / "B")}
@@ -130,17 +132,13 @@ def list_pairs(root: str | Path, split: str = "train") -> PairList:
                 f"({len(lonely)} unpaired files); paired folders need matching names"
             )
         keys = sorted(a_files)
-        return PairList([a_files[k] for k in keys], [b_files[k] for k in keys], str(folder), str(root))
+        return PairList(
+            [a_files[k] for k in keys], [b_files[k] for k in keys], str(folder), str(root), split_name
+        )
     files = list_images(folder)
     if not files:
         raise GankitError(f"{folder}: no images (expected A|B side-by-side files or A/ and B/ folders)")
-    return PairList(files, None, str(folder), str(root))
-
-
-def _open_rgb_or_gray(path: Path) -> Image.Image:
-    with Image.open(path) as img:
-        img.load()
-        return img.copy()
+    return PairList(files, None, str(folder), str(root), split_name)
 
 
 def pair_channels(pairs: PairList, skip_bad: bool = False) -> tuple[int, int]:
@@ -156,7 +154,7 @@ def decode_pair(
     path = pairs.a[i]
     try:
         if pairs.b is None:
-            img = _open_rgb_or_gray(path)
+            img = open_image(path)
             w, h = img.size
             if w % 2:
                 raise GankitError(
@@ -164,14 +162,14 @@ def decode_pair(
                 )
             a, b = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
         else:
-            a = _open_rgb_or_gray(path)
+            a = open_image(path)
             path = pairs.b[i]
-            b = _open_rgb_or_gray(path)
+            b = open_image(path)
             if a.size != b.size:
                 raise GankitError(
                     f"{path}: {b.size[0]}x{b.size[1]} but its pair {pairs.a[i]} is {a.size[0]}x{a.size[1]}"
                 )
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except BAD_IMAGE_ERRORS as e:
         raise GankitError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
     if min(a.size) < crop:
         raise GankitError(

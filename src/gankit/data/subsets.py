@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -10,17 +11,38 @@ import torch
 from ..errors import GankitError
 
 
-def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Sorted indices of `n` examples, n / num_classes per class, drawn without replacement.
+def nonempty_classes(labels: torch.Tensor, num_classes: int, class_names=None) -> list[int]:
+    """The classes that have labelled examples; a note on stderr names any that have none (EMNIST
+    letters' class 0, for instance), which the labelled subset then leaves out."""
+    counts = torch.bincount(labels[labels >= 0], minlength=num_classes)
+    empty = [c for c in range(num_classes) if counts[c] == 0]
+    if empty:
+        named = ", ".join(f"{c} ({class_names[c]!r})" if class_names else str(c) for c in empty)
+        print(
+            f"gankit: note: {'class' if len(empty) == 1 else 'classes'} {named} "
+            f"{'has' if len(empty) == 1 else 'have'} no labelled training images; the labelled subset "
+            f"is drawn from the other {num_classes - len(empty)} classes",
+            file=sys.stderr,
+        )
+    return [c for c in range(num_classes) if counts[c] > 0]
+
+
+def balanced_subset(
+    labels: torch.Tensor, n: int, num_classes: int, seed: int, classes: list[int] | None = None
+) -> torch.Tensor:
+    """Sorted indices of `n` examples, the same number from each of `classes` (default: all
+    `num_classes`), drawn without replacement.
 
     `labels` < 0 mark unlabelled examples, which are never picked.
     """
-    if n % num_classes:
-        raise GankitError(f"--labels {n}: must be a multiple of the number of classes ({num_classes})")
-    per_class = n // num_classes
+    classes = list(range(num_classes)) if classes is None else classes
+    if n % len(classes):
+        what = "classes" if len(classes) == num_classes else "classes that have images"
+        raise GankitError(f"--labels {n}: must be a multiple of the number of {what} ({len(classes)})")
+    per_class = n // len(classes)
     g = torch.Generator().manual_seed(seed)
     picks = []
-    for c in range(num_classes):
+    for c in classes:
         pool = torch.nonzero(labels == c).flatten()
         if len(pool) < per_class:
             raise GankitError(

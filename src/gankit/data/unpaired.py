@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +24,16 @@ CYCLEGAN_SETS: dict[str, dict[str, int]] = {
     "apple2orange": {"trainA": 995, "trainB": 1019, "testA": 266, "testB": 248},
     "monet2photo": {"trainA": 1072, "trainB": 6287, "testA": 121, "testB": 751},
 }
+
+
+@dataclass
+class UnpairedData:
+    """The training images of both domains (uint8 NCHW) and the folder they came from."""
+
+    root: Path
+    a: torch.Tensor
+    b: torch.Tensor
+
 
 IMBALANCE_WARNING = 10  # warn when one domain has this many times fewer images than the other
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -63,24 +64,68 @@ def unpack(tensors: dict[str, torch.Tensor], skeleton: str):
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
-    """Write `state` to `path` atomically (temp file, then rename)."""
+    """Write `state` to `path` atomically and durably: a temp file, checked to read back, fsynced, renamed,
+    and the folder fsynced."""
     tensors, skeleton = pack(state)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         save_file(tensors, str(tmp), metadata={"gankit_state": skeleton})
+        _read_skeleton(tmp)  # a file that does not read back never replaces anything
     return path
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint` (tensors on `device`)."""
+def _read_skeleton(path: Path) -> str:
     try:
         with safe_open(str(path), framework="pt") as f:
             skeleton = (f.metadata() or {}).get("gankit_state")
-        tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as e:
         raise GankitError(f"{path}: not a readable gankit checkpoint ({e})") from None
     if skeleton is None:
         raise GankitError(f"{path}: safetensors file without gankit state (not a checkpoint)")
-    return unpack(tensors, skeleton)
+    return skeleton
+
+
+def _to_device(obj, device: torch.device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint`: tensors on `device`, except the RNG states,
+    which stay on the CPU (torch.set_rng_state and cuda.set_rng_state_all take CPU byte tensors)."""
+    skeleton = _read_skeleton(path)
+    try:
+        tensors = load_file(str(path), device="cpu")
+        state = unpack(tensors, skeleton)
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise GankitError(f"{path}: not a readable gankit checkpoint ({e})") from None
+    device = torch.device(device)
+    if device.type != "cpu":
+        state = {k: v if k == "rng" else _to_device(v, device) for k, v in state.items()}
+    return state
+
+
+def load_latest(folder: Path, device: str | torch.device = "cpu") -> tuple[Path, dict]:
+    """(path, state) of the newest checkpoint in `folder` that reads; an unreadable newer one (a disk
+    that lost its last write) is skipped with a warning. GankitError when none reads."""
+    found = list_checkpoints(folder)
+    errors = []
+    for _, path in reversed(found):
+        try:
+            state = load_checkpoint(path, device)
+        except GankitError as e:
+            errors.append(str(e))
+            continue
+        for e in errors:
+            print(f"gankit: warning: {e}; using the previous checkpoint {path.name}", file=sys.stderr)
+        return path, state
+    if errors:
+        raise GankitError(f"{folder}: no readable checkpoint ({errors[0]})")
+    raise GankitError(f"{folder.parent}: run has no checkpoint yet (nothing to load or resume)")
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..errors import GankitError
 from ..io import write_json_atomic, write_text_atomic
-from .checkpoint import latest_checkpoint, list_checkpoints
+from .checkpoint import list_checkpoints
 
 
 class RunDir:
@@ -32,12 +32,6 @@ class RunDir:
             raise GankitError(f"{self.path}: not a gankit run directory (no config.json)")
         return self
 
-    def latest_checkpoint(self) -> Path:
-        ckpt = latest_checkpoint(self.checkpoints)
-        if ckpt is None:
-            raise GankitError(f"{self.path}: run has no checkpoint yet (nothing to load or resume)")
-        return ckpt
-
     def checkpoint_steps(self) -> list[int]:
         return [s for s, _ in list_checkpoints(self.checkpoints)]
 
@@ -50,6 +44,20 @@ class RunDir:
             )
         if self.path.exists() and not self.path.is_dir():
             raise GankitError(f"--out {self.path}: exists and is not a folder")
+        self._probe_create()
+
+    def _probe_create(self) -> None:
+        """Fail now, in one line, when the run folder cannot be made (before any time is spent on data);
+        folders made by the probe are removed again."""
+        missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GankitError(
+                f"--out {self.path}: cannot create the run folder ({e.strerror or e}: {e.filename})"
+            ) from None
+        for p in missing:  # deepest first
+            p.rmdir()
 
     def create(self, cfg: TrainConfig) -> None:
         """Start a new run here; refuse to overwrite an existing one."""

@@ -21,3 +21,23 @@ class ConstantThenLinear:
 def constant_then_linear(optimizer: torch.optim.Optimizer, total: int, decay_fraction: float = 0.5):
     """A per-step LambdaLR: constant LR, then linear decay to zero over the last `decay_fraction`."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, ConstantThenLinear(total, decay_fraction))
+
+
+def restore_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict) -> None:
+    """Load a scheduler's position (its step count) but keep the schedule it was built with.
+
+    The scheduler is built for the run's *current* length; a checkpoint also stores the schedule of
+    the length the run had then (LambdaLR saves its factor objects). Restoring that would keep the old
+    length: a run resumed with more epochs would train its extra steps at learning rate 0. The
+    optimiser's learning rates are then set from the schedule at the restored step (for an unchanged
+    length: the same values the checkpoint holds).
+    """
+    state = dict(state)
+    if "lr_lambdas" in state:  # None = keep this factor as built
+        state["lr_lambdas"] = [None] * len(state["lr_lambdas"])
+    scheduler.load_state_dict(state)
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        groups = scheduler.optimizer.param_groups
+        for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [g["lr"] for g in groups]

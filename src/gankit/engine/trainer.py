@@ -11,6 +11,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +22,9 @@ from .. import viz
 from ..errors import GankitError, TrainingInterrupted
 from ..io import write_json_atomic
 from . import distributed
-from .checkpoint import checkpoint_path, load_checkpoint, rotate, save_checkpoint
+from .checkpoint import checkpoint_path, load_latest, rotate, save_checkpoint
 from .rundir import RunDir
+from .schedules import restore_schedule
 
 
 @dataclass
@@ -56,11 +59,12 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore RNG states saved by `rng_state` (CPU byte tensors, as torch requires)."""
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if "mps" in state and torch.backends.mps.is_available():
-        torch.mps.set_rng_state(state["mps"])
+        torch.mps.set_rng_state(state["mps"].cpu())
 
 
 def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -83,11 +87,18 @@ class Trainer:
 
     def __init__(self, recipe, run: RunDir, progress_bar: bool = True):
         self.recipe, self.cfg, self.run = recipe, recipe.cfg, run
+        self.batches = recipe.batches
+        self.per_epoch = len(self.batches)
+        self.total = self.cfg.total_steps(self.per_epoch)
         self.progress = Progress()
         self.main = distributed.is_main()
         self.progress_bar = progress_bar and self.main
-        self._stop_signal: int | None = None
         self.tb = _tensorboard(run.path / "tensorboard") if self.main else None
+        self.last_metrics: dict = {}
+        self._stop_signal: int | None = None
+        # The first step whose losses were not finite, kept on the device (read back at log time).
+        self._first_bad = torch.tensor(-1, device=recipe.device)
+        self._new_window()
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -110,26 +121,84 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
             match_param_layout(o)
         for k, s in r.schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
+            restore_schedule(s, state["schedulers"][k])
         r.load_extra_state(state.get("extra", {}))
         set_rng_state(state["rng"])
         self.progress = Progress(**state["progress"])
 
     def resume(self) -> None:
-        """Continue from the run's latest checkpoint."""
-        ckpt = self.run.latest_checkpoint()
-        self.load_state(load_checkpoint(ckpt, self.recipe.device))
+        """Continue from the run's newest readable checkpoint."""
+        _, state = load_latest(self.run.checkpoints, self.recipe.device)
+        self.load_state(state)
         self.run.truncate_metrics(self.progress.step)
 
     def save(self) -> None:
         self._raise_if_nonfinite()
         if not self.main:
             return
-        step = self.progress.step
-        path = save_checkpoint(checkpoint_path(self.run.checkpoints, step), self.state())
+        path = save_checkpoint(checkpoint_path(self.run.checkpoints, self.progress.step), self.state())
         rotate(self.run.checkpoints, self.cfg.keep_checkpoints, protect={path})
 
-    # -- loop ----------------------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train until the run's total steps; return a summary of the run."""
+        p = self.progress
+        start_step, start_time = p.step, time.perf_counter()
+        with self._signals_caught(), self._progress_bar() as bar:
+            self._write_run_files()
+            while p.step < self.total:
+                for batch in self.batches.epoch(p.epoch, p.batch):
+                    self._step(batch, bar)
+                    if p.step >= self.total:
+                        break
+                self._end_of_epoch()
+            if self._count:
+                self._log(bar)
+            self.save()
+        if self.main and self.run.metrics.exists():
+            viz.plot_losses(
+                self.run.metrics, self.run.loss_plot, title=f"{self.cfg.recipe} on {self.cfg.data}"
+            )
+        return self._summary(start_step, time.perf_counter() - start_time)
+
+    def _step(self, batch, bar) -> None:
+        """One optimisation step, then whatever falls due: a log line, a checkpoint, a stop."""
+        p, cfg = self.progress, self.cfg
+        out = self.recipe.train_step(batch)
+        p.step, p.batch = p.step + 1, p.batch + 1
+        self._accumulate(out)
+        bar.update(1)
+        if p.step % cfg.log_every == 0 or p.step == self.total:
+            self._log(bar)
+        if self._stop_signal is not None:
+            self.save()
+            raise TrainingInterrupted(p.step, str(self.run.path), self._stop_signal)
+        if p.step % cfg.checkpoint_every == 0:
+            self.save()
+
+    def _end_of_epoch(self) -> None:
+        p, cfg = self.progress, self.cfg
+        epoch_done = p.batch >= self.per_epoch
+        if epoch_done and (p.epoch == 0 or p.epoch % cfg.preview_every == 0) or p.step >= self.total:
+            self._preview(p.epoch)
+        if epoch_done:
+            p.epoch, p.batch = p.epoch + 1, 0
+
+    # -- logging -------------------------------------------------------------------------------
+    def _new_window(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count, self._images, self._t0 = 0, 0, time.perf_counter()
+
+    def _accumulate(self, out: dict[str, torch.Tensor]) -> None:
+        for k, v in out.items():
+            v = v.detach().float()
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._count += 1
+        self._images += self.batches.batch_size
+        # Record the first non-finite step without a host sync (read back at log time).
+        bad = ~torch.isfinite(torch.stack(list(out.values()))).all()
+        self._first_bad = torch.where(bad & (self._first_bad < 0), self.progress.step, self._first_bad)
+
     def _raise_if_nonfinite(self) -> None:
         bad = int(self._first_bad)
         if bad >= 0:
@@ -138,130 +207,103 @@ class Trainer:
                 f"checkpoint is kept in {self.run.checkpoints} (try a lower --lr)"
             )
 
-    def _log(self, sums: dict, count: int, t0: float, images: int, bar) -> None:
-        keys = list(sums)
-        values = torch.stack([sums[k] for k in keys]).div(count).tolist()  # one sync per log
+    def _log(self, bar) -> None:
+        keys = list(self._sums)
+        values = torch.stack([self._sums[k] for k in keys]).div(self._count).tolist()  # one sync per log
         self._raise_if_nonfinite()
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - self._t0
+        rate = self._images / dt if dt > 0 else None
         record = {
             "step": self.progress.step,
             "epoch": self.progress.epoch,
             **{k: round(v, 6) for k, v in zip(keys, values)},
-            "images_per_s": round(images / dt, 2) if dt > 0 else None,
+            # The learning rate each optimiser will use next (after this step's schedule update).
+            **{f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.recipe.optimizers.items()},
+            "images_per_s": round(rate, 2) if rate else None,
         }
+        self._record(record)
+        bar.set_postfix(
+            {k: f"{v:.3f}" for k, v in zip(keys, values)} | {"img/s": f"{rate or 0:.0f}"}, refresh=False
+        )
+        self.last_metrics = record
+        self._new_window()
+
+    def _record(self, record: dict) -> None:
+        """Append a metrics record (main process) and mirror its scalars to TensorBoard."""
         if self.main:
             self.run.append_metrics(record)
         if self.tb is not None:
             for k, v in record.items():
                 if k not in ("step", "epoch") and v is not None:
                     self.tb.add_scalar(k, v, self.progress.step)
-        if bar is not None:
-            bar.set_postfix(
-                {k: f"{v:.3f}" for k, v in zip(keys, values)} | {"img/s": f"{images / dt:.0f}"}, refresh=False
-            )
-        self.last_metrics = record
 
     def _preview(self, epoch: int) -> None:
         metrics = self.recipe.epoch_metrics()
-        if metrics and self.main:
-            record = {"step": self.progress.step, "epoch": epoch, **metrics}
-            self.run.append_metrics(record)
+        if metrics:
+            self._record({"step": self.progress.step, "epoch": epoch, **metrics})
             self.last_metrics = {**self.last_metrics, **metrics}
-            if self.tb is not None:
-                for k, v in metrics.items():
-                    self.tb.add_scalar(k, v, self.progress.step)
         if self.main:
             grid = viz.make_grid(self.recipe.preview(), nrow=4)
             viz.save_image(grid, self.run.previews / f"epoch-{epoch:04d}.png")
             if self.tb is not None:
                 self.tb.add_image("preview", grid, self.progress.step)
 
-    def _on_signal(self, signum, _frame) -> None:
-        if self._stop_signal is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-
-    def fit(self) -> dict:
-        """Train until cfg.epochs or cfg.max_steps; return a summary of the run."""
-        cfg, recipe, p = self.cfg, self.recipe, self.progress
-        batches = recipe.batches
-        per_epoch = len(batches)
-        total = cfg.total_steps(per_epoch)
-        self._first_bad = torch.tensor(-1, device=recipe.device)
-        self.last_metrics: dict = {}
-        # Signal handlers can only be installed from the main thread (e.g. not under a web UI's worker).
-        in_main = threading.current_thread() is threading.main_thread()
-        old = (
-            {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-        )
-        bar = tqdm(
-            total=total,
-            initial=p.step,
-            unit="step",
-            dynamic_ncols=True,
-            file=sys.stderr,
-            desc=f"{cfg.recipe}",
-            disable=not self.progress_bar,
-        )
-        start_time = time.perf_counter()
-        start_step = p.step
+    def _write_run_files(self) -> None:
         if self.main:
-            for name, obj in recipe.run_files().items():
+            for name, obj in self.recipe.run_files().items():
                 write_json_atomic(self.run.path / name, obj)
-        try:
-            sums: dict[str, torch.Tensor] = {}
-            count, images, t0 = 0, 0, time.perf_counter()
-            while p.step < total:
-                for batch in batches.epoch(p.epoch, p.batch):
-                    out = recipe.train_step(batch)
-                    p.step += 1
-                    p.batch += 1
-                    count += 1
-                    images += batches.batch_size
-                    for k, v in out.items():
-                        v = v.detach().float()
-                        sums[k] = sums[k] + v if k in sums else v
-                    # Record the first non-finite step without a host sync (read back at log time).
-                    bad = ~torch.isfinite(torch.stack(list(out.values()))).all()
-                    self._first_bad = torch.where(bad & (self._first_bad < 0), p.step, self._first_bad)
-                    bar.update(1)
-                    if p.step % cfg.log_every == 0 or p.step == total:
-                        self._log(sums, count, t0, images, bar)
-                        sums, count, images, t0 = {}, 0, 0, time.perf_counter()
-                    if self._stop_signal is not None:
-                        self.save()
-                        raise TrainingInterrupted(p.step, str(self.run.path), self._stop_signal)
-                    if p.step % cfg.checkpoint_every == 0:
-                        self.save()
-                    if p.step >= total:
-                        break
-                epoch_done = p.batch >= per_epoch
-                last = p.step >= total
-                if epoch_done and (p.epoch == 0 or p.epoch % cfg.preview_every == 0) or last:
-                    self._preview(p.epoch)
-                if epoch_done:
-                    p.epoch, p.batch = p.epoch + 1, 0
-            if count:
-                self._log(sums, count, t0, images, bar)
-            self.save()
-        finally:
-            bar.close()
-            if self.tb is not None:
-                self.tb.flush()
-            for s, h in old.items():
-                signal.signal(s, h)
-        if self.main and self.run.metrics.exists():
-            viz.plot_losses(self.run.metrics, self.run.loss_plot, title=f"{cfg.recipe} on {cfg.data}")
-        elapsed = time.perf_counter() - start_time
+
+    def _summary(self, start_step: int, elapsed: float) -> dict:
+        p = self.progress
         steps = p.step - start_step
         return {
             "run_dir": str(self.run.path),
             "steps": p.step,
             "epochs_completed": p.epoch,
             "seconds": round(elapsed, 2),
-            "images_per_s": round(steps * batches.batch_size / elapsed, 1) if elapsed > 0 and steps else None,
+            "images_per_s": round(steps * self.batches.batch_size / elapsed, 1)
+            if elapsed > 0 and steps
+            else None,
             "last_metrics": self.last_metrics,
             "checkpoint": str(checkpoint_path(self.run.checkpoints, p.step)),
             "previews": str(self.run.previews),
             "loss_plot": str(self.run.loss_plot),
         }
+
+    # -- context -------------------------------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        if self._stop_signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+
+    @contextmanager
+    def _signals_caught(self) -> Iterator[None]:
+        """SIGINT/SIGTERM finish the current step, save and stop. Handlers can only be installed from
+        the main thread (not, e.g., under a web UI's worker thread)."""
+        in_main = threading.current_thread() is threading.main_thread()
+        old = (
+            {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        )
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    @contextmanager
+    def _progress_bar(self) -> Iterator[tqdm]:
+        bar = tqdm(
+            total=self.total,
+            initial=self.progress.step,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            desc=f"{self.cfg.recipe}",
+            disable=not self.progress_bar,
+        )
+        try:
+            yield bar
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.flush()

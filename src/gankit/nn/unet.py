@@ -12,14 +12,31 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import normal_init
 
 
+class PerImageBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm in training; in eval mode each image is normalised by its own statistics.
+
+    pix2pix translates at test time with the statistics of the image at hand (the paper trains and
+    tests at batch 1), not with running averages. Normalising each image alone keeps that and makes a
+    translation independent of which other images or tiles share its batch. The running statistics
+    are still tracked (and checkpointed), as in nn.BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """'batch' (the seed), 'instance' (affine, as the seed's CycleGAN layer) or 'none'."""
+    """'batch' (the seed; per-image statistics in eval mode), 'instance' (affine, as the seed's CycleGAN
+    layer) or 'none'."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return PerImageBatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if kind == "none":

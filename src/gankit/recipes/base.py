@@ -1,45 +1,122 @@
-"""The contract every recipe implements (one file per recipe in this package)."""
+"""The contract every recipe implements (one file per recipe in this package).
+
+A recipe is a trainable model family. To add one, write `recipes/NAME.py` with a `Recipe` subclass
+decorated with `@register` and import it in `recipes/__init__.py`; nothing else changes (networks may
+go in `nn/`). The engine, the CLI, the Python API and the contract tests (tests/test_recipe_contract.py)
+pick it up from the registry. A subclass:
+
+Declares (class attributes)
+- `name`: the CLI name (`gankit train NAME`).
+- `Config`: a `TrainConfig` dataclass; its defaults are the recipe's defaults, its fields the options.
+- `data_format`: what `load_data` reads and returns (see DATA_FORMATS): the contract tests build tiny
+  data in that format.
+- `capabilities`: what a trained run offers beyond training, from CAPABILITIES; each one promises the
+  method named there. The API and CLI ask `offers(...)`, never the recipe's name or `hasattr`.
+- `smoke_options`: options for a tiny run (a few steps on a few small images), used by the contract tests.
+- `demo_options` (optional): the options of `gankit demo --recipe NAME` on the embedded data.
+- A one-line class docstring: it is the recipe's line in `gankit train --help`.
+
+Implements
+- `load_data(cfg)` (classmethod): read the data, fill the config's data-dependent fields (size,
+  channels, classes), return the object `attach_data` takes.
+- `__init__(cfg, device)`: build networks, optimisers (`self.modules`, `self.optimizers`) from a
+  *resolved* config alone, so a run can be rebuilt for inference without its data.
+- `attach_data(data)`: set `self.batches` (len, batch_size, epoch(e, start) -> iterator of batches) and
+  the LR schedulers (`self.schedulers`), which are built for `cfg.total_steps(len(batches))`: a resumed
+  run given more epochs gets its schedule rebuilt for the new length (only the step count is restored).
+- `train_step(batch) -> {name: scalar tensor}`: one optimisation step, without host syncs.
+- `preview() -> (N, C, H, W) floats in [0, 1]` from fixed inputs; the networks' modes are unchanged.
+- `inference_module()`: the network users want, in eval mode (every submodule).
+- `extra_state()` / `load_extra_state(state)`: anything beyond modules, optimisers, schedulers and RNG
+  that training depends on (e.g. CycleGAN's history pools), for exact resume.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
 from ..config import TrainConfig
-from ..data import ImageSet
 from ..device import autocast_dtype
 from ..errors import GankitError
 
+# What `load_data` returns, by data format.
+DATA_FORMATS = {
+    "images": "an ImageSet (uint8 images, optional labels): a named dataset, IDX folder or image folder",
+    "labelled": "an ImageSet with labels (-1 = unlabelled): a named dataset or one sub-folder per class",
+    "aligned": "a PairList: A|B side-by-side files, or A/ and B/ folders of matching names",
+    "unaligned": "an UnpairedData: two domains, trainA/ trainB/ (testA/ testB/) or A/ B/",
+}
+
+# Capability -> the method it promises.
+CAPABILITIES = {
+    "sample": "sample(n, seed) -> (n, C, H, W) images in [0, 1] from a generator",
+    "translate": "translator(to) -> (network on [-1, 1] batches, (size, in channels, out channels))",
+    "classify": "classifier_spec() -> ClassifierSpec; classify(paths, skip_bad) -> [{path, label, ...}]",
+    "evaluate": "evaluate(run_dir, data) -> report dict with 'lines' (also written to run_dir/evaluation)",
+}
+
+
+@dataclass
+class ClassifierSpec:
+    """A run's classifier as the attacks need it: logits from images normalised as in training."""
+
+    module: nn.Module  # (N, C, size, size) normalised images -> logits
+    mean: list[float]  # per channel, in [0, 1] pixel scale
+    std: list[float]
+    input_size: int
+    channels: int
+    class_names: list[str]
+
 
 class Recipe:
-    """A trainable model family.
-
-    Subclasses set `name` and `Config`, build their networks and optimisers in __init__ from a
-    *resolved* config (no data needed, so a run can be reloaded for inference), and implement
-    `load_data`, `train_step`, `preview` and `inference_module`.
-    """
+    """A trainable model family: see the module docstring for the contract."""
 
     name: ClassVar[str]
     Config: ClassVar[type[TrainConfig]]
+    data_format: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    smoke_options: ClassVar[dict] = {}
+    demo_options: ClassVar[dict | None] = None
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         self.amp_dtype = autocast_dtype(cfg.precision, device)
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.schedulers: dict[str, object] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.batches = None
+
+    @classmethod
+    def summary(cls) -> str:
+        """The recipe's one-line description (first line of its class docstring)."""
+        return (cls.__doc__ or cls.name).strip().splitlines()[0]
+
+    @classmethod
+    def offers(cls, capability: str) -> bool:
+        return capability in cls.capabilities
+
+    def require(self, capability: str, command: str) -> None:
+        """Raise a one-line error unless this recipe offers `capability` (for `command`)."""
+        if not self.offers(capability):
+            from . import RECIPES
+
+            able = sorted(n for n, c in RECIPES.items() if c.offers(capability))
+            raise GankitError(
+                f"{command}: a {self.name} run cannot {capability} (recipes that can: {', '.join(able)})"
+            )
 
     # -- data ----------------------------------------------------------------------------------
     @classmethod
-    def load_data(cls, cfg: TrainConfig) -> ImageSet:
-        """Load the training data and fill the config's data-dependent fields (size, channels)."""
+    def load_data(cls, cfg: TrainConfig):
+        """Load the training data (see `data_format`) and fill the config's data-dependent fields."""
         raise NotImplementedError
 
-    def attach_data(self, data: ImageSet) -> None:
-        """Set `self.batches` (an object with __len__, batch_size and epoch(e, start))."""
+    def attach_data(self, data) -> None:
+        """Set `self.batches` and the schedulers (built for the run's total steps)."""
         raise NotImplementedError
 
     # -- training ------------------------------------------------------------------------------
@@ -68,14 +145,6 @@ class Recipe:
     def inference_module(self) -> nn.Module:
         """The trained network users want (e.g. the generator), in eval mode."""
         raise NotImplementedError
-
-    def evaluate(self, run_dir, data: str | None = None) -> dict:
-        """Evaluate the trained model (writes files into the run directory); see each recipe."""
-        raise GankitError(f"gankit evaluate: {self.name} runs have no evaluation yet")
-
-    def classify(self, paths: list, skip_bad: bool = False) -> list[dict]:
-        """Classify image files; only recipes that train a classifier implement it."""
-        raise GankitError(f"gankit classify: a {self.name} run has no classifier (train an ssgan run)")
 
     def autocast(self):
         """bf16 autocast when the config asks for it (or `auto` and it pays here), else a no-op."""

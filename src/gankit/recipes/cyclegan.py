@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -24,23 +23,23 @@ from ..config import opt
 from ..data.paired import fetch_archive_set
 from ..data.pairs import jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
-from ..data.unpaired import CYCLEGAN_SETS, CYCLEGAN_URL, UnpairedBatches, load_domains
+from ..data.unpaired import CYCLEGAN_SETS, CYCLEGAN_URL, UnpairedBatches, UnpairedData, load_domains
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..io import write_json_atomic
+from ..nn.modes import modes_kept
 from ..nn.patchgan import PatchDiscriminator
 from ..nn.pool import ImagePool
 from ..nn.resnet import ResnetGenerator
 from ..nn.unet import UNetGenerator
 from . import register
 from .base import Recipe
-from .pix2pix import TranslationConfig, as_rgb, gan_loss
+from .common import TranslationConfig, as_rgb, gan_loss
 
 
 @dataclass
 class CycleGANConfig(TranslationConfig):
-    sizes: ClassVar[tuple[int, ...]] = (64, 128, 256, 512)
     recipe: str = "cyclegan"
     data: str = "summer2winter_yosemite"
     epochs: int = 40
@@ -120,10 +119,13 @@ def resolve_unpaired_root(cfg: CycleGANConfig, progress: bool = True) -> Path:
 
 @register
 class CycleGAN(Recipe):
-    """The CycleGAN recipe; see the module docstring."""
+    """Unpaired translation between two image domains (Zhu et al. 2017): two generators, cycle loss."""
 
     name = "cyclegan"
     Config = CycleGANConfig
+    data_format = "unaligned"
+    capabilities = frozenset({"translate", "evaluate"})
+    smoke_options = dict(image_size=64, load_size=72, epochs=2, pool_size=3, checkpoint_every=3)
     preview_count = 4
 
     def __init__(self, cfg: CycleGANConfig, device: torch.device):
@@ -153,18 +155,17 @@ class CycleGAN(Recipe):
 
     # -- data ----------------------------------------------------------------------------------
     @classmethod
-    def load_data(cls, cfg: CycleGANConfig):
+    def load_data(cls, cfg: CycleGANConfig) -> UnpairedData:
         root = resolve_unpaired_root(cfg)
         ch = (cfg.channels_a, cfg.channels_b) if cfg.channels_a and cfg.channels_b else None
         a, b = load_domains(root, "train", cfg.resolved_load_size, cfg.skip_bad_images, ch)
         cfg.channels_a, cfg.channels_b = a.shape[1], b.shape[1]
-        return root, a, b
+        return UnpairedData(root, a, b)
 
-    def attach_data(self, data) -> None:
-        root, a, b = data
+    def attach_data(self, data: UnpairedData) -> None:
         cfg = self.cfg
-        self.root = root
-        self.batches = UnpairedBatches(a, b, cfg.batch_size, cfg.seed, self.device)
+        self.root = data.root
+        self.batches = UnpairedBatches(data.a, data.b, cfg.batch_size, cfg.seed, self.device)
         if cfg.decay_fraction > 0:
             total = cfg.total_steps(len(self.batches))
             self.schedulers = {
@@ -231,12 +232,10 @@ class CycleGAN(Recipe):
     @torch.no_grad()
     def translate_batch(self, images: torch.Tensor, to: str) -> torch.Tensor:
         """uint8 images of the other domain -> images of domain `to` in [0, 1]."""
-        g = (self.g_ab if to == "B" else self.g_ba).eval()
-        out = from_tanh_range(
-            g(to_tanh_range(images.to(self.device)).contiguous(memory_format=torch.channels_last))
-        )
-        g.train()
-        return out
+        g = self.g_ab if to == "B" else self.g_ba
+        with modes_kept(g):
+            x = to_tanh_range(images.to(self.device)).contiguous(memory_format=torch.channels_last)
+            return from_tanh_range(g.eval()(x))
 
     def preview(self) -> torch.Tensor:
         """Rows: A test images, their translation to B, B test images, their translation to A."""

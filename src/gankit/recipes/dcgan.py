@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import TrainConfig, opt
 from ..data import ImageSet, load_dataset
@@ -25,8 +24,10 @@ from ..data.transforms import from_tanh_range, to_tanh_range
 from ..engine.optim import adam
 from ..errors import GankitError
 from ..nn.dcgan import SIZES, build_dcgan
+from ..nn.modes import modes_kept
 from . import register
 from .base import Recipe
+from .common import gan_loss, update_ema
 
 
 @dataclass
@@ -65,21 +66,25 @@ class DCGANConfig(TrainConfig):
                 raise GankitError(f"--{name} {getattr(self, name)}: expected a value in [0, 1)")
 
 
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) copied."""
-    with torch.no_grad():
-        e_params, m_params = list(ema.parameters()), list(model.parameters())
-        torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
-        for eb, mb in zip(ema.buffers(), model.buffers()):
-            eb.copy_(mb)
-
-
 @register
 class DCGAN(Recipe):
-    """The DCGAN recipe; see the module docstring."""
+    """Unconditional image generation (Radford et al. 2016), the seed's DCGAN by default."""
 
     name = "dcgan"
     Config = DCGANConfig
+    data_format = "images"
+    capabilities = frozenset({"sample"})
+    smoke_options = dict(epochs=2, batch_size=32, ema=0.9, checkpoint_every=3)
+    demo_options = dict(
+        data="fashion-mnist-small",
+        epochs=30,
+        batch_size=64,
+        lr=2e-4,
+        beta1=0.5,
+        preview_every=5,
+        log_every=20,
+        checkpoint_every=500,
+    )
     preview_count = 16
 
     def __init__(self, cfg: DCGANConfig, device: torch.device):
@@ -124,10 +129,8 @@ class DCGAN(Recipe):
             fake = self.generator(z)
             d_real = self.discriminator(real).float()
             d_fake = self.discriminator(fake).float()
-        loss_d = F.binary_cross_entropy_with_logits(
-            d_real, torch.ones_like(d_real)
-        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-        loss_g = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+        loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
+        loss_g = gan_loss(d_fake, True)
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
         # One forward pass, two backward passes restricted to each network's parameters: D's
@@ -147,13 +150,15 @@ class DCGAN(Recipe):
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
-        g = self.inference_module()
-        out = from_tanh_range(g(self.fixed_latent))
-        self.generator.train()
-        return out
+        with modes_kept(self.modules.values()):
+            return from_tanh_range(self.inference_module()(self.fixed_latent))
 
     def inference_module(self) -> nn.Module:
         return (self.ema if self.ema is not None else self.generator).eval()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """`n` images (N, C, H, W) in [0, 1] from the generator (its EMA when kept), from `seed`."""
+        return sample(self.inference_module(), n, seed)
 
 
 @torch.no_grad()

@@ -8,24 +8,30 @@ identically to both images of a pair (the seed's flip was decided once, at trace
 Beyond the seed: batch or instance norm, least-squares GAN loss, linear LR decay over the last
 epochs (the reference code's schedule), 128/256/512 px and grayscale inputs or targets.
 
-At inference the generator runs as in training (the paper's practice): batch norm uses the statistics
-of the image being translated, dropout is off so a translation is repeatable.
+At inference (eval mode) batch norm normalises each image by its own statistics, as the paper's
+batch-1 test time does, so a translation does not depend on what else shares its batch; dropout is off
+so a translation is repeatable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import viz
-from ..config import TrainConfig, opt
-from ..data import ImageSet
-from ..data.paired import PIX2PIX_SETS, PIX2PIX_URL, PairBatches, fetch_archive_set, list_pairs, pair_channels
+from ..config import opt
+from ..data.paired import (
+    PIX2PIX_SETS,
+    PIX2PIX_URL,
+    PairBatches,
+    PairList,
+    fetch_archive_set,
+    list_pairs,
+    pair_channels,
+)
 from ..data.pairs import paired_jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
 from ..engine.optim import adam
@@ -33,70 +39,16 @@ from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..io import write_json_atomic
 from ..metrics.image import l1, psnr, ssim
+from ..nn.modes import modes_kept
 from ..nn.patchgan import PatchDiscriminator
 from ..nn.unet import UNetGenerator
 from . import register
 from .base import Recipe
+from .common import TranslationConfig, as_rgb, gan_loss
 
-
-def gan_loss(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
-    """BCE-with-logits (the seed) or least squares (LSGAN, the CycleGAN paper) against 1 or 0."""
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    if kind == "lsgan":
-        return F.mse_loss(logits, target)
-    return F.binary_cross_entropy_with_logits(logits, target)
-
-
-def test_mode(net: nn.Module) -> nn.Module:
-    """Put a generator in pix2pix's test mode, in place: batch norm on the statistics of the images
-    being translated (without touching the stored running statistics), dropout off."""
-    net.eval()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.train()
-            m.track_running_stats = False
-    return net
-
-
-def train_mode(net: nn.Module) -> nn.Module:
-    """Undo `test_mode`."""
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.track_running_stats = True
-    return net.train()
-
-
-@dataclass
-class TranslationConfig(TrainConfig):
-    """Options Pix2Pix and CycleGAN share: batch 1, Adam(2e-4, 0.5), crop/flip jitter, GAN loss."""
-
-    sizes: ClassVar[tuple[int, ...]] = (128, 256, 512)
-    batch_size: int = 1
-    lr: float = opt(2e-4, "learning rate of the Adam optimisers")
-    beta1: float = opt(0.5, "Adam beta1")
-    image_size: int = opt(256, "training crop and network size (a power of two: 64 to 512)", model=True)
-    load_size: int | None = opt(
-        None,
-        "images are resized to this before the random crop "
-        "(default: 286/256 of --image-size; equal to it = no crop jitter)",
-    )
-    flip: bool = opt(True, "random horizontal flips (use --no-flip for maps, text, ...)")
-    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan", choices=("bce", "lsgan"))
-
-    def validate(self) -> None:
-        super().validate()
-        if self.image_size not in self.sizes:
-            raise GankitError(
-                f"--image-size {self.image_size}: expected one of {', '.join(map(str, self.sizes))}"
-            )
-        if self.load_size is not None and self.load_size < self.image_size:
-            raise GankitError(
-                f"--load-size {self.load_size}: must be at least --image-size {self.image_size}"
-            )
-
-    @property
-    def resolved_load_size(self) -> int:
-        return self.load_size or round(self.image_size * 286 / 256)
+# The direction users (and the seed) train each archive in, when --direction is not given: labels ->
+# photo for cityscapes and facades (the photo is the left half, A), as the reference code's scripts do.
+DEFAULT_DIRECTION = {"cityscapes": "BtoA", "facades": "BtoA"}
 
 
 @dataclass
@@ -104,9 +56,10 @@ class Pix2PixConfig(TranslationConfig):
     recipe: str = "pix2pix"
     data: str = "cityscapes"
     epochs: int = 150
-    direction: str = opt(
-        "AtoB",
-        "AtoB or BtoA (cityscapes: the photo is A, so labels -> photo is BtoA)",
+    direction: str | None = opt(
+        None,
+        "AtoB or BtoA (default: labels -> photo, BtoA, for cityscapes and facades, whose photo is the "
+        "left half A; AtoB otherwise)",
         choices=("AtoB", "BtoA"),
         model=True,
     )
@@ -142,10 +95,13 @@ def resolve_paired_root(cfg: Pix2PixConfig, progress: bool = True) -> Path:
 
 @register
 class Pix2Pix(Recipe):
-    """The Pix2Pix recipe; see the module docstring."""
+    """Paired image-to-image translation (Isola et al. 2017): U-Net generator, conditional PatchGAN."""
 
     name = "pix2pix"
     Config = Pix2PixConfig
+    data_format = "aligned"
+    capabilities = frozenset({"translate", "evaluate"})
+    smoke_options = dict(image_size=64, load_size=72, epochs=2, decay_epochs=1, checkpoint_every=3)
     preview_count = 4
 
     def __init__(self, cfg: Pix2PixConfig, device: torch.device):
@@ -167,23 +123,28 @@ class Pix2Pix(Recipe):
 
     # -- data ----------------------------------------------------------------------------------
     @classmethod
-    def load_data(cls, cfg: Pix2PixConfig) -> ImageSet:
+    def load_data(cls, cfg: Pix2PixConfig) -> PairList:
         root = resolve_paired_root(cfg)
         pairs = list_pairs(root, "train")
         ca, cb = pair_channels(pairs, cfg.skip_bad_images)
+        cfg.direction = cfg.direction or DEFAULT_DIRECTION.get(cfg.data, "AtoB")
         if cfg.direction == "BtoA":
             ca, cb = cb, ca
         cfg.in_channels = cfg.in_channels or ca
         cfg.out_channels = cfg.out_channels or cb
         return pairs  # decoded by attach_data, which knows the device
 
+    @property
+    def direction(self) -> str:
+        return self.cfg.direction or "AtoB"
+
     def _split(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (a, b) if self.cfg.direction == "AtoB" else (b, a)
+        return (a, b) if self.direction == "AtoB" else (b, a)
 
     def _channels(self) -> tuple[int, int]:
         """(channels of A, channels of B) in the files, whatever the direction."""
         c = (self.cfg.in_channels, self.cfg.out_channels)
-        return c if self.cfg.direction == "AtoB" else (c[1], c[0])
+        return c if self.direction == "AtoB" else (c[1], c[0])
 
     def attach_data(self, pairs) -> None:
         cfg = self.cfg
@@ -206,19 +167,18 @@ class Pix2Pix(Recipe):
         self.fixed = self._fixed_pairs(pairs)
 
     def _fixed_pairs(self, train_pairs) -> tuple[torch.Tensor, torch.Tensor]:
-        """The preview pairs: the first validation pairs (training pairs when there is no split)."""
-        try:
-            pairs = list_pairs(train_pairs.root, "val")
-        except GankitError:
-            pairs = train_pairs
+        """The preview pairs: the first held-out pairs (val/, else test/), else the first training pairs."""
+        pairs = held_out_pairs(Path(train_pairs.root)) or train_pairs
         return self.eval_tensors(pairs, self.preview_count)
 
     def eval_tensors(self, pairs, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (input, target) of `pairs` at the network size, in the run's direction."""
-        from ..data.paired import PairList, decode_pairs
+        from ..data.paired import decode_pairs
 
         if limit is not None:
-            pairs = PairList(pairs.a[:limit], pairs.b[:limit] if pairs.b else None, pairs.source, pairs.root)
+            pairs = PairList(
+                pairs.a[:limit], pairs.b[:limit] if pairs.b else None, pairs.source, pairs.root, pairs.split
+            )
         a, b, _ = decode_pairs(
             pairs, self._channels(), self.cfg.image_size, self.cfg.image_size, self.cfg.skip_bad_images
         )
@@ -265,20 +225,20 @@ class Pix2Pix(Recipe):
     def preview(self) -> torch.Tensor:
         """Rows: inputs, targets, outputs (4 pairs)."""
         x, y = self.fixed
-        out = self.translate_batch(x)
-        train_mode(self.generator)
+        with modes_kept(self.generator):
+            out = self.translate_batch(x)
         return torch.cat([as_rgb(x.float().div(255)), as_rgb(y.float().div(255)), as_rgb(out.cpu())])
 
     def inference_module(self) -> nn.Module:
-        return test_mode(self.generator)
+        """The generator in eval mode: dropout off, each image normalised by its own statistics."""
+        return self.generator.eval()
 
     # -- use -----------------------------------------------------------------------------------
     def translator(self, to: str | None = None):
         """(network on tanh-range batches, network size, output channels) for `gankit translate`."""
-        if to not in (None, "B" if self.cfg.direction == "AtoB" else "A"):
+        if to not in (None, self.direction[-1]):
             raise GankitError(
-                f"--to {to}: this pix2pix run translates "
-                f"{self.cfg.direction[0]} to {self.cfg.direction[-1]} only"
+                f"--to {to}: this pix2pix run translates {self.direction[0]} to {self.direction[-1]} only"
             )
         g = self.inference_module()
         return (lambda t: g(t.to(self.device).contiguous(memory_format=torch.channels_last))), (
@@ -293,8 +253,11 @@ class Pix2Pix(Recipe):
         return evaluate_pairs(self, Path(run_dir), data)
 
 
-def as_rgb(x: torch.Tensor) -> torch.Tensor:
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+def held_out_pairs(root: Path) -> PairList | None:
+    """The pairs of root/val (else root/test); None when the folder has no held-out split."""
+    if not any((root / s).is_dir() for s in ("val", "test")):
+        return None
+    return list_pairs(root, "val")
 
 
 def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int = 6) -> dict:
@@ -302,14 +265,24 @@ def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int
     if data is not None:
         cfg.data = data
     root = resolve_paired_root(cfg, progress=True)
-    try:
-        pairs, split = list_pairs(root, "val"), "val"
-    except GankitError:
+    pairs = held_out_pairs(root)
+    warning = None
+    if pairs is not None:
+        split = pairs.split
+    elif data is not None:  # a folder of pairs given for evaluation: all of it
+        pairs, split = list_pairs(root, "train"), "given"
+    else:
         pairs, split = list_pairs(root, "train"), "train"
+        warning = (
+            f"note: {root} has no val/ or test/ folder, so these scores are on the TRAINING pairs, not a "
+            "held-out measure (pass --data with held-out pairs)"
+        )
     x, y = recipe.eval_tensors(pairs)
     outs = torch.cat([recipe.translate_batch(x[k : k + 8]).cpu() for k in range(0, len(x), 8)])
     yf = y.float().div(255)
     result = {"split": split, "pairs": len(x), "source": str(pairs.source)}
+    if warning:
+        result["warning"] = warning
 
     def scores(pred):
         return {
@@ -348,6 +321,7 @@ def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int
         return f"  {name:<18} L1 {sc['l1']:.4f}  PSNR {sc['psnr']:6.2f} dB  SSIM {sc['ssim']:.3f}"
 
     result["lines"] = [
+        *([warning] if warning else []),
         f"{len(x)} {split} pairs of {pairs.source}:",
         line("model", result["model"]),
         *(line(k, v) for k, v in baselines.items()),

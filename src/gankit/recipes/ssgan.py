@@ -30,15 +30,17 @@ from ..data import ImageSet, load_dataset
 from ..data.batches import SemiSupervisedBatches
 from ..data.images import load_labelled_folder
 from ..data.mnist import SPECS
-from ..data.subsets import balanced_subset, read_indices
+from ..data.subsets import balanced_subset, nonempty_classes, read_indices
 from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
+from ..nn.modes import modes_kept
 from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
 from . import register
-from .base import Recipe
-from .dcgan import update_ema
+from .base import ClassifierSpec, Recipe
+from .common import update_ema
+from .dcgan import sample as sample_generator
 
 AUGMENTS = ("translate", "flip+translate", "none")
 
@@ -125,10 +127,21 @@ def _is_named(data: str) -> bool:
 
 @register
 class SSGAN(Recipe):
-    """Semi-supervised GAN classifier (see the module docstring)."""
+    """A classifier from a few labels plus unlabelled images (Salimans et al. 2016's semi-supervised GAN)."""
 
     name = "ssgan"
     Config = SSGANConfig
+    data_format = "labelled"
+    capabilities = frozenset({"classify", "evaluate", "sample"})
+    smoke_options = dict(labels=40, epochs=2, batch_size=32, checkpoint_every=3)
+    demo_options = dict(
+        data="fashion-mnist-small",
+        labels=100,
+        epochs=20,
+        preview_every=5,
+        log_every=20,
+        checkpoint_every=1000,
+    )
 
     def __init__(self, cfg: SSGANConfig, device: torch.device):
         super().__init__(cfg, device)
@@ -200,7 +213,9 @@ class SSGAN(Recipe):
         elif cfg.labels is None and not _is_named(cfg.data):  # a user's folder: every labelled image
             idx = torch.nonzero(data.labels >= 0).flatten()
         else:
-            idx = balanced_subset(data.labels, cfg.labels or 1000, cfg.num_classes, cfg.seed)
+            classes = nonempty_classes(data.labels, cfg.num_classes, cfg.class_names)
+            n = cfg.labels or 1000 // len(classes) * len(classes)  # default: about 1000, balanced
+            idx = balanced_subset(data.labels, n, cfg.num_classes, cfg.seed, classes)
         self.labelled_indices = idx
         self.batches = SemiSupervisedBatches(
             data.images[idx], data.labels[idx], data.images, cfg.batch_size // 2, cfg.seed, self.device
@@ -287,29 +302,56 @@ class SSGAN(Recipe):
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
         if self.supervised_only:
-            return from_tanh_range(to_tanh_range(self.batches.labelled[:16]))
-        self.generator.eval()
-        out = from_tanh_range(self.generator(self.fixed_latent))
-        self.generator.train()
-        return out
+            return self.batches.labelled[:16].float().div(255)
+        with modes_kept(self.generator):
+            return from_tanh_range(self.generator.eval()(self.fixed_latent))
 
     def epoch_metrics(self) -> dict:
         """Test accuracy of the evaluated classifier, logged after each preview epoch (monitoring only:
         nothing is selected on it)."""
         if self.eval_data is None:
             return {}
-        pred, _ = predict(self.inference_module(), self.eval_data.images, self.device)
-        self.classifier.train()
+        with modes_kept(self.modules.values()):
+            pred, _ = predict(self.inference_module(), self.eval_data.images, self.device)
         return {"test_accuracy": (pred == self.eval_data.labels).float().mean().item()}
 
     def inference_module(self) -> nn.Module:
         return (self.ema if self.ema is not None else self.classifier).eval()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """`n` images in [0, 1] from the run's generator (the classifier's adversary)."""
+        if self.supervised_only:
+            raise GankitError("gankit sample: a --baseline supervised ssgan run has no generator")
+        return sample_generator(self.generator.eval(), n, seed)
+
+    def classifier_spec(self) -> ClassifierSpec:
+        """The classifier (its EMA when kept) returning logits; it trains on images scaled to [-1, 1]."""
+        c = self.cfg
+        return ClassifierSpec(
+            _LogitsOnly(self.inference_module()),
+            [0.5] * c.channels,
+            [0.5] * c.channels,
+            c.image_size,
+            c.channels,
+            c.class_names,
+        )
 
     def evaluate(self, run_dir, data: str | None = None) -> dict:
         return evaluate(self, run_dir, data)
 
     def classify(self, paths: list, skip_bad: bool = False) -> list[dict]:
         return classify_files(self, paths, skip_bad)
+
+
+class _LogitsOnly(nn.Module):
+    """The shared classifier returns (logits, features); attacks want the logits."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
 
 
 @torch.no_grad()
@@ -361,6 +403,13 @@ def evaluate(recipe: SSGAN, run_dir, data: str | None = None) -> dict:
         title=f"{cfg.data}: accuracy {report['accuracy']:.2%} on {len(test)} images",
     )
     report["files"] = [str(out / "report.json"), str(out / "confusion.png")]
+    worst = sorted(report["per_class_accuracy"].items(), key=lambda kv: kv[1])[:3]
+    report["lines"] = [
+        f"accuracy {report['accuracy']:.2%} on {report['count']} images ({report['data']}, "
+        f"{report['weights']} weights)",
+        "weakest classes: " + ", ".join(f"{k} {v:.1%}" for k, v in worst),
+        *(f"wrote {f}" for f in report["files"]),
+    ]
     return report
 
 

@@ -1,0 +1,73 @@
+"""Pieces several recipes share: GAN losses, the weight average (EMA), image helpers and the options of
+the translation recipes. A recipe imports these from here, never from a sibling recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import TrainConfig, opt
+from ..errors import GankitError
+
+GAN_LOSSES = ("bce", "lsgan")
+
+
+def gan_loss(logits: torch.Tensor, real: bool, kind: str = "bce") -> torch.Tensor:
+    """The discriminator's loss against `real` (1) or fake (0) targets: BCE-with-logits (the seed) or
+    least squares (LSGAN, the CycleGAN paper). A generator's loss is `gan_loss(D(G(z)), True)`."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    if kind == "lsgan":
+        return F.mse_loss(logits, target)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    raise ValueError(f"unknown GAN loss {kind!r}: expected one of {', '.join(GAN_LOSSES)}")
+
+
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) copied."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+        for eb, mb in zip(ema.buffers(), model.buffers()):
+            eb.copy_(mb)
+
+
+def as_rgb(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1 or 3, H, W) -> (N, 3, H, W): grayscale repeated into three channels (a view)."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+@dataclass
+class TranslationConfig(TrainConfig):
+    """Options Pix2Pix and CycleGAN share: batch 1, Adam(2e-4, 0.5), crop/flip jitter, GAN loss."""
+
+    sizes: ClassVar[tuple[int, ...]] = (64, 128, 256, 512)
+    batch_size: int = 1
+    lr: float = opt(2e-4, "learning rate of the Adam optimisers")
+    beta1: float = opt(0.5, "Adam beta1")
+    image_size: int = opt(256, "training crop and network size (a power of two: 64 to 512)", model=True)
+    load_size: int | None = opt(
+        None,
+        "images are resized to this before the random crop "
+        "(default: 286/256 of --image-size; equal to it = no crop jitter)",
+    )
+    flip: bool = opt(True, "random horizontal flips (use --no-flip for maps, text, ...)")
+    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan", choices=GAN_LOSSES)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size not in self.sizes:
+            raise GankitError(
+                f"--image-size {self.image_size}: expected one of {', '.join(map(str, self.sizes))}"
+            )
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise GankitError(
+                f"--load-size {self.load_size}: must be at least --image-size {self.image_size}"
+            )
+
+    @property
+    def resolved_load_size(self) -> int:
+        return self.load_size or round(self.image_size * 286 / 256)

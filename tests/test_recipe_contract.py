@@ -1,0 +1,344 @@
+"""The recipe contract (recipes/base.py), checked for every registered recipe — and for a test-only
+recipe registered here, which shows that a new recipe gets every check without new test code.
+
+Each recipe runs on tiny data in its declared `data_format` with its `smoke_options` (its defaults
+otherwise: LR decay, history pools, EMA and augmentation stay on).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from conftest import toy_images
+from PIL import Image
+
+import gankit
+from gankit import api, cli
+from gankit.config import TrainConfig
+from gankit.data import ImageSet, load_dataset
+from gankit.data.batches import InMemoryBatches
+from gankit.engine import trainer as trainer_module
+from gankit.engine.checkpoint import load_checkpoint, save_checkpoint
+from gankit.engine.schedules import constant_then_linear
+from gankit.errors import GankitError
+from gankit.recipes import RECIPES, register
+from gankit.recipes.base import CAPABILITIES, DATA_FORMATS, Recipe
+from gankit.recipes.common import gan_loss, update_ema
+
+
+# -- a recipe that exists only in this test ---------------------------------------------------------
+@dataclasses.dataclass
+class ToyConfig(TrainConfig):
+    recipe: str = "contract-toy"
+    data: str = "mnist"
+    batch_size: int = 32
+    image_size: int = 8
+    channels: int | None = None
+
+
+class ToyRecipe(Recipe):
+    """A tiny MLP GAN on 8 px images, with an LR decay and an EMA: the contract tests' own recipe."""
+
+    name = "contract-toy"
+    Config = ToyConfig
+    data_format = "images"
+    capabilities = frozenset({"sample"})
+    smoke_options = dict(epochs=2, checkpoint_every=3)
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        d = (cfg.channels or 1) * cfg.image_size**2
+        self.g = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, d), nn.Tanh())
+        self.d = nn.Sequential(nn.Linear(d, 32), nn.LeakyReLU(0.2), nn.Dropout(0.2), nn.Linear(32, 1))
+        self.ema = copy.deepcopy(self.g).requires_grad_(False)
+        self.modules = {"g": self.g, "d": self.d, "ema": self.ema}
+        self.optimizers = {
+            k: torch.optim.Adam(m.parameters(), cfg.lr) for k, m in (("g", self.g), ("d", self.d))
+        }
+        self.fixed = torch.randn(4, 16, generator=torch.Generator().manual_seed(cfg.seed))
+
+    @classmethod
+    def load_data(cls, cfg):
+        data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels)
+        cfg.channels = data.channels
+        return data
+
+    def attach_data(self, data: ImageSet):
+        self.batches = InMemoryBatches(data.images, self.cfg.batch_size, self.cfg.seed, self.device)
+        total = self.cfg.total_steps(len(self.batches))
+        self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
+
+    def train_step(self, batch):
+        real = batch[0].flatten(1).float().div(127.5).sub(1)
+        fake = self.g(torch.randn(len(real), 16))
+        loss_d = gan_loss(self.d(real), True) + gan_loss(self.d(fake.detach()), False)
+        self.optimizers["d"].zero_grad()
+        loss_d.backward()
+        self.optimizers["d"].step()
+        loss_g = gan_loss(self.d(fake), True)
+        self.optimizers["g"].zero_grad()
+        loss_g.backward()
+        self.optimizers["g"].step()
+        for s in self.schedulers.values():
+            s.step()
+        update_ema(self.ema, self.g, 0.9)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+    def _images(self, z):
+        c, s = self.cfg.channels or 1, self.cfg.image_size
+        return self.ema.eval()(z).view(-1, c, s, s).add(1).div(2)
+
+    @torch.no_grad()
+    def preview(self):
+        was = self.ema.training
+        out = self._images(self.fixed)
+        self.ema.train(was)
+        return out
+
+    def inference_module(self):
+        return self.ema.eval()
+
+    @torch.no_grad()
+    def sample(self, n, seed=0):
+        return self._images(torch.randn(n, 16, generator=torch.Generator().manual_seed(seed)))
+
+
+NAMES = sorted(RECIPES) + [ToyRecipe.name]
+
+
+@pytest.fixture
+def recipe(request):
+    """The recipe class under test; the test-only recipe is registered for the test's duration."""
+    name = request.param
+    if name == ToyRecipe.name:
+        register(ToyRecipe)
+        request.addfinalizer(lambda: RECIPES.pop(ToyRecipe.name, None))
+    return RECIPES[name]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bitwise comparisons need deterministic kernels: one CPU thread (see tests/test_resume.py)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# -- tiny data in every declared format -------------------------------------------------------------
+def _toy_rgb(n: int, size: int, seed: int) -> list[np.ndarray]:
+    images, _ = toy_images(n, size, seed)
+    tint = np.array([1.0, 0.6, 0.3])
+    return [(img[..., None] * tint).astype(np.uint8) for img in images]
+
+
+def _save(a: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+
+
+def make_data(fmt: str, root: Path, idx_dir: Path) -> dict:
+    """Options pointing a recipe at tiny data of format `fmt`."""
+    if fmt in ("images", "labelled"):
+        return {"data": "mnist", "data_dir": str(idx_dir)}
+    if fmt == "aligned":
+        for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
+            for i, (a, b) in enumerate(zip(_toy_rgb(n, 80, seed), _toy_rgb(n, 80, seed + 9))):
+                _save(np.concatenate([a, 255 - b], axis=1), root / "pairs" / split / f"{i}.png")
+        return {"data": str(root / "pairs")}
+    if fmt == "unaligned":
+        for split, n, seed in (("train", 4, 0), ("test", 2, 1)):
+            for dom, off in (("A", 0), ("B", 5)):
+                for i, a in enumerate(_toy_rgb(n, 80, seed + off)):
+                    _save(a if dom == "A" else 255 - a, root / "domains" / f"{split}{dom}" / f"{i}.png")
+        return {"data": str(root / "domains")}
+    raise AssertionError(f"no test data for format {fmt!r}")
+
+
+def options(cls, tmp_path, idx_dir, **extra) -> dict:
+    return {
+        **make_data(cls.data_format, tmp_path, idx_dir),
+        **cls.smoke_options,
+        "log_every": 1,
+        "precision": "fp32",
+        "device": "cpu",
+        **extra,
+    }
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(monkeypatch, step: int) -> None:
+    """Make the trainer die right after `step` (no checkpoint, no clean-up), as a kill -9 would."""
+    original = trainer_module.Trainer._step
+
+    def step_then_die(self, batch, bar):
+        original(self, batch, bar)
+        if self.progress.step == step:
+            raise Killed
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", step_then_die)
+
+
+def weights(run: Path) -> tuple[str, dict]:
+    ckpt = sorted((run / "checkpoints").glob("step-*.safetensors"))[-1]
+    state = load_checkpoint(ckpt)
+    return ckpt.name, {**state["modules"], "optimizers": state["optimizers"], "extra": state["extra"]}
+
+
+def flat(obj, prefix=""):
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from flat(v, f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from flat(v, f"{prefix}.{i}")
+    else:
+        yield prefix, obj
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    fa, fb = dict(flat(a)), dict(flat(b))
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        if isinstance(fa[k], torch.Tensor):
+            assert torch.equal(fa[k], fb[k]), k
+        else:
+            assert fa[k] == fb[k], k
+
+
+def lr_trace(run: Path) -> dict[int, dict]:
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        lrs = {k: v for k, v in r.items() if k.startswith("lr_")}
+        if lrs:
+            out[r["step"]] = lrs
+    return out
+
+
+# -- the contract -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_declarations(recipe):
+    assert recipe.data_format in DATA_FORMATS
+    assert recipe.capabilities <= CAPABILITIES.keys()
+    for cap in recipe.capabilities:
+        method = {"classify": "classifier_spec", "translate": "translator"}.get(cap, cap)
+        assert getattr(recipe, method) is not getattr(Recipe, method, None), (recipe.name, cap)
+    assert "see the module docstring" not in recipe.summary() and len(recipe.summary()) > 20
+    assert dataclasses.is_dataclass(recipe.Config) and recipe.Config().recipe == recipe.name
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_tiny_run_previews_load_and_checkpoint(recipe, tmp_path, idx_dir):
+    run = tmp_path / "run"
+    s = gankit.train(recipe.name, progress=False, out=str(run), **options(recipe, tmp_path, idx_dir))
+    assert s["steps"] > 0 and sorted((run / "previews").glob("epoch-*.png"))
+    r = api.load_recipe(run)
+    r.attach_data(recipe.load_data(r.cfg))  # previews come from fixed inputs, some drawn from the data
+    modes = {name: [m.training for m in mod.modules()] for name, mod in r.modules.items()}
+    previews = r.preview()
+    assert previews.ndim == 4 and previews.shape[1] in (1, 3) and previews.shape[0] >= 1
+    assert previews.min() >= 0 and previews.max() <= 1 and previews.isfinite().all()
+    assert modes == {name: [m.training for m in mod.modules()] for name, mod in r.modules.items()}
+    net = gankit.load(run)
+    assert not any(m.training for m in net.modules()), "load() must give every submodule in eval mode"
+    ckpt = sorted((run / "checkpoints").glob("step-*.safetensors"))[-1]
+    state = load_checkpoint(ckpt)
+    assert_same_state(state, load_checkpoint(save_checkpoint(tmp_path / "copy.safetensors", state)))
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_kill_and_resume_equals_uninterrupted(recipe, tmp_path, idx_dir, monkeypatch):
+    opts = options(recipe, tmp_path, idx_dir)
+    gankit.train(recipe.name, progress=False, out=str(tmp_path / "ref"), **opts)
+    total = json.loads((tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    every = opts["checkpoint_every"]
+    at = every + 1 if every + 1 < total else total - 1  # between two checkpoints: a stretch is redone
+    with monkeypatch.context() as m:
+        kill_at(m, at)
+        with pytest.raises(Killed):
+            gankit.train(recipe.name, progress=False, out=str(tmp_path / "killed"), **opts)
+    assert sorted((tmp_path / "killed" / "checkpoints").glob("step-*"))[-1].name < f"step-{at:08d}"
+    gankit.resume(tmp_path / "killed", progress=False)
+    name_a, a = weights(tmp_path / "ref")
+    name_b, b = weights(tmp_path / "killed")
+    assert name_a == name_b == f"step-{total:08d}.safetensors"
+    assert_same_state(a, b)
+    assert lr_trace(tmp_path / "ref") == lr_trace(tmp_path / "killed")
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_resume_with_more_epochs_rebuilds_the_schedule(recipe, tmp_path, idx_dir):
+    opts = options(recipe, tmp_path, idx_dir)
+    short = gankit.train(recipe.name, progress=False, out=str(tmp_path / "short"), **opts)
+    longer = {**opts, "epochs": 2 * opts["epochs"]}
+    fresh = gankit.train(recipe.name, progress=False, out=str(tmp_path / "fresh"), **longer)
+    resumed = gankit.resume(tmp_path / "short", epochs=longer["epochs"], progress=False)
+    assert resumed["steps"] == fresh["steps"] == 2 * short["steps"]
+    fresh_lr, resumed_lr = lr_trace(tmp_path / "fresh"), lr_trace(tmp_path / "short")
+    end_short = short["steps"]
+    after = [s for s in fresh_lr if s > end_short]
+    assert after and all(resumed_lr[s] == fresh_lr[s] for s in after)  # the new length's schedule
+    for key, lr in fresh_lr[max(after)].items():
+        if lr == 0:  # a schedule that decays to zero reaches it only at the new end
+            assert all(resumed_lr[s][key] > 0 for s in after if s < max(after)), key
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_capabilities_work_and_the_others_are_refused(recipe, tmp_path, idx_dir):
+    run = tmp_path / "run"
+    opts = options(recipe, tmp_path, idx_dir, max_steps=1)
+    gankit.train(recipe.name, progress=False, out=str(run), **opts)
+    image = tmp_path / "in.png"
+    _save(_toy_rgb(1, 90, 3)[0][:70], image)  # not square, not the training size
+    checks = {
+        "sample": lambda: api.sample(run, 5, seed=1),
+        "translate": lambda: api.translate(run, [image], tmp_path / "out"),
+        "classify": lambda: api.classify(run, [image]),
+        "evaluate": lambda: api.evaluate(run),
+    }
+    for cap, call in checks.items():
+        if not recipe.offers(cap):
+            with pytest.raises(GankitError, match=f"cannot {cap}"):
+                call()
+            continue
+        result = call()
+        if cap == "sample":
+            assert result.shape[0] == 5 and result.min() >= 0 and result.max() <= 1
+            assert torch.equal(result, api.sample(run, 5, seed=1))
+        elif cap == "translate":
+            out = Image.open(result[0]["output"])
+            assert out.size == (90, 70)
+        elif cap == "classify":
+            assert result[0]["label"] in json.loads((run / "config.json").read_text())["class_names"]
+        else:
+            assert result["lines"] and (run / "evaluation" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_wrong_data_folder_is_a_one_line_error(recipe, tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    code = cli.main(["train", recipe.name, "--data", str(missing), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and str(missing) in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_help_describes_each_recipe_in_one_line(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    for name, cls in RECIPES.items():
+        assert cls.summary()[:30] in " ".join(out.split()), name
