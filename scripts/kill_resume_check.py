@@ -47,7 +47,7 @@ def make_data(fmt: str, root: Path) -> list[str]:
     if fmt in ("images", "labelled"):
         folder = root / "idx"
         folder.mkdir(parents=True, exist_ok=True)
-        for split, n in (("train", 512), ("t10k", 128)):
+        for split, n in (("train", 2048), ("t10k", 256)):
             _idx(folder / f"{split}-images-idx3-ubyte.gz", _blobs(n, 28, rng))
             _idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
         return ["--data", "mnist", "--data-dir", str(folder)]

@@ -26,7 +26,6 @@ from gankit.engine import checkpoint as ckpt_module
 from gankit.engine.checkpoint import load_checkpoint, save_checkpoint
 from gankit.engine.trainer import rng_state
 from gankit.errors import GankitError
-from gankit.nn.unet import UNetGenerator
 
 
 def _save(a: np.ndarray, path: Path) -> Path:
@@ -54,6 +53,18 @@ def test_1_checkpoint_rng_states_stay_on_the_cpu(tmp_path):
     torch.set_rng_state(loaded["rng"]["torch"])  # what resume does with it
 
 
+# 2 -- a run resumed with more epochs gets its LR schedule rebuilt for the new length ----------------
+def test_2_longer_resume_does_not_train_at_lr_zero(tmp_path):
+    data = _pairs_folder(tmp_path / "pairs", size=136)  # 3 pairs: 3 steps an epoch
+    run = tmp_path / "r"
+    opts = dict(data=str(data), image_size=128, decay_epochs=1, checkpoint_every=4, precision="fp32")
+    s = gankit.train("pix2pix", epochs=2, out=str(run), progress=False, **opts)
+    assert s["steps"] == 6
+    gankit.resume(run, epochs=4, progress=False)  # 12 steps, the LR decays over the last 3
+    state = load_checkpoint(run / "checkpoints" / "step-00000008.safetensors")
+    assert state["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+
+
 # 3 -- attacks give every submodule its own mode back; load_classifier gives eval mode -----------------
 def test_3_attack_restores_each_submodules_own_mode():
     inner = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
@@ -77,15 +88,18 @@ def test_3_load_classifier_returns_an_eval_mode_model(tmp_path):
 
 # 4 -- a Pix2Pix translation depends on its own image alone ---------------------------------------------
 def test_4_pix2pix_output_does_not_depend_on_the_batch():
+    from gankit.recipes.pix2pix import Pix2Pix
+
     torch.manual_seed(0)
-    g = UNetGenerator(3, 3, 64, "batch")
-    g(torch.randn(4, 3, 64, 64))  # training-mode batches: batch statistics, running stats updated
-    g.eval()
-    x = torch.randn(5, 3, 64, 64)
-    with torch.no_grad():
-        together, alone = g(x), torch.cat([g(x[i : i + 1]) for i in range(5)])
+    cfg = api.make_config("pix2pix", image_size=64, in_channels=3, out_channels=3, precision="fp32")
+    r = Pix2Pix(cfg, torch.device("cpu"))
+    r.generator(torch.randn(4, 3, 64, 64))  # a training-mode pass: running statistics move
+    x = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    together = r.translate_batch(x)
+    alone = torch.cat([r.translate_batch(x[i : i + 1]) for i in range(5)])
     assert torch.allclose(together, alone, atol=1e-5)
     assert not torch.allclose(together[0], together[1], atol=1e-3)  # and it is not a constant
+    assert not any(m.training for m in r.inference_module().modules())
 
 
 # 5 -- evaluating a folder without a held-out split says so -------------------------------------------

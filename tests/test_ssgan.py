@@ -84,11 +84,16 @@ def test_labels_file_checks(tmp_path):
             read_indices(tmp_path / "bad.json", 5, labels)
 
 
-def test_short_run_beats_chance_by_far_and_baseline_control(tmp_path):
-    """300 steps on the embedded Fashion-MNIST subset with 100 labels: test accuracy over 500 real
-    test images far above chance (10%); the supervised control trains on the same 100 images."""
-    s = gankit.train("ssgan", epochs=5, out=str(tmp_path / "ss"), ema=0.99, **QUICK)
-    assert s["steps"] == 5 * (4000 // 32) and s["last_metrics"]["test_accuracy"] > 0.55
+def test_short_run_beats_chance_by_far_and_its_supervised_control(tmp_path):
+    """625 steps on the embedded Fashion-MNIST subset with 100 labels, at the seed's settings (Adam 2e-4,
+    no shifts, constant LR): test accuracy over 500 real test images far above chance (10%), and above
+    the supervised control trained on the same 100 images for the same steps with the same options.
+    Measured on the dev VM for label draws 0, 1, 2: SSGAN - control = +2.8, +1.8, +0.4 points; at
+    today's defaults (shifts, 6e-4, decay) this short run shows no gap (69.6% both, draw 0), which is why
+    the comparison runs at the seed's settings."""
+    seed_settings = dict(QUICK, augment="none", lr=2e-4, lr_decay=False, ema=0.99, epochs=5)
+    s = gankit.train("ssgan", out=str(tmp_path / "ss"), **seed_settings)
+    assert s["steps"] == 5 * (4000 // 32) and s["last_metrics"]["test_accuracy"] > 0.6
     r = gankit.api.evaluate(tmp_path / "ss")
     assert r["count"] == 500 and r["accuracy"] == pytest.approx(s["last_metrics"]["test_accuracy"])
     assert sum(map(sum, r["confusion_matrix"])) == 500
@@ -97,16 +102,15 @@ def test_short_run_beats_chance_by_far_and_baseline_control(tmp_path):
     assert len(indices) == 100
     b = gankit.train(
         "ssgan",
-        epochs=1,
         out=str(tmp_path / "base"),
         baseline="supervised",
-        ema=0.0,
         labels_file=str(tmp_path / "ss/labelled_indices.json"),
-        **{**QUICK, "labels": None},
+        **{**seed_settings, "labels": None},
     )
     assert json.loads((tmp_path / "base/labelled_indices.json").read_text())["indices"] == indices
     assert "generator" not in gankit.api.load_recipe(tmp_path / "base").modules
-    assert b["last_metrics"]["test_accuracy"] > 0.3
+    assert b["steps"] == s["steps"]
+    assert s["last_metrics"]["test_accuracy"] >= b["last_metrics"]["test_accuracy"] + 0.01
 
 
 def test_entropy_term_makes_unlabelled_predictions_confident(tmp_path):
@@ -172,8 +176,10 @@ def test_labelled_folder_train_classify_and_errors(tmp_path, capsys):
     assert main(["classify", str(tmp_path / "run"), str(tmp_path / "data" / "dark"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(out["predictions"]) == 4 and {p["label"] for p in out["predictions"]} <= {"bright", "dark"}
-    assert all(0 <= p["confidence"] <= 1 for p in out["predictions"])
-    assert (tmp_path / "run/predictions.csv").read_text().startswith("path,label,confidence")
+    assert all(p["top"][0] == [p["label"], p["confidence"]] for p in out["predictions"])
+    rows = (tmp_path / "run/predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("path,label,confidence")
+    assert [r.split(",")[2] for r in rows[1:]] == [f"{p['confidence']:.6f}" for p in out["predictions"]]
     assert main(["evaluate", str(tmp_path / "run")]) == 1
     assert "pass --data with a labelled test folder" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--json"]) == 0
@@ -193,5 +199,5 @@ def test_ssgan_demo_runs_offline(tmp_path, capsys):
         main(["demo", "--recipe", "ssgan", "--epochs", "1", "--out", str(tmp_path / "demo"), "--json"]) == 0
     )
     s = json.loads(capsys.readouterr().out)
-    assert s["steps"] == 40 and 0.0 <= s["last_metrics"]["test_accuracy"] <= 1.0
+    assert s["steps"] == 40 and s["last_metrics"]["test_accuracy"] > 0.15  # chance: 0.10 +- 0.013
     assert (tmp_path / "demo" / "labelled_indices.json").exists()

@@ -22,8 +22,6 @@ def attack_paths(
     eps_list = parse_eps(eps)
     clf = load_classifier(model).to(pick_device(device))
     tgt = resolve_target(target, clf)
-    if method == "fgsm":
-        options = {"seed": options.get("seed", 0)}
     options = {k: v for k, v in options.items() if v is not None}
     return attack_files(clf, expand_paths(inputs), method, eps_list, Path(out), tgt, **options)
 
@@ -72,7 +70,7 @@ def robustness(
         parse_eps(eps),
         attacks,
         batch_size,
-        **{k: v for k, v in options.items() if k == "steps"} if attacks != ["fgsm"] else {},
+        **{k: v for k, v in options.items() if k == "steps"},
     )
     report["model"], report["data"] = clf.name, str(data)
     report["files"] = write_report(report, Path(out), f"{clf.name} on {data}")

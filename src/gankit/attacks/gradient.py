@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 
@@ -110,9 +112,10 @@ class BIM(PGD):
         )
 
 
-class MIFGSM(PGD):
-    """Momentum Iterative FGSM (Dong et al. 2018): the gradient, L1-normalised per sample, accumulates
-    with decay `decay`; each step moves alpha (default eps / steps) along the sign of the accumulator."""
+class MIFGSM(BIM):
+    """Momentum Iterative FGSM (Dong et al. 2018): BIM whose gradient, L1-normalised per sample,
+    accumulates with decay `decay`; each step moves alpha (default eps / steps) along the sign of the
+    accumulator."""
 
     def __init__(
         self,
@@ -123,10 +126,7 @@ class MIFGSM(PGD):
         decay: float = 1.0,
         **kw,
     ):
-        kw.setdefault("norm", "linf")
-        super().__init__(
-            model, eps, alpha if alpha is not None else eps / steps, steps, random_start=False, **kw
-        )
+        super().__init__(model, eps, alpha, steps, **kw)
         self.decay = decay
 
     def _update(self, grad, state):
@@ -143,6 +143,18 @@ def make_attack(name: str, model: nn.Module, eps: float, **options) -> Attack:
     if name not in ATTACKS:
         raise GankitError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     cls = ATTACKS[name]
-    if cls is FGSM:
-        options = {k: v for k, v in options.items() if k in ("seed", "early_stop")}
-    return cls(model, eps, **options)
+    return cls(model, eps, **{k: v for k, v in options.items() if k in accepted_options(cls)})
+
+
+def accepted_options(cls: type[Attack]) -> set[str]:
+    """The keyword options an attack class takes, through its whole constructor chain."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break  # this constructor takes nothing further up the chain
+    return names - {"self", "model", "eps"}

@@ -11,7 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig, opt
+from ..engine.optim import adam
 from ..errors import GankitError
+from .base import Recipe
 
 GAN_LOSSES = ("bce", "lsgan")
 
@@ -71,3 +73,31 @@ class TranslationConfig(TrainConfig):
     @property
     def resolved_load_size(self) -> int:
         return self.load_size or round(self.image_size * 286 / 256)
+
+
+class GANRecipe(Recipe):
+    """A recipe with one generator and one discriminator updated together from one forward pass."""
+
+    def build_pair(self, generator: nn.Module, discriminator: nn.Module, betas: tuple[float, float]) -> None:
+        """Put the pair on the device (channels-last), register it and give each network a fused Adam."""
+        cl = torch.channels_last
+        self.generator = generator.to(self.device, memory_format=cl)
+        self.discriminator = discriminator.to(self.device, memory_format=cl)
+        self.modules.update(generator=self.generator, discriminator=self.discriminator)
+        self.optimizers.update(
+            generator=adam(self.generator.parameters(), self.cfg.lr, betas),
+            discriminator=adam(self.discriminator.parameters(), self.cfg.lr, betas),
+        )
+        self._g_params = list(self.generator.parameters())
+        self._d_params = list(self.discriminator.parameters())
+
+    def simultaneous_update(self, loss_d: torch.Tensor, loss_g: torch.Tensor) -> None:
+        """Update both networks from the same forward pass (the seed's two gradient tapes): two backward
+        passes restricted to each network's parameters, so D's update takes no gradient w.r.t. the
+        images and G's none w.r.t. D's weights."""
+        for o in self.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        loss_d.backward(inputs=self._d_params, retain_graph=True)
+        loss_g.backward(inputs=self._g_params)
+        self.optimizers["discriminator"].step()
+        self.optimizers["generator"].step()

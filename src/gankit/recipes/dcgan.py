@@ -21,13 +21,11 @@ from ..data import ImageSet, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
-from ..engine.optim import adam
 from ..errors import GankitError
 from ..nn.dcgan import SIZES, build_dcgan
 from ..nn.modes import modes_kept
 from . import register
-from .base import Recipe
-from .common import gan_loss, update_ema
+from .common import GANRecipe, gan_loss, update_ema
 
 
 @dataclass
@@ -67,7 +65,7 @@ class DCGANConfig(TrainConfig):
 
 
 @register
-class DCGAN(Recipe):
+class DCGAN(GANRecipe):
     """Unconditional image generation (Radford et al. 2016), the seed's DCGAN by default."""
 
     name = "dcgan"
@@ -89,21 +87,11 @@ class DCGAN(Recipe):
 
     def __init__(self, cfg: DCGANConfig, device: torch.device):
         super().__init__(cfg, device)
-        g, d = build_dcgan(cfg.image_size, cfg.channels, cfg.latent_dim)
-        self.generator = g.to(device, memory_format=torch.channels_last)
-        self.discriminator = d.to(device, memory_format=torch.channels_last)
-        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
-        betas = (cfg.beta1, cfg.beta2)
-        self.optimizers = {
-            "generator": adam(self.generator.parameters(), cfg.lr, betas),
-            "discriminator": adam(self.discriminator.parameters(), cfg.lr, betas),
-        }
+        self.build_pair(*build_dcgan(cfg.image_size, cfg.channels, cfg.latent_dim), (cfg.beta1, cfg.beta2))
         self.ema = None
         if cfg.ema > 0:
             self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
             self.modules["ema_generator"] = self.ema
-        self._g_params = list(self.generator.parameters())
-        self._d_params = list(self.discriminator.parameters())
         # The fixed preview latents come from their own generator: previews never touch training RNG.
         g_rng = torch.Generator().manual_seed(cfg.seed)
         self.fixed_latent = torch.randn(self.preview_count, cfg.latent_dim, generator=g_rng).to(device)
@@ -131,14 +119,7 @@ class DCGAN(Recipe):
             d_fake = self.discriminator(fake).float()
         loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
         loss_g = gan_loss(d_fake, True)
-        for o in self.optimizers.values():
-            o.zero_grad(set_to_none=True)
-        # One forward pass, two backward passes restricted to each network's parameters: D's
-        # update needs no gradient w.r.t. the images, G's needs no gradient w.r.t. D's weights.
-        loss_d.backward(inputs=self._d_params, retain_graph=True)
-        loss_g.backward(inputs=self._g_params)
-        self.optimizers["discriminator"].step()
-        self.optimizers["generator"].step()
+        self.simultaneous_update(loss_d, loss_g)
         if self.ema is not None:
             update_ema(self.ema, self.generator, self.cfg.ema)
         return {

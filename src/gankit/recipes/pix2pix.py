@@ -34,7 +34,6 @@ from ..data.paired import (
 )
 from ..data.pairs import paired_jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
-from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..io import write_json_atomic
@@ -43,8 +42,7 @@ from ..nn.modes import modes_kept
 from ..nn.patchgan import PatchDiscriminator
 from ..nn.unet import UNetGenerator
 from . import register
-from .base import Recipe
-from .common import TranslationConfig, as_rgb, gan_loss
+from .common import GANRecipe, TranslationConfig, as_rgb, gan_loss
 
 # The direction users (and the seed) train each archive in, when --direction is not given: labels ->
 # photo for cityscapes and facades (the photo is the left half, A), as the reference code's scripts do.
@@ -94,7 +92,7 @@ def resolve_paired_root(cfg: Pix2PixConfig, progress: bool = True) -> Path:
 
 
 @register
-class Pix2Pix(Recipe):
+class Pix2Pix(GANRecipe):
     """Paired image-to-image translation (Isola et al. 2017): U-Net generator, conditional PatchGAN."""
 
     name = "pix2pix"
@@ -108,17 +106,7 @@ class Pix2Pix(Recipe):
         super().__init__(cfg, device)
         cin, cout = cfg.in_channels or 3, cfg.out_channels or 3
         g = UNetGenerator(cin, cout, cfg.image_size, cfg.norm)
-        d = PatchDiscriminator(cin + cout, cfg.norm)
-        self.generator = g.to(device, memory_format=torch.channels_last)
-        self.discriminator = d.to(device, memory_format=torch.channels_last)
-        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
-        betas = (cfg.beta1, 0.999)
-        self.optimizers = {
-            "generator": adam(self.generator.parameters(), cfg.lr, betas),
-            "discriminator": adam(self.discriminator.parameters(), cfg.lr, betas),
-        }
-        self._g_params = list(self.generator.parameters())
-        self._d_params = list(self.discriminator.parameters())
+        self.build_pair(g, PatchDiscriminator(cin + cout, cfg.norm), (cfg.beta1, 0.999))
         self.fixed = None
 
     # -- data ----------------------------------------------------------------------------------
@@ -200,13 +188,7 @@ class Pix2Pix(Recipe):
         loss_gan = gan_loss(d_fake, True, cfg.gan_loss)
         loss_l1 = (fake.float() - y).abs().mean()
         loss_g = loss_gan + cfg.lambda_l1 * loss_l1
-        for o in self.optimizers.values():
-            o.zero_grad(set_to_none=True)
-        # One forward pass, two backward passes restricted to each network (the seed's two tapes).
-        loss_d.backward(inputs=self._d_params, retain_graph=True)
-        loss_g.backward(inputs=self._g_params)
-        self.optimizers["discriminator"].step()
-        self.optimizers["generator"].step()
+        self.simultaneous_update(loss_d, loss_g)
         for s in self.schedulers.values():
             s.step()
         return {
