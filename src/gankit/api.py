@@ -110,7 +110,8 @@ def load_recipe(run_dir: str | Path, device: str = "cpu"):
     cfg = load_config(run.path, config_classes())
     dev = pick_device(device)
     r = get_recipe(cfg.recipe)(cfg, dev)
-    _, state = load_latest(run.checkpoints, dev)
+    path, state = load_latest(run.checkpoints, dev)
+    r.loaded_from = str(path)
     for k, m in r.modules.items():
         m.load_state_dict(state["modules"][k])
     r.load_extra_state(state.get("extra", {}))
@@ -132,13 +133,14 @@ def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu")
     return r.sample(n, seed)
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, device: str = "cpu") -> dict:
+def evaluate(run_dir: str | Path, data: str | None = None, device: str = "cpu", **options) -> dict:
     """Evaluate a run with its recipe's measures (SSGAN: accuracy, per class, confusion matrix;
     translation: L1/PSNR/SSIM or cycle L1 and panels) on its held-out split or on `data`; the report
-    also lands in RUN/evaluation/ and its summary in the result's 'lines'."""
+    also lands in RUN/evaluation/ and its summary in the result's 'lines'. Generator runs take
+    `num_samples`, `extractor` (a TorchScript file), `feature_precision` (fp32|bf16) and `seed`."""
     r = load_recipe(run_dir, device)
     r.require("evaluate", "gankit evaluate")
-    return r.evaluate(run_dir, data)
+    return r.evaluate(run_dir, data, **{k: v for k, v in options.items() if v is not None})
 
 
 def classify(

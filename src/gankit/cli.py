@@ -175,6 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="generator runs: images to generate (default 10000, the standard protocol; fewer are quicker "
+        "but not comparable with published FIDs)",
+    )
+    evaluate.add_argument(
+        "--extractor",
+        default=None,
+        help="generator runs: a local TorchScript Inception pool3 file (default: the standard one, downloaded"
+        " once and checksummed); loading TorchScript runs its code, so give only a file you trust",
+    )
+    evaluate.add_argument(
+        "--feature-precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="generator runs: feature extraction",
+    )
+    evaluate.add_argument("--seed", type=int, default=None, help="generator runs: sampling seed (default 0)")
+    evaluate.add_argument(
         "-o", "--output", default=None, help="with --attack: output folder (default robustness/)"
     )
     evaluate.add_argument("--device", default="cpu")
@@ -309,7 +329,15 @@ def cmd_evaluate(ns: argparse.Namespace) -> None:
         return cmd_robustness(ns)
     if not ns.run:
         raise GankitError("gankit evaluate: give a run directory, or --attack with --model and --data")
-    r = api.evaluate(ns.run, ns.data, ns.device)
+    r = api.evaluate(
+        ns.run,
+        ns.data,
+        ns.device,
+        num_samples=ns.num_samples,
+        extractor=ns.extractor,
+        feature_precision=ns.feature_precision,
+        seed=ns.seed,
+    )
     _report(r, "json" in ns, r.pop("lines"))
 
 

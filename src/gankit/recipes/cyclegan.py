@@ -264,7 +264,7 @@ class CycleGAN(Recipe):
             cout,
         )
 
-    def evaluate(self, run_dir, data: str | None = None) -> dict:
+    def evaluate(self, run_dir, data: str | None = None, **_) -> dict:
         """A panel of test images in both directions with their cycle reconstructions, and the mean
         cycle L1 per direction (how well each image survives A->B->A and B->A->B)."""
         cfg = self.cfg

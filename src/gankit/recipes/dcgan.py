@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..config import TrainConfig, opt
-from ..data import ImageSet, load_dataset
+from ..data import EMBEDDED, ImageSet, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
@@ -71,7 +71,7 @@ class DCGAN(GANRecipe):
     name = "dcgan"
     Config = DCGANConfig
     data_format = "images"
-    capabilities = frozenset({"sample"})
+    capabilities = frozenset({"sample", "evaluate"})
     smoke_options = dict(epochs=2, batch_size=32, ema=0.9, checkpoint_every=3)
     demo_options = dict(
         data="fashion-mnist-small",
@@ -140,6 +140,37 @@ class DCGAN(GANRecipe):
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """`n` images (N, C, H, W) in [0, 1] from the generator (its EMA when kept), from `seed`."""
         return sample(self.inference_module(), n, seed)
+
+    def real_set(self, data: str | None = None):
+        """The real images samples are compared with, at the run's size and channels: the test split of
+        a named dataset, else the images of the folder (`data`, or the training folder: said so)."""
+        from ..metrics.quality import RealSet
+
+        cfg = self.cfg
+        source = data or cfg.data
+        named = source in SPECS or source == EMBEDDED
+        split = "test" if named else ("train" if source == cfg.data else "given")
+        data_dir = cfg.data_dir if source == cfg.data else None
+        ds = load_dataset(source, split if named else "train", data_dir, cfg.image_size, cfg.channels)
+        return RealSet(ds.images, f"{source}:{split}" if named else source, split)
+
+    def evaluate(
+        self,
+        run_dir,
+        data: str | None = None,
+        num_samples: int | None = None,
+        extractor: str | None = None,
+        feature_precision: str = "fp32",
+        seed: int = 0,
+        **_,
+    ) -> dict:
+        """FID, KID, precision and recall of the generator's samples against the real test images
+        (standard protocol by default: 10,000 samples; see gankit.metrics.quality)."""
+        from ..metrics.quality import evaluate_generator
+
+        return evaluate_generator(
+            self, run_dir, self.real_set(data), num_samples, extractor, feature_precision, seed
+        )
 
 
 @torch.no_grad()

@@ -229,7 +229,7 @@ class Pix2Pix(GANRecipe):
             self.cfg.out_channels,
         )
 
-    def evaluate(self, run_dir, data: str | None = None) -> dict:
+    def evaluate(self, run_dir, data: str | None = None, **_) -> dict:
         """L1, PSNR and SSIM on the validation pairs (val/, else test/), beside two trivial baselines
         (copying the input; the mean training target), and a panel input | target | output."""
         return evaluate_pairs(self, Path(run_dir), data)

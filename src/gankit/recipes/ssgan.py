@@ -336,7 +336,7 @@ class SSGAN(Recipe):
             c.class_names,
         )
 
-    def evaluate(self, run_dir, data: str | None = None) -> dict:
+    def evaluate(self, run_dir, data: str | None = None, **_) -> dict:
         return evaluate(self, run_dir, data)
 
     def classify(self, paths: list, skip_bad: bool = False) -> list[dict]:

@@ -1,0 +1,170 @@
+"""How good a generator is: FID, KID, precision and recall of its samples against real images, each
+number stored with its protocol.
+
+Standard protocol (comparable with published numbers): 10,000 generated images against the real test
+split (all of it when smaller), the standard Inception pool3 features (see features.py). Real features
+are cached per image content, extractor, resolution and precision: a change of any of them computes
+them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.download import cache_dir
+from ..errors import GankitError
+from ..io import atomic_path
+from .features import RESIZE, RESOLUTION, Extractor, extract, load_extractor
+from .registry import GENERATIVE_METRICS
+
+STANDARD_COUNT = 10_000
+MIN_SAMPLES = 10
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class RealSet:
+    """Real images to compare with: uint8 (N, C, H, W) at the generator's resolution, and where from."""
+
+    images: torch.Tensor
+    source: str  # e.g. "fashion-mnist:test" or a folder
+    split: str  # test, val, train (say so when it is the training data)
+
+
+def content_key(images: torch.Tensor) -> str:
+    """A short hash of the exact image content (so a cache never serves another set's features)."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(str(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _batches(images: torch.Tensor, size: int):
+    return (images[i : i + size] for i in range(0, len(images), size))
+
+
+def real_features(
+    real: RealSet, extractor: Extractor, precision: str, batch_size: int = 64, progress: bool = True
+) -> tuple[torch.Tensor, Path, bool]:
+    """(features, cache file, whether they came from the cache) of the real set."""
+    key = f"{content_key(real.images)}-{extractor.tag}-{RESOLUTION}-{precision}"
+    path = cache_dir() / "feature-cache" / f"{key}.safetensors"
+    meta = {
+        "source": real.source,
+        "split": real.split,
+        "count": str(len(real.images)),
+        "extractor_sha256": extractor.sha256,
+        "resolution": str(RESOLUTION),
+        "precision": precision,
+    }
+    if path.is_file():
+        try:
+            return load_file(str(path))["features"], path, True
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed
+            path.unlink(missing_ok=True)
+    feats = extract(
+        extractor, _batches(real.images, batch_size), len(real.images), precision, "real features", progress
+    )
+    with atomic_path(path) as tmp:
+        save_file({"features": feats.contiguous()}, str(tmp), metadata=meta)
+    return feats, path, False
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8, rounded (what a saved PNG holds)."""
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def evaluate_samples(
+    fake: torch.Tensor,
+    real: RealSet,
+    extractor_path: str | None = None,
+    precision: str = "fp32",
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Every registered metric of uint8 `fake` images against `real`, with the protocol."""
+    if precision not in PRECISIONS:
+        raise GankitError(f"--feature-precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    for what, n in (("generated", len(fake)), ("real", len(real.images))):
+        if n < MIN_SAMPLES:
+            raise GankitError(
+                f"{n} {what} images: too few for FID/KID/precision-recall (at least {MIN_SAMPLES}; the "
+                f"standard protocol uses {STANDARD_COUNT})"
+            )
+    extractor = load_extractor(extractor_path, device, progress)
+    real_feats, cache, cached = real_features(real, extractor, precision, batch_size, progress)
+    fake_feats = extract(extractor, _batches(fake, batch_size), len(fake), precision, "generated", progress)
+    values: dict[str, float] = {}
+    for fn in GENERATIVE_METRICS.values():
+        values.update({k: round(v, 6) for k, v in fn(real_feats, fake_feats, seed).items()})
+    protocol = {
+        "extractor": "Inception-v3 pool3 (TF FID graph 2015-12-05), TorchScript",
+        "extractor_path": extractor.path,
+        "extractor_sha256": extractor.sha256,
+        "features": extractor.dims,
+        "resolution": RESOLUTION,
+        "resize": RESIZE,
+        "input_scaling": "x / 128 - 1 for x in 0..255; grayscale repeated to RGB",
+        "feature_precision": precision,
+        "real": {"source": real.source, "split": real.split, "count": len(real.images)},
+        "generated": {"count": len(fake), "seed": seed},
+        "kid": "cubic polynomial kernel, 100 subsets of min(1000, counts)",
+        "precision_recall": "Kynkaanniemi et al. 2019, k = 3",
+        "real_feature_cache": str(cache),
+        "comparable": len(fake) >= STANDARD_COUNT,
+    }
+    if not protocol["comparable"]:
+        protocol["note"] = (
+            f"{len(fake)} generated images: below the standard {STANDARD_COUNT}; FID is biased upwards at "
+            "small counts, so this number is not comparable with published ones"
+        )
+    if real.split == "train":
+        print("gankit: note: the real images are the training data (no test split)", file=sys.stderr)
+    return {"metrics": values, "protocol": protocol, "real_features_cached": cached}
+
+
+def evaluate_generator(
+    recipe,
+    run_dir: str | Path,
+    real: RealSet,
+    num_samples: int | None = None,
+    extractor: str | None = None,
+    feature_precision: str = "fp32",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Sample a generator run (`recipe.sample`) and score it against `real`; writes
+    RUN/evaluation/report.json and returns the report with its summary 'lines'."""
+    from ..io import write_json_atomic
+
+    n = STANDARD_COUNT if num_samples is None else num_samples
+    if n < MIN_SAMPLES:
+        raise GankitError(f"--num-samples {n}: too few (at least {MIN_SAMPLES}; standard: {STANDARD_COUNT})")
+    fake = to_uint8(recipe.sample(n, seed))
+    report = evaluate_samples(
+        fake, real, extractor, feature_precision, seed, device=recipe.device, progress=progress
+    )
+    report["run_dir"] = str(run_dir)
+    report["checkpoint"] = getattr(recipe, "loaded_from", None)
+    out = Path(run_dir) / "evaluation" / "report.json"
+    write_json_atomic(out, report)
+    m, p = report["metrics"], report["protocol"]
+    report["lines"] = [
+        f"FID {m['fid']:.2f}  KID {m['kid'] * 1000:.2f} x 1e-3 (+- {m['kid_std'] * 1000:.2f})  "
+        f"precision {m['precision']:.3f}  recall {m['recall']:.3f}",
+        f"  {p['generated']['count']} generated vs {p['real']['count']} real ({p['real']['source']}, "
+        f"{p['real']['split']} split), Inception pool3 at {RESOLUTION} px, features {feature_precision}, "
+        f"extractor {p['extractor_sha256'][:12]}",
+        *([f"  note: {p['note']}"] if "note" in p else []),
+        f"wrote {out}",
+    ]
+    return report
