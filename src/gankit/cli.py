@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--device", default="cpu")
     _add_json(attack)
 
+    runs = sub.add_parser("runs", help="a table of the runs in a folder: recipe, data, steps, time, metric")
+    runs.add_argument("folder", nargs="?", default="runs", help="folder of run directories (default runs/)")
+    _add_json(runs)
+
     classify = sub.add_parser("classify", help="predict classes of images with a classifier run (ssgan)")
     classify.add_argument("run", help="run directory")
     classify.add_argument("inputs", nargs="+", help="image files and/or folders")
@@ -430,7 +434,19 @@ def cmd_translate(ns: argparse.Namespace) -> None:
     _report({"images": results}, "json" in ns, lines)
 
 
+def cmd_runs(ns: argparse.Namespace) -> None:
+    rows = api.runs(ns.folder)
+    lines = [f"{'run':<32} {'recipe':<9} {'data':<22} {'steps':>8} {'train time':>10}  metric"]
+    for r in rows:
+        metric = f"{r['metric']} {r['value']:.4g}" if "metric" in r else "-"
+        minutes = f"{r['train_seconds'] / 60:.1f} min" if r["train_seconds"] else "-"
+        name, data = r["run"][-32:], str(r["data"])[-22:]
+        lines.append(f"{name:<32} {r['recipe']:<9} {data:<22} {r['steps']:>8} {minutes:>10}  {metric}")
+    _report({"runs": rows}, "json" in ns, lines if rows else [f"no runs in {ns.folder}"])
+
+
 COMMANDS = {
+    "runs": cmd_runs,
     "translate": cmd_translate,
     "attack": cmd_attack,
     "train": cmd_train,

@@ -21,6 +21,7 @@ class RunDir:
         self.previews = self.path / "previews"
         self.checkpoints = self.path / "checkpoints"
         self.loss_plot = self.path / "loss.png"
+        self.sessions = self.path / "sessions.jsonl"
 
     def is_run(self) -> bool:
         return self.config.is_file()
@@ -69,6 +70,25 @@ class RunDir:
         from .. import __version__
 
         write_json_atomic(self.config, {**cfg.to_dict(), "gankit_version": __version__})
+
+    def record_session(self, from_step: int, to_step: int, seconds: float) -> None:
+        """Note one training session (a `train` or a `--resume`): steps and wall time."""
+        with open(self.sessions, "a") as f:
+            f.write(
+                json.dumps({"from_step": from_step, "to_step": to_step, "seconds": round(seconds, 2)}) + "\n"
+            )
+
+    def train_seconds(self) -> float:
+        """Wall time of the recorded training sessions (a killed session is not recorded)."""
+        if not self.sessions.is_file():
+            return 0.0
+        total = 0.0
+        for line in self.sessions.read_text().splitlines():
+            try:
+                total += json.loads(line)["seconds"]
+            except (json.JSONDecodeError, KeyError):
+                continue
+        return round(total, 1)
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics, "a") as f:

@@ -144,7 +144,7 @@ class Trainer:
         """Train until the run's total steps; return a summary of the run."""
         p = self.progress
         start_step, start_time = p.step, time.perf_counter()
-        with self._signals_caught(), self._progress_bar() as bar:
+        with self._signals_caught(), self._progress_bar() as bar, self._session_recorded():
             self._write_run_files()
             while p.step < self.total:
                 for batch in self.batches.epoch(p.epoch, p.batch):
@@ -289,6 +289,16 @@ class Trainer:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+    @contextmanager
+    def _session_recorded(self) -> Iterator[None]:
+        """Record this session's steps and wall time in sessions.jsonl, also when it stops on a signal."""
+        start_step, t0 = self.progress.step, time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.main and self.progress.step > start_step:
+                self.run.record_session(start_step, self.progress.step, time.perf_counter() - t0)
 
     @contextmanager
     def _progress_bar(self) -> Iterator[tqdm]:

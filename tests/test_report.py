@@ -1,0 +1,80 @@
+"""The evaluation's self-contained HTML report (checked in a real headless Chromium when Debian's
+`chromium` and the `playwright` package are there) and the `gankit runs` table."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+import gankit
+from gankit import api, cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, idx_dir_module):
+    run = tmp_path_factory.mktemp("r") / "ssgan"
+    gankit.train(
+        "ssgan",
+        data="mnist",
+        data_dir=str(idx_dir_module),
+        labels=40,
+        batch_size=32,
+        epochs=2,
+        out=str(run),
+        progress=False,
+    )
+    api.evaluate(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def idx_dir_module(tmp_path_factory):
+    from conftest import toy_images, write_idx
+
+    folder = tmp_path_factory.mktemp("idx")
+    for split, n in (("train", 256), ("t10k", 64)):
+        images, labels = toy_images(n, seed=1 if split == "train" else 2)
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def test_report_html_is_self_contained(evaluated_run):
+    page = (evaluated_run / "evaluation" / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,', page)
+    assert len(images) >= 3  # confusion matrix, loss curves, previews
+    assert "accuracy" in page and '"recipe"' not in page and "ssgan" in page
+    assert not re.search(r'src="(?!data:)', page)  # nothing loaded from elsewhere
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_opens_in_headless_chromium_without_errors(evaluated_run):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((evaluated_run / "evaluation" / "report.html").as_uri())
+        sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+        title = page.title()
+        browser.close()
+    assert not errors
+    assert len(sizes) >= 3 and all(done and width > 0 for done, width in sizes)
+    assert "ssgan" in title
+
+
+def test_runs_table(evaluated_run, capsys):
+    assert cli.main(["runs", str(evaluated_run.parent), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["runs"]
+    assert row["recipe"] == "ssgan" and row["steps"] == 16 and row["train_seconds"] > 0
+    assert row["metric"] == "accuracy" and 0.2 < row["value"] <= 1
+    assert cli.main(["runs", str(evaluated_run.parent)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert cli.main(["runs", str(evaluated_run.parent / "nope")]) == 1
