@@ -161,3 +161,25 @@ def test_gankit_evaluate_on_a_dcgan_run(tmp_path, idx_dir, capsys):
     (tmp_path / "empty" / "config.json").write_text((run / "config.json").read_text())
     assert cli.main(["evaluate", str(tmp_path / "empty")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@needs_inception
+def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path, idx_dir):
+    run = tmp_path / "run"
+    opts = dict(data="mnist", data_dir=str(idx_dir), batch_size=32, eval_every=2, eval_samples=12)
+    gankit.train("dcgan", max_steps=4, out=str(run), progress=False, extractor=str(STANDARD_FILE), **opts)
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    fids = {r["step"]: r["fid_train"] for r in logged if "fid_train" in r}
+    assert sorted(fids) == [2, 4] and all(v > 0 for v in fids.values())
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["value"] == pytest.approx(min(fids.values()), abs=1e-4) and fids[
+        best["step"]
+    ] == pytest.approx(best["value"], abs=1e-4)
+    from gankit.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "best.safetensors")["progress"]["step"] == best["step"]
+    gankit.resume(run, max_steps=6, progress=False)  # the best so far survives the resume
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "fid_train" in r] == [2, 4, 6]
+    with pytest.raises(GankitError, match="--eval-every 5: a pix2pix run has no quality metric"):
+        gankit.train("pix2pix", data=str(tmp_path), eval_every=5, out=str(tmp_path / "p"), progress=False)

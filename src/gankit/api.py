@@ -46,6 +46,8 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
     run = RunDir(cfg.out)
     run.ensure_new()  # fail before spending time on data
     cls = get_recipe(recipe)
+    if cfg.eval_every and not cls.offers("monitor"):
+        raise GankitError(f"--eval-every {cfg.eval_every}: a {recipe} run has no quality metric to monitor")
     device = pick_device(cfg.device)
     data = cls.load_data(cfg)
     _seed_everything(cfg.seed)

@@ -45,6 +45,13 @@ class TrainConfig:
     keep_checkpoints: int = opt(3, "how many recent checkpoints to keep")
     log_every: int = opt(50, "log losses every N steps")
     skip_bad_images: bool = opt(False, "skip unreadable image files instead of stopping")
+    eval_every: int = opt(
+        0,
+        "every N steps, log the recipe's quality metric (generators: FID of --eval-samples samples against "
+        "training images) and keep the best checkpoint as checkpoints/best.safetensors (0 = off)",
+    )
+    eval_samples: int = opt(1000, "samples for --eval-every (small: quick, not comparable with papers)")
+    extractor: str | None = opt(None, "local TorchScript FID Inception file (default: downloaded once)")
 
     def validate(self) -> None:
         """Raise GankitError naming the first nonsensical option."""
@@ -59,6 +66,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise GankitError(f"--{flag(name)} {getattr(self, name)}: expected a positive integer")
+        if self.eval_every < 0 or self.eval_samples < 10:
+            raise GankitError(
+                f"--eval-every {self.eval_every} / --eval-samples {self.eval_samples}: expected N >= 0 and "
+                "at least 10 samples"
+            )
         if self.max_steps is not None and self.max_steps <= 0:
             raise GankitError(f"--max-steps {self.max_steps}: expected a positive integer")
         if not self.lr > 0 or self.lr > 1:

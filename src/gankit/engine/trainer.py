@@ -34,6 +34,7 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch: int = 0
+    best: float | None = None  # the best value of the recipe's monitored metric so far (--eval-every)
 
 
 class NonFiniteLoss(GankitError):
@@ -173,6 +174,8 @@ class Trainer:
         if self._stop_signal is not None:
             self.save()
             raise TrainingInterrupted(p.step, str(self.run.path), self._stop_signal)
+        if cfg.eval_every and p.step % cfg.eval_every == 0:
+            self._monitor()
         if p.step % cfg.checkpoint_every == 0:
             self.save()
 
@@ -236,6 +239,20 @@ class Trainer:
             for k, v in record.items():
                 if k not in ("step", "epoch") and v is not None:
                     self.tb.add_scalar(k, v, self.progress.step)
+
+    def _monitor(self) -> None:
+        """Log the recipe's quality metric; keep the best checkpoint beside the latest ones."""
+        name, value, lower_is_better = self.recipe.monitor()
+        self._record({"step": self.progress.step, "epoch": self.progress.epoch, name: round(value, 4)})
+        best = self.progress.best
+        if best is None or (value < best if lower_is_better else value > best):
+            self.progress.best = value
+            if self.main:
+                save_checkpoint(self.run.checkpoints / "best.safetensors", self.state())
+                write_json_atomic(
+                    self.run.checkpoints / "best.json",
+                    {"step": self.progress.step, "metric": name, "value": value},
+                )
 
     def _preview(self, epoch: int) -> None:
         metrics = self.recipe.epoch_metrics()

@@ -168,3 +168,13 @@ def evaluate_generator(
         f"wrote {out}",
     ]
     return report
+
+
+def fid_of(fake: torch.Tensor, real: RealSet, extractor_path: str | None = None, device="cpu") -> float:
+    """FID alone of [0, 1] `fake` images against `real` (cached real features), quietly: for monitoring."""
+    from .fid import fid
+
+    extractor = load_extractor(extractor_path, device, progress=False)
+    real_feats, _, _ = real_features(real, extractor, "fp32", progress=False)
+    fake_feats = extract(extractor, _batches(to_uint8(fake), 64), len(fake), "fp32", progress=False)
+    return fid(real_feats, fake_feats)["fid"]

@@ -57,6 +57,7 @@ CAPABILITIES = {
     "translate": "translator(to) -> (network on [-1, 1] batches, (size, in channels, out channels))",
     "classify": "classifier_spec() -> ClassifierSpec; classify(paths, skip_bad) -> [{path, label, ...}]",
     "evaluate": "evaluate(run_dir, data) -> report dict with 'lines' (also written to run_dir/evaluation)",
+    "monitor": "monitor() -> (metric name, value, lower is better) during training, for --eval-every",
 }
 
 

@@ -71,7 +71,7 @@ class DCGAN(GANRecipe):
     name = "dcgan"
     Config = DCGANConfig
     data_format = "images"
-    capabilities = frozenset({"sample", "evaluate"})
+    capabilities = frozenset({"sample", "evaluate", "monitor"})
     smoke_options = dict(epochs=2, batch_size=32, ema=0.9, checkpoint_every=3)
     demo_options = dict(
         data="fashion-mnist-small",
@@ -108,6 +108,7 @@ class DCGAN(GANRecipe):
 
     def attach_data(self, data: ImageSet) -> None:
         self.batches = InMemoryBatches(data.images, self.cfg.batch_size, self.cfg.seed, self.device)
+        self.train_images = data.images
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         images, _ = batch
@@ -153,6 +154,18 @@ class DCGAN(GANRecipe):
         data_dir = cfg.data_dir if source == cfg.data else None
         ds = load_dataset(source, split if named else "train", data_dir, cfg.image_size, cfg.channels)
         return RealSet(ds.images, f"{source}:{split}" if named else source, split)
+
+    def monitor(self) -> tuple[str, float, bool]:
+        """FID of cfg.eval_samples samples against as many training images (a fixed random draw): what
+        --eval-every logs and selects the best checkpoint on (never the test split)."""
+        from ..metrics.quality import RealSet, fid_of
+
+        n = min(self.cfg.eval_samples, len(self.train_images))
+        pick = torch.randperm(len(self.train_images), generator=torch.Generator().manual_seed(0))[:n]
+        real = RealSet(self.train_images[pick].cpu(), f"{self.cfg.data}:train", "train")
+        with modes_kept(self.modules.values()):
+            fake = self.sample(self.cfg.eval_samples, seed=0)
+        return "fid_train", fid_of(fake, real, self.cfg.extractor, device=self.device), True
 
     def evaluate(
         self,
