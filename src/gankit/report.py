@@ -13,7 +13,8 @@ from .io import write_text_atomic
 MAX_PREVIEWS = 8
 
 _STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 72em;
+color: #222; } pre { white-space: pre-wrap; background: #f6f6f6; padding: 0.6em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; } td, th { padding: 2px 10px; border-bottom: 1px solid #eee;
 text-align: left; vertical-align: top; } th { color: #555; font-weight: 600; }
