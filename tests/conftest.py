@@ -30,16 +30,20 @@ def toy_images(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.nd
     return images, labels.astype(np.uint8)
 
 
-@pytest.fixture
-def idx_dir(tmp_path: Path) -> Path:
-    """An MNIST-style folder (train/t10k images+labels, gzip) of 256 toy images."""
-    folder = tmp_path / "idx"
-    folder.mkdir()
+def make_idx_dir(folder: Path) -> Path:
+    """An MNIST-style folder (train/t10k images+labels, gzip): 256 + 64 toy images."""
+    folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", 256), ("t10k", 64)):
         images, labels = toy_images(n, seed=1 if split == "train" else 2)
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     return folder
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    """An MNIST-style folder of 256 toy training and 64 test images."""
+    return make_idx_dir(tmp_path / "idx")
 
 
 @pytest.fixture(autouse=True)

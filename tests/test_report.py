@@ -34,14 +34,9 @@ def evaluated_run(tmp_path_factory, idx_dir_module):
 
 @pytest.fixture(scope="module")
 def idx_dir_module(tmp_path_factory):
-    from conftest import toy_images, write_idx
+    from conftest import make_idx_dir
 
-    folder = tmp_path_factory.mktemp("idx")
-    for split, n in (("train", 256), ("t10k", 64)):
-        images, labels = toy_images(n, seed=1 if split == "train" else 2)
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
+    return make_idx_dir(tmp_path_factory.mktemp("idx"))
 
 
 def test_report_html_is_self_contained(evaluated_run):
