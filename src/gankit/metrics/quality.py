@@ -170,11 +170,17 @@ def evaluate_generator(
     return report
 
 
+_MONITOR_EXTRACTORS: dict[tuple, Extractor] = {}
+
+
 def fid_of(fake: torch.Tensor, real: RealSet, extractor_path: str | None = None, device="cpu") -> float:
     """FID alone of [0, 1] `fake` images against `real` (cached real features), quietly: for monitoring."""
     from .fid import fid
 
-    extractor = load_extractor(extractor_path, device, progress=False)
+    key = (extractor_path, str(device))
+    if key not in _MONITOR_EXTRACTORS:  # loaded (and hashed: 90 MB) once per process, not per evaluation
+        _MONITOR_EXTRACTORS[key] = load_extractor(extractor_path, device, progress=False)
+    extractor = _MONITOR_EXTRACTORS[key]
     real_feats, _, _ = real_features(real, extractor, "fp32", progress=False)
     fake_feats = extract(extractor, _batches(to_uint8(fake), 64), len(fake), "fp32", progress=False)
     return fid(real_feats, fake_feats)["fid"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..config import TrainConfig, opt
-from ..data import EMBEDDED, ImageSet, load_dataset
+from ..data import ImageSet, known_datasets, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
@@ -149,7 +149,7 @@ class DCGAN(GANRecipe):
 
         cfg = self.cfg
         source = data or cfg.data
-        named = source in SPECS or source == EMBEDDED
+        named = source in known_datasets()
         split = "test" if named else ("train" if source == cfg.data else "given")
         data_dir = cfg.data_dir if source == cfg.data else None
         ds = load_dataset(source, split if named else "train", data_dir, cfg.image_size, cfg.channels)
