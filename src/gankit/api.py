@@ -11,7 +11,7 @@ import torch
 
 from .config import RESUMABLE_KEYS, TrainConfig, flag, load_config
 from .device import pick_device
-from .engine.checkpoint import load_latest
+from .engine.checkpoint import load_checkpoint, load_latest
 from .engine.rundir import RunDir
 from .engine.trainer import Trainer
 from .errors import GankitError
@@ -107,13 +107,24 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     return trainer.fit()
 
 
-def load_recipe(run_dir: str | Path, device: str = "cpu"):
-    """Rebuild a run's recipe from its stored config and load its latest checkpoint's weights."""
+def load_recipe(run_dir: str | Path, device: str = "cpu", checkpoint: str = "latest"):
+    """Rebuild a run's recipe from its stored config and load a checkpoint's weights: `latest`, or
+    `best` (the best-by-metric one that --eval-every keeps)."""
     run = RunDir(run_dir).require_run()
     cfg = load_config(run.path, config_classes())
     dev = pick_device(device)
     r = get_recipe(cfg.recipe)(cfg, dev)
-    path, state = load_latest(run.checkpoints, dev)
+    if checkpoint == "best":
+        path = run.checkpoints / "best.safetensors"
+        if not path.is_file():
+            raise GankitError(
+                f"--checkpoint best: {run.path} has none (train with --eval-every N to keep one)"
+            )
+        state = load_checkpoint(path, dev)
+    elif checkpoint == "latest":
+        path, state = load_latest(run.checkpoints, dev)
+    else:
+        raise GankitError(f"--checkpoint {checkpoint}: expected latest or best")
     r.loaded_from = str(path)
     for k, m in r.modules.items():
         m.load_state_dict(state["modules"][k])
@@ -136,16 +147,20 @@ def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu")
     return r.sample(n, seed)
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, device: str = "cpu", **options) -> dict:
+def evaluate(
+    run_dir: str | Path, data: str | None = None, device: str = "cpu", checkpoint: str = "latest", **options
+) -> dict:
     """Evaluate a run with its recipe's measures (SSGAN: accuracy, per class, confusion matrix;
     translation: L1/PSNR/SSIM or cycle L1 and panels) on its held-out split or on `data`; the report
     also lands in RUN/evaluation/ and its summary in the result's 'lines'. Generator runs take
-    `num_samples`, `extractor` (a TorchScript file), `feature_precision` (fp32|bf16) and `seed`."""
+    `num_samples`, `extractor` (a TorchScript file), `feature_precision` (fp32|bf16) and `seed`.
+    `checkpoint`: latest, or best (kept by --eval-every)."""
     from .report import write_report
 
-    r = load_recipe(run_dir, device)
+    r = load_recipe(run_dir, device, checkpoint)
     r.require("evaluate", "gankit evaluate")
     result = r.evaluate(run_dir, data, **{k: v for k, v in options.items() if v is not None})
+    result["checkpoint"] = Path(r.loaded_from).name
     result["html"] = str(write_report(run_dir, result))
     result["lines"] = [*result["lines"], f"wrote {result['html']}"]
     return result

@@ -195,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, default=None, help="generator runs: sampling seed (default 0)")
     evaluate.add_argument(
+        "--checkpoint",
+        choices=("latest", "best"),
+        default="latest",
+        help="the weights to evaluate: the latest, or the best by the metric --eval-every monitored "
+        "(FID on training images, SSGAN validation accuracy)",
+    )
+    evaluate.add_argument(
         "-o", "--output", default=None, help="with --attack: output folder (default robustness/)"
     )
     evaluate.add_argument("--device", default="cpu")
@@ -337,6 +344,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> None:
         ns.run,
         ns.data,
         ns.device,
+        ns.checkpoint,
         num_samples=ns.num_samples,
         extractor=ns.extractor,
         feature_precision=ns.feature_precision,

@@ -70,3 +70,15 @@ def read_indices(path: str | Path, size: int, labels: torch.Tensor) -> torch.Ten
     if (labels[t] < 0).any():
         raise GankitError(f"--labels-file {path}: points at images that have no label")
     return t
+
+
+def holdout(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of `n` labelled examples (`labels` >= 0) drawn at random from `seed`: a validation
+    split. Its own generator, so the split is the same whatever else a run draws."""
+    pool = torch.nonzero(labels >= 0).flatten()
+    if n > len(pool) - 1:
+        raise GankitError(
+            f"--validation {n}: the data has {len(pool)} labelled images; hold out fewer (0 = none)"
+        )
+    g = torch.Generator().manual_seed(seed)
+    return pool[torch.randperm(len(pool), generator=g)[:n]].sort().values

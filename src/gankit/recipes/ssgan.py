@@ -30,7 +30,7 @@ from ..data import ImageSet, load_dataset
 from ..data.batches import SemiSupervisedBatches
 from ..data.images import load_labelled_folder
 from ..data.mnist import SPECS
-from ..data.subsets import balanced_subset, nonempty_classes, read_indices
+from ..data.subsets import balanced_subset, holdout, nonempty_classes, read_indices
 from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
@@ -84,6 +84,21 @@ class SSGANConfig(TrainConfig):
     input_noise: float = opt(
         0.0, "standard deviation of Gaussian noise added to the classifier's inputs in training (0 = off)"
     )
+    hidden_noise: float = opt(
+        0.0, "standard deviation of Gaussian noise added to each hidden layer of the classifier in training"
+    )
+    weight_norm: bool = opt(
+        False,
+        "weight-normalise the classifier's layers (with --input-noise 0.3 --hidden-noise 0.5: Salimans "
+        "et al.'s MNIST discriminator)",
+        model=True,
+    )
+    validation: int | None = opt(
+        None,
+        "training images held out for selection (never labelled, never trained on; their accuracy is "
+        "logged each epoch and is what --eval-every selects on); default 5000 for named datasets "
+        "(1/12 of smaller ones), 0 for folders (there they are drawn from the labelled images)",
+    )
     entropy_weight: float = opt(
         0.0,
         "weight of the class entropy on unlabelled images, minimised by the classifier (Dai et al. "
@@ -113,8 +128,12 @@ class SSGANConfig(TrainConfig):
             raise GankitError(f"--batch-size {self.batch_size}: must be even (half real, half generated)")
         if self.entropy_weight < 0:
             raise GankitError(f"--entropy-weight {self.entropy_weight}: expected a weight >= 0")
-        if self.input_noise < 0:
-            raise GankitError(f"--input-noise {self.input_noise}: expected a standard deviation >= 0")
+        for name in ("input_noise", "hidden_noise"):
+            if getattr(self, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise GankitError(f"{flag} {getattr(self, name)}: expected a standard deviation >= 0")
+        if self.validation is not None and self.validation < 0:
+            raise GankitError(f"--validation {self.validation}: expected a number of images >= 0")
         if not 0.0 <= self.ema < 1.0:
             raise GankitError(f"--ema {self.ema}: expected a decay in [0, 1)")
         if self.image_size is not None and (self.image_size % 4 or not 8 <= self.image_size <= 64):
@@ -132,7 +151,7 @@ class SSGAN(Recipe):
     name = "ssgan"
     Config = SSGANConfig
     data_format = "labelled"
-    capabilities = frozenset({"classify", "evaluate", "sample"})
+    capabilities = frozenset({"classify", "evaluate", "sample", "monitor"})
     smoke_options = dict(labels=40, epochs=2, batch_size=32, checkpoint_every=3)
     demo_options = dict(
         data="fashion-mnist-small",
@@ -146,7 +165,12 @@ class SSGAN(Recipe):
     def __init__(self, cfg: SSGANConfig, device: torch.device):
         super().__init__(cfg, device)
         self.classifier = SharedDiscriminator(
-            cfg.num_classes, cfg.channels, cfg.image_size, input_noise=cfg.input_noise
+            cfg.num_classes,
+            cfg.channels,
+            cfg.image_size,
+            input_noise=cfg.input_noise,
+            hidden_noise=cfg.hidden_noise,
+            weight_norm=cfg.weight_norm,
         ).to(device, memory_format=torch.channels_last)
         self.modules = {"classifier": self.classifier}
         betas = (cfg.beta1, 0.999)
@@ -166,7 +190,7 @@ class SSGAN(Recipe):
             self.ema = copy.deepcopy(self.classifier).requires_grad_(False).eval()
             self.modules["ema_classifier"] = self.ema
         self.labelled_indices: torch.Tensor | None = None
-        self.eval_data: ImageSet | None = None
+        self.val_data: ImageSet | None = None
 
     # -- data ----------------------------------------------------------------------------------
     @classmethod
@@ -208,32 +232,61 @@ class SSGAN(Recipe):
 
     def attach_data(self, data: ImageSet) -> None:
         cfg = self.cfg
+        if cfg.validation is None:
+            cfg.validation = min(5000, len(data) // 12) if _is_named(cfg.data) else 0
+        val = holdout(data.labels, cfg.validation) if cfg.validation else torch.empty(0, dtype=torch.int64)
+        labels = data.labels.clone()
+        labels[val] = -1  # held out: never drawn as a labelled image
         if cfg.labels_file:
             idx = read_indices(cfg.labels_file, len(data), data.labels)
+            clash = torch.isin(idx, val).sum().item()
+            if clash:
+                raise GankitError(
+                    f"--labels-file {cfg.labels_file}: {clash} of its images are in this run's validation "
+                    f"split of {len(val)}; pass --validation {len(val)} only with indices drawn beside it "
+                    "(a run's labelled_indices.json at the same --validation), or --validation 0"
+                )
         elif cfg.labels is None and not _is_named(cfg.data):  # a user's folder: every labelled image
-            idx = torch.nonzero(data.labels >= 0).flatten()
+            idx = torch.nonzero(labels >= 0).flatten()
         else:
-            classes = nonempty_classes(data.labels, cfg.num_classes, cfg.class_names)
+            classes = nonempty_classes(labels, cfg.num_classes, cfg.class_names)
             n = cfg.labels or 1000 // len(classes) * len(classes)  # default: about 1000, balanced
-            idx = balanced_subset(data.labels, n, cfg.num_classes, cfg.seed, classes)
-        self.labelled_indices = idx
+            idx = balanced_subset(labels, n, cfg.num_classes, cfg.seed, classes)
+        if len(idx) == 0:
+            raise GankitError(f"{cfg.data}: no labelled training images are left beside the validation split")
+        if cfg.eval_every and not len(val):
+            raise GankitError(
+                f"--eval-every {cfg.eval_every}: selects on a validation split; --validation is 0"
+            )
+        self.labelled_indices, self.validation_indices = idx, val
+        keep = torch.ones(len(data), dtype=torch.bool)
+        keep[val] = False
         self.batches = SemiSupervisedBatches(
-            data.images[idx], data.labels[idx], data.images, cfg.batch_size // 2, cfg.seed, self.device
+            data.images[idx], data.labels[idx], data.images[keep], cfg.batch_size // 2, cfg.seed, self.device
         )
         if cfg.lr_decay:
             total = cfg.total_steps(len(self.batches))
             self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
-        self.eval_data = self.load_eval_data(cfg)
+        self.val_data = (
+            ImageSet(data.images[val], data.labels[val], data.classes, data.source) if len(val) else None
+        )
 
     def run_files(self) -> dict:
-        return {
-            "labelled_indices.json": {
-                "indices": self.labelled_indices.tolist(),
+        def record(idx: torch.Tensor, what: str) -> dict:
+            return {
+                "indices": idx.tolist(),
                 "data": self.cfg.data,
                 "seed": self.cfg.seed,
-                "count": len(self.labelled_indices),
+                "count": len(idx),
+                "role": what,
             }
-        }
+
+        files = {"labelled_indices.json": record(self.labelled_indices, "labelled training images")}
+        if len(self.validation_indices):
+            files["validation_indices.json"] = record(
+                self.validation_indices, "held out: never labelled, never trained on; selection only"
+            )
+        return files
 
     # -- training ------------------------------------------------------------------------------
     def train_step(self, batch) -> dict[str, torch.Tensor]:
@@ -306,14 +359,21 @@ class SSGAN(Recipe):
         with modes_kept(self.generator):
             return from_tanh_range(self.generator.eval()(self.fixed_latent))
 
-    def epoch_metrics(self) -> dict:
-        """Test accuracy of the evaluated classifier, logged after each preview epoch (monitoring only:
-        nothing is selected on it)."""
-        if self.eval_data is None:
-            return {}
+    def validation_accuracy(self) -> float:
+        """Accuracy of the evaluated classifier on the held-out validation split (never the test set)."""
         with modes_kept(self.modules.values()):
-            pred, _ = predict(self.inference_module(), self.eval_data.images, self.device)
-        return {"test_accuracy": (pred == self.eval_data.labels).float().mean().item()}
+            pred, _ = predict(self.inference_module(), self.val_data.images, self.device)
+        return (pred == self.val_data.labels.to(pred.device)).float().mean().item()
+
+    def epoch_metrics(self) -> dict:
+        """Validation accuracy after each preview epoch (the test split is read by `evaluate` alone)."""
+        return {} if self.val_data is None else {"val_accuracy": self.validation_accuracy()}
+
+    def monitor(self) -> tuple[str, float, bool]:
+        """Validation accuracy, what --eval-every logs and keeps the best checkpoint by."""
+        if self.val_data is None:
+            raise GankitError("--eval-every: this ssgan run has no validation split (--validation 0)")
+        return "val_accuracy", self.validation_accuracy(), False
 
     def inference_module(self) -> nn.Module:
         return (self.ema if self.ema is not None else self.classifier).eval()
@@ -394,6 +454,13 @@ def evaluate(recipe: SSGAN, run_dir, data: str | None = None) -> dict:
     report.update(
         run_dir=str(run_dir), data=data or f"{cfg.data}:test", weights="ema" if recipe.ema else "last"
     )
+    val_file = Path(run_dir) / "validation_indices.json"
+    if val_file.is_file() and data is None:  # the held-out split, for the record beside the test number
+        train = recipe.load_data(copy.copy(cfg))
+        val = read_indices(val_file, len(train), train.labels)
+        vpred, _ = predict(recipe.inference_module(), train.images[val], recipe.device)
+        report["validation_accuracy"] = (vpred == train.labels[val]).float().mean().item()
+        report["validation_count"] = len(val)
     out = Path(run_dir) / "evaluation"
     write_json_atomic(out / "report.json", report)
     viz.plot_confusion(
@@ -408,6 +475,14 @@ def evaluate(recipe: SSGAN, run_dir, data: str | None = None) -> dict:
         f"accuracy {report['accuracy']:.2%} on {report['count']} images ({report['data']}, "
         f"{report['weights']} weights)",
         "weakest classes: " + ", ".join(f"{k} {v:.1%}" for k, v in worst),
+        *(
+            [
+                f"validation accuracy {report['validation_accuracy']:.2%} on the "
+                f"{report['validation_count']} held-out training images"
+            ]
+            if "validation_accuracy" in report
+            else []
+        ),
         *(f"wrote {f}" for f in report["files"]),
     ]
     return report
