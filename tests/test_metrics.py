@@ -18,7 +18,7 @@ from gankit.errors import GankitError
 from gankit.metrics import GENERATIVE_METRICS
 from gankit.metrics.features import STANDARD, load_extractor
 from gankit.metrics.precision_recall import precision_recall
-from gankit.metrics.quality import RealSet, evaluate_samples, real_features
+from gankit.metrics.quality import RealSet, evaluate_samples, real_features, translation_quality
 
 STANDARD_FILE = standard_extractor_file()
 needs_inception = pytest.mark.skipif(
@@ -183,3 +183,52 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path, idx_dir):
     assert [r["step"] for r in logged if "fid_train" in r] == [2, 4, 6]
     with pytest.raises(GankitError, match="--eval-every 5: a pix2pix run has no quality metric"):
         gankit.train("pix2pix", data=str(tmp_path), eval_every=5, out=str(tmp_path / "p"), progress=False)
+
+
+@needs_inception
+def test_translation_quality_scores_outputs_against_real_targets():
+    real = toy_uint8(12, seed=3)
+    same = translation_quality(real, RealSet(real, "toy:val targets", "val"), str(STANDARD_FILE))
+    other = translation_quality(
+        toy_uint8(12, seed=4).flip(-1), RealSet(real, "toy:val targets", "val"), str(STANDARD_FILE)
+    )
+    assert abs(same["metrics"]["fid"]) < 1e-2 < other["metrics"]["fid"]
+    p = same["protocol"]
+    assert p["real"]["count"] == 12 and p["generated"]["count"] == 12 and p["comparable"]
+
+
+def test_translation_quality_is_skipped_not_fatal_when_it_cannot_be_measured(monkeypatch):
+    import dataclasses
+
+    import gankit.metrics.features as features
+
+    real = toy_uint8(12, seed=3)
+    few = translation_quality(real[:5], RealSet(real[:5], "toy", "val"))
+    assert "too few" in few["skipped"]
+    # Offline, nothing cached: the pixel scores stand and the note says how to get FID.
+    monkeypatch.setattr(
+        features, "STANDARD", dataclasses.replace(features.STANDARD, url="http://127.0.0.1:9/x.pt")
+    )
+    offline = translation_quality(real, RealSet(real, "toy", "val"))
+    assert "--extractor PATH" in offline["skipped"]
+    with pytest.raises(GankitError, match="--extractor .*no such file"):  # a named file must work
+        translation_quality(real, RealSet(real, "toy", "val"), "missing.pt")
+
+
+@needs_inception
+def test_pix2pix_evaluate_adds_fid_of_outputs_vs_targets(tmp_path):
+    from test_pix2pix import make_aligned
+
+    root = make_aligned(tmp_path / "pairs", (("train", 4), ("val", 10)), size=64)
+    run = tmp_path / "run"
+    gankit.train(
+        "pix2pix", data=str(root), image_size=64, max_steps=2, batch_size=2, out=str(run), progress=False
+    )
+    r = gankit.api.evaluate(run, extractor=str(STANDARD_FILE))
+    q = r["quality"]
+    assert q["protocol"]["real"] == {"source": f"{root / 'val'} targets", "split": "val", "count": 10}
+    assert q["metrics"]["fid"] > 0 and any(
+        line.strip().startswith("outputs vs targets: FID") for line in r["lines"]
+    )
+    saved = json.loads((run / "evaluation" / "report.json").read_text())
+    assert saved["quality"]["metrics"]["fid"] == q["metrics"]["fid"]

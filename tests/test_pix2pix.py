@@ -206,6 +206,7 @@ def test_train_lowers_l1_then_translate_and_evaluate(tmp_path):
     r = api.evaluate(run)
     assert r["split"] == "val" and r["pairs"] == 3 and Path(r["panel"]).exists()
     assert r["model"]["l1"] < r["baselines"]["copy_input"]["l1"]
+    assert "too few" in r["quality"]["skipped"]  # 3 pairs: FID is not measured, the pixel scores stand
     assert (run / "evaluation" / "report.json").exists()
 
 

@@ -110,7 +110,7 @@ def test_short_run_beats_chance_by_far_and_its_supervised_control(tmp_path):
     assert json.loads((tmp_path / "base/labelled_indices.json").read_text())["indices"] == indices
     assert "generator" not in gankit.api.load_recipe(tmp_path / "base").modules
     assert b["steps"] == s["steps"]
-    assert s["last_metrics"]["test_accuracy"] >= b["last_metrics"]["test_accuracy"] + 0.01
+    assert r["accuracy"] >= gankit.api.evaluate(tmp_path / "base")["accuracy"] + 0.01
 
 
 def test_entropy_term_makes_unlabelled_predictions_confident(tmp_path):
@@ -196,8 +196,52 @@ def test_labelled_folder_train_classify_and_errors(tmp_path, capsys):
 
 def test_ssgan_demo_runs_offline(tmp_path, capsys):
     assert (
-        main(["demo", "--recipe", "ssgan", "--epochs", "1", "--out", str(tmp_path / "demo"), "--json"]) == 0
+        main(["demo", "--recipe", "ssgan", "--epochs", "2", "--out", str(tmp_path / "demo"), "--json"]) == 0
     )
     s = json.loads(capsys.readouterr().out)
-    assert s["steps"] == 40 and s["last_metrics"]["test_accuracy"] > 0.15  # chance: 0.10 +- 0.013
+    # 4,000 images less the 333 held out for validation, 100 per step; chance: 0.10 +- 0.016
+    assert s["steps"] == 2 * ((4000 - 333) // 100) and s["last_metrics"]["val_accuracy"] > 0.15
     assert (tmp_path / "demo" / "labelled_indices.json").exists()
+
+
+def test_validation_split_is_held_out_logged_and_selected_on(tmp_path, capsys):
+    """The validation images are never labelled and never trained on; their accuracy (not the test
+    set's) is logged each epoch and is what --eval-every keeps the best checkpoint by."""
+    run = tmp_path / "v"
+    opts = {**QUICK, "epochs": 2, "max_steps": 30, "validation": 400}
+    gankit.train("ssgan", out=str(run), eval_every=10, **opts)
+    val = json.loads((run / "validation_indices.json").read_text())
+    lab = json.loads((run / "labelled_indices.json").read_text())["indices"]
+    assert val["count"] == 400 == len(set(val["indices"])) and not set(val["indices"]) & set(lab)
+    recipe = gankit.api.load_recipe(run)
+    data = recipe.load_data(recipe.cfg)
+    recipe.attach_data(data)
+    assert len(recipe.batches.pool.images) == 4000 - 400  # the unlabelled stream excludes them too
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not any("test_accuracy" in r for r in rows)
+    monitored = [r["val_accuracy"] for r in rows if "val_accuracy" in r]
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["metric"] == "val_accuracy" and best["value"] == pytest.approx(max(monitored), abs=1e-4)
+    r = gankit.api.evaluate(run, checkpoint="best")
+    assert r["checkpoint"] == "best.safetensors" and r["validation_count"] == 400
+    assert r["validation_accuracy"] == pytest.approx(best["value"], abs=1e-4)
+    # a labelled subset that overlaps this split, and selection without a split, are refused
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(val["indices"][:10]))
+    with pytest.raises(GankitError, match="bad.json: 10 of its images are in this run's validation split"):
+        gankit.train("ssgan", out=str(tmp_path / "x"), **{**opts, "labels": None, "labels_file": str(bad)})
+    assert main(["train", "ssgan", "--data", EMBEDDED, "--validation", "0", "--eval-every", "5"]) == 1
+    assert "--eval-every 5: selects on a validation split" in capsys.readouterr().err
+    gankit.train("ssgan", out=str(tmp_path / "nobest"), **{**opts, "max_steps": 2})
+    assert main(["evaluate", str(tmp_path / "nobest"), "--checkpoint", "best"]) == 1
+    assert "--checkpoint best: " in capsys.readouterr().err
+
+
+def test_weight_norm_and_hidden_noise():
+    net = SharedDiscriminator(10, 1, 28, hidden_noise=0.5, weight_norm=True)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    assert net.convs[0].parametrizations.weight.original0.shape == (128, 1, 1, 1)  # g per output
+    net.eval()
+    assert torch.equal(net(x)[0], net(x)[0])  # no noise in eval
+    net.train()
+    assert not torch.equal(net.features(x), net.features(x))

@@ -49,6 +49,10 @@ def _table(d: dict, numeric: bool = False) -> str:
     return f"<table>{body}</table>"
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def write_report(run_dir: str | Path, report: dict) -> Path:
     """Write RUN/evaluation/report.html from the run's files and the evaluation `report`."""
     run = Path(run_dir)
@@ -62,10 +66,25 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
     metrics = report.get("metrics") or {
         k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
-    if metrics:
-        parts += ["<h2>Metrics</h2>", _table(metrics, numeric=True)]
+    scores = {  # e.g. pix2pix's model and baselines: dicts of numbers
+        k: v
+        for k, v in report.items()
+        if k != "metrics"
+        and not k.startswith("quality")
+        and isinstance(v, dict)
+        and v
+        and all(isinstance(x, dict) or _is_number(x) for x in v.values())
+    }
+    if metrics or scores:
+        parts += ["<h2>Metrics</h2>", _table({**metrics, **scores}, numeric=True)]
     if report.get("protocol"):
         parts += ["<h2>Protocol</h2>", _table(report["protocol"])]
+    for k, v in report.items():  # translation recipes: FID/KID per direction, each with its protocol
+        if k.startswith("quality") and isinstance(v, dict):
+            parts.append(f"<h2>Image quality ({html.escape(k)})</h2>")
+            parts += (
+                [_table(v["metrics"], numeric=True), _table(v["protocol"])] if "metrics" in v else [_table(v)]
+            )
     panels = sorted((run / "evaluation").glob("*.png"))
     if panels:
         parts += ["<h2>Evaluation panels</h2>", *(_img(p, p.stem) for p in panels)]

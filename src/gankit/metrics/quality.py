@@ -90,8 +90,10 @@ def evaluate_samples(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    standard_count: int = STANDARD_COUNT,
 ) -> dict:
-    """Every registered metric of uint8 `fake` images against `real`, with the protocol."""
+    """Every registered metric of uint8 `fake` images against `real`, with the protocol. The numbers
+    are flagged comparable with published ones from `standard_count` generated images on."""
     if precision not in PRECISIONS:
         raise GankitError(f"--feature-precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     for what, n in (("generated", len(fake)), ("real", len(real.images))):
@@ -120,11 +122,11 @@ def evaluate_samples(
         "kid": "cubic polynomial kernel, 100 subsets of min(1000, counts)",
         "precision_recall": "Kynkaanniemi et al. 2019, k = 3",
         "real_feature_cache": str(cache),
-        "comparable": len(fake) >= STANDARD_COUNT,
+        "comparable": len(fake) >= standard_count,
     }
     if not protocol["comparable"]:
         protocol["note"] = (
-            f"{len(fake)} generated images: below the standard {STANDARD_COUNT}; FID is biased upwards at "
+            f"{len(fake)} generated images: below the standard {standard_count}; FID is biased upwards at "
             "small counts, so this number is not comparable with published ones"
         )
     if real.split == "train":
@@ -184,3 +186,46 @@ def fid_of(fake: torch.Tensor, real: RealSet, extractor_path: str | None = None,
     real_feats, _, _ = real_features(real, extractor, "fp32", progress=False)
     fake_feats = extract(extractor, _batches(to_uint8(fake), 64), len(fake), "fp32", progress=False)
     return fid(real_feats, fake_feats)["fid"]
+
+
+def translation_quality(
+    fake: torch.Tensor,
+    real: RealSet,
+    extractor: str | None = None,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+) -> dict:
+    """FID, KID, precision and recall of translated images (uint8 or [0, 1]) against the real images of
+    the target domain on the same split; the standard protocol of translation papers is the whole
+    held-out split, so the numbers count as comparable at that count.
+
+    Returns {"metrics", "protocol"}, or {"skipped": reason} when the split has fewer than MIN_SAMPLES
+    images or, with no `extractor` named, the standard one cannot be had (offline, first use): the
+    pixel scores still stand then. A named extractor that fails is the user's error and raises.
+    """
+    fake = to_uint8(fake) if fake.is_floating_point() else fake
+    n = min(len(fake), len(real.images))
+    if n < MIN_SAMPLES:
+        return {"skipped": f"{n} images: too few for FID/KID (at least {MIN_SAMPLES})"}
+    if extractor is None:
+        from ..data.download import download
+        from .features import STANDARD
+
+        try:
+            extractor = str(download(STANDARD, cache_dir() / "extractors", progress=False))
+        except GankitError as e:
+            return {"skipped": f"{e}; pass --extractor PATH (a local TorchScript Inception pool3)"}
+    r = evaluate_samples(fake, real, extractor, precision, device=device, progress=False, standard_count=n)
+    r["protocol"]["generated"]["source"] = "translated held-out inputs"
+    return {"metrics": r["metrics"], "protocol": r["protocol"]}
+
+
+def quality_line(name: str, q: dict) -> str:
+    """One summary line of a `translation_quality` result."""
+    if "skipped" in q:
+        return f"  {name}: FID skipped ({q['skipped']})"
+    m, p = q["metrics"], q["protocol"]
+    return (
+        f"  {name}: FID {m['fid']:.2f}  KID {m['kid'] * 1000:.2f} x 1e-3 (+- {m['kid_std'] * 1000:.2f})  "
+        f"({p['generated']['count']} translated vs {p['real']['count']} real {p['real']['source']})"
+    )

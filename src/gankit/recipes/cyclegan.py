@@ -23,7 +23,14 @@ from ..config import opt
 from ..data.paired import fetch_archive_set
 from ..data.pairs import jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
-from ..data.unpaired import CYCLEGAN_SETS, CYCLEGAN_URL, UnpairedBatches, UnpairedData, load_domains
+from ..data.unpaired import (
+    CYCLEGAN_SETS,
+    CYCLEGAN_URL,
+    UnpairedBatches,
+    UnpairedData,
+    domain_folders,
+    load_domains,
+)
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
@@ -264,14 +271,25 @@ class CycleGAN(Recipe):
             cout,
         )
 
-    def evaluate(self, run_dir, data: str | None = None, **_) -> dict:
-        """A panel of test images in both directions with their cycle reconstructions, and the mean
-        cycle L1 per direction (how well each image survives A->B->A and B->A->B)."""
+    def evaluate(
+        self,
+        run_dir,
+        data: str | None = None,
+        extractor: str | None = None,
+        feature_precision: str = "fp32",
+        **_,
+    ) -> dict:
+        """A panel of test images in both directions with their cycle reconstructions, the mean cycle
+        L1 per direction (how well each image survives A->B->A and B->A->B), and FID/KID of each
+        direction's translations against the real test images of the target domain."""
+        from ..metrics.quality import RealSet, quality_line, translation_quality
+
         cfg = self.cfg
         if data is not None:
             cfg.data = data
         self.root = resolve_unpaired_root(cfg)
         a, b = self.test_images()
+        split = domain_folders(self.root, "test")[0].name.removesuffix("A") or "all"
         run = Path(run_dir)
         res = {"test_a": len(a), "test_b": len(b)}
         tiles = []
@@ -285,6 +303,11 @@ class CycleGAN(Recipe):
             )
             orig = imgs.float().div(255)
             res[f"cycle_l1_{name}"] = round((rec - orig).abs().mean().item(), 5)
+            target = b if to == "B" else a
+            real = RealSet(target, f"{Path(str(self.root)).name}:{split}{to}", split)
+            res[f"quality_{to}"] = translation_quality(
+                fake_u8, real, extractor, feature_precision, self.device
+            )
             for i in range(min(4, len(imgs))):
                 tiles += [as_rgb(orig[i : i + 1])[0], as_rgb(fake[i : i + 1])[0], as_rgb(rec[i : i + 1])[0]]
         panel = run / "evaluation" / "panel.png"
@@ -294,6 +317,8 @@ class CycleGAN(Recipe):
         res["lines"] = [
             f"{len(a)} A and {len(b)} B test images",
             f"  cycle L1 A->B->A {res['cycle_l1_A->B->A']:.4f}, B->A->B {res['cycle_l1_B->A->B']:.4f}",
+            quality_line("A->B vs real B", res["quality_B"]),
+            quality_line("B->A vs real A", res["quality_A"]),
             f"wrote {panel} (rows: image | translated | reconstructed)",
         ]
         return res

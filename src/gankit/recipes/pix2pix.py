@@ -38,6 +38,7 @@ from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..io import write_json_atomic
 from ..metrics.image import l1, psnr, ssim
+from ..metrics.quality import RealSet, quality_line, translation_quality
 from ..nn.modes import modes_kept
 from ..nn.patchgan import PatchDiscriminator
 from ..nn.unet import UNetGenerator
@@ -229,10 +230,21 @@ class Pix2Pix(GANRecipe):
             self.cfg.out_channels,
         )
 
-    def evaluate(self, run_dir, data: str | None = None, **_) -> dict:
+    def evaluate(
+        self,
+        run_dir,
+        data: str | None = None,
+        extractor: str | None = None,
+        feature_precision: str = "fp32",
+        **_,
+    ) -> dict:
         """L1, PSNR and SSIM on the validation pairs (val/, else test/), beside two trivial baselines
-        (copying the input; the mean training target), and a panel input | target | output."""
-        return evaluate_pairs(self, Path(run_dir), data)
+        (copying the input; the mean training target); FID/KID of the outputs against the real targets
+        of that split (standard Inception features; see metrics.quality.translation_quality); and a
+        panel input | target | output."""
+        return evaluate_pairs(
+            self, Path(run_dir), data, extractor=extractor, feature_precision=feature_precision
+        )
 
 
 def held_out_pairs(root: Path) -> PairList | None:
@@ -242,7 +254,14 @@ def held_out_pairs(root: Path) -> PairList | None:
     return list_pairs(root, "val")
 
 
-def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int = 6) -> dict:
+def evaluate_pairs(
+    recipe: Pix2Pix,
+    run: Path,
+    data: str | None,
+    panel_rows: int = 6,
+    extractor: str | None = None,
+    feature_precision: str = "fp32",
+) -> dict:
     cfg = recipe.cfg
     if data is not None:
         cfg.data = data
@@ -282,6 +301,8 @@ def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int
     mean_target = ty.float().div(255).mean(0, keepdim=True).expand_as(yf)
     baselines["mean_train_target"] = scores(mean_target)
     result["baselines"] = baselines
+    real = RealSet(y, f"{pairs.source} targets", split)
+    result["quality"] = translation_quality(outs, real, extractor, feature_precision, recipe.device)
     n = min(panel_rows, len(x))
     tiles = torch.stack(
         [
@@ -307,6 +328,7 @@ def evaluate_pairs(recipe: Pix2Pix, run: Path, data: str | None, panel_rows: int
         f"{len(x)} {split} pairs of {pairs.source}:",
         line("model", result["model"]),
         *(line(k, v) for k, v in baselines.items()),
+        quality_line("outputs vs targets", result["quality"]),
         f"wrote {panel} and {run / 'evaluation' / 'report.json'}",
     ]
     return result
