@@ -367,6 +367,8 @@ def test_evaluate_attack_cli_on_a_labelled_folder(model, tmp_path, capsys):
     worst = [r["robust_accuracy"] for r in rep["rows"] if r["attack"] == "worst-case"]
     assert worst == sorted(worst, reverse=True) and worst[-1] < 0.2
     assert all((tmp_path / "rob" / f"robustness.{e}").exists() for e in ("json", "csv", "png"))
+    page = (tmp_path / "rob" / "robustness.html").read_text()  # self-contained: curve embedded, table
+    assert page.count('src="data:image/png;base64,') == 1 and page.count("<tr>") == 1 + len(rep["rows"])
     (tmp_path / "data" / "unicorn").mkdir()
     Image.new("L", (28, 28)).save(tmp_path / "data" / "unicorn" / "u.png")
     assert (

@@ -98,9 +98,37 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
         parts += ["<h2>Previews over training</h2>", *(_img(p, p.stem, 240) for p in previews)]
     if config:
         parts += ["<h2>Configuration</h2>", _table(config)]
-    doc = (
+    write_text_atomic(out, _page(title, parts))
+    return out
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
-    write_text_atomic(out, doc)
-    return out
+
+
+def _grid(rows: list[dict]) -> str:
+    """A table with a header row from a list of records."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+
+    def cell(v) -> str:
+        text = f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+        return f'<td class="num">{html.escape(text)}</td>'
+
+    body = "".join("<tr>" + "".join(cell(r.get(k)) for k in keys) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_robustness_page(report: dict, out: Path, title: str) -> Path:
+    """OUT/robustness.html: the robust-accuracy curve (embedded) and its table, self-contained."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.append(f"<pre>clean accuracy {report['clean_accuracy']:.2%} on {report['count']} images</pre>")
+    if (out / "robustness.png").is_file():
+        parts += ["<h2>Robust accuracy against epsilon</h2>", _img(out / "robustness.png", "attack curves")]
+    parts += ["<h2>Per attack and epsilon</h2>", _grid(report["rows"])]
+    path = out / "robustness.html"
+    write_text_atomic(path, _page(title, parts))
+    return path

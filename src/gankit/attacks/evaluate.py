@@ -69,7 +69,8 @@ def _row(eps, attack, correct, clean_correct, linf, l2) -> dict:
 
 
 def write_report(report: dict, out: Path, title: str = "") -> list[str]:
-    """robustness.json, robustness.csv and robustness.png (robust accuracy vs eps) into `out`."""
+    """robustness.json, robustness.csv, robustness.png (robust accuracy vs eps) and robustness.html (a
+    self-contained page of both) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "robustness.json", report)
     buf = io.StringIO()
@@ -102,4 +103,7 @@ def write_report(report: dict, out: Path, title: str = "") -> list[str]:
     with atomic_path(out / "robustness.png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-    return [str(out / f"robustness.{e}") for e in ("json", "csv", "png")]
+    from ..report import write_robustness_page
+
+    write_robustness_page(report, out, title or "robustness")
+    return [str(out / f"robustness.{e}") for e in ("json", "csv", "png", "html")]
