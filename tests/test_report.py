@@ -42,7 +42,8 @@ def idx_dir_module(tmp_path_factory):
 def test_report_html_is_self_contained(evaluated_run):
     page = (evaluated_run / "evaluation" / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,', page)
-    assert len(images) >= 3  # confusion matrix, loss curves, previews
+    assert len(images) >= 4  # confusion matrix, validation accuracy over training, loss curves, previews
+    assert "Quality over training" in page and (evaluated_run / "monitored.png").is_file()
     assert "accuracy" in page and '"recipe"' not in page and "ssgan" in page
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from elsewhere
 

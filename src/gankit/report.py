@@ -88,6 +88,12 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
     panels = sorted((run / "evaluation").glob("*.png"))
     if panels:
         parts += ["<h2>Evaluation panels</h2>", *(_img(p, p.stem) for p in panels)]
+    if (run / "metrics.jsonl").is_file():
+        from .viz import plot_monitored
+
+        curve = plot_monitored(run / "metrics.jsonl", run / "monitored.png", title)
+        if curve is not None:
+            parts += ["<h2>Quality over training</h2>", _img(curve, "monitored metric")]
     if (run / "loss.png").is_file():
         parts += ["<h2>Losses</h2>", _img(run / "loss.png", "loss curves")]
     previews = sorted((run / "previews").glob("epoch-*.png"))

@@ -52,21 +52,38 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 
 def plot_losses(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     """Plot every loss_* series of metrics.jsonl against the step into a PNG."""
+    return plot_series(metrics_path, out, lambda k: k.startswith("loss"), "loss", title)
+
+
+# Quality measured along training (--eval-every, SSGAN's per-epoch validation accuracy).
+MONITORED = ("fid_train", "val_accuracy")
+
+
+def plot_monitored(metrics_path: Path, out: Path, title: str = "") -> Path | None:
+    """Plot the monitored quality series of metrics.jsonl (FID on training images, validation
+    accuracy) against the step into a PNG; None when the run logged none."""
+    return plot_series(metrics_path, out, lambda k: k in MONITORED, "monitored metric", title, marker="o")
+
+
+def plot_series(
+    metrics_path: Path, out: Path, keep, ylabel: str, title: str = "", marker: str | None = None
+) -> Path | None:
+    """Plot the series of metrics.jsonl whose names pass `keep` against the step; None if none."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    if not records:
+    keys = sorted({k for r in records for k in r if keep(k)})
+    if not keys:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for r in records for k in r if k.startswith("loss")})
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for k in keys:
         pts = np.array([(r["step"], r[k]) for r in records if k in r])
-        ax.plot(pts[:, 0], pts[:, 1], label=k)
+        ax.plot(pts[:, 0], pts[:, 1], label=k, marker=marker)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
