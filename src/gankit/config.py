@@ -89,8 +89,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A stored config; options it predates take their `BEFORE` value (what runs did then), so a
+        resumed old run trains exactly as it began."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        before = {k: v for k, v in cls.BEFORE.items() if k not in d}
+        return cls(**{**before, **{k: v for k, v in d.items() if k in names}})
+
+    # Options added later -> the behaviour of runs stored before them (see from_dict).
+    BEFORE: typing.ClassVar[dict] = {}
 
     def total_steps(self, per_epoch: int) -> int:
         """Optimisation steps the run makes: epochs x steps per epoch, capped by max_steps."""

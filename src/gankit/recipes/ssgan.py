@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -119,6 +120,7 @@ class SSGANConfig(TrainConfig):
     class_names: list | None = opt(None, "class names (from the data)", cli=False)
     preview_every: int = 1
     checkpoint_every: int = 1000
+    BEFORE: ClassVar[dict] = {"validation": 0}  # runs stored before the validation split had none
 
     def validate(self) -> None:
         super().validate()
