@@ -62,13 +62,14 @@ MONITORED = ("fid_train", "val_accuracy")
 def plot_monitored(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     """Plot the monitored quality series of metrics.jsonl (FID on training images, validation
     accuracy) against the step into a PNG; None when the run logged none."""
-    return plot_series(metrics_path, out, lambda k: k in MONITORED, "monitored metric", title, marker="o")
+    return plot_series(metrics_path, out, lambda k: k in MONITORED, None, title, marker="o")
 
 
 def plot_series(
-    metrics_path: Path, out: Path, keep, ylabel: str, title: str = "", marker: str | None = None
+    metrics_path: Path, out: Path, keep, ylabel: str | None, title: str = "", marker: str | None = None
 ) -> Path | None:
-    """Plot the series of metrics.jsonl whose names pass `keep` against the step; None if none."""
+    """Plot the series of metrics.jsonl whose names pass `keep` against the step; None if none. The
+    y label defaults to the series' name(s)."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     keys = sorted({k for r in records for k in r if keep(k)})
     if not keys:
@@ -83,8 +84,8 @@ def plot_series(
         pts = np.array([(r["step"], r[k]) for r in records if k in r])
         ax.plot(pts[:, 0], pts[:, 1], label=k, marker=marker)
     ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(ylabel or ", ".join(keys))
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
