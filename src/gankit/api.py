@@ -115,7 +115,7 @@ def load_recipe(run_dir: str | Path, device: str = "cpu", checkpoint: str = "lat
     dev = pick_device(device)
     r = get_recipe(cfg.recipe)(cfg, dev)
     if checkpoint == "best":
-        path = run.checkpoints / "best.safetensors"
+        path = run.best_checkpoint
         if not path.is_file():
             raise GankitError(
                 f"--checkpoint best: {run.path} has none (train with --eval-every N to keep one)"

@@ -63,9 +63,7 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
     lines = report.get("lines", [])
     if lines:
         parts.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
-    metrics = report.get("metrics") or {
-        k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+    metrics = report.get("metrics") or {k: v for k, v in report.items() if _is_number(v)}
     scores = {  # e.g. pix2pix's model and baselines: dicts of numbers
         k: v
         for k, v in report.items()

@@ -20,6 +20,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.previews = self.path / "previews"
         self.checkpoints = self.path / "checkpoints"
+        self.best_checkpoint = self.checkpoints / "best.safetensors"  # kept by --eval-every
         self.loss_plot = self.path / "loss.png"
         self.sessions = self.path / "sessions.jsonl"
 

@@ -248,7 +248,7 @@ class Trainer:
         if best is None or (value < best if lower_is_better else value > best):
             self.progress.best = value
             if self.main:
-                save_checkpoint(self.run.checkpoints / "best.safetensors", self.state())
+                save_checkpoint(self.run.best_checkpoint, self.state())
                 write_json_atomic(
                     self.run.checkpoints / "best.json",
                     {"step": self.progress.step, "metric": name, "value": value},

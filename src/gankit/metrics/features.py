@@ -46,13 +46,18 @@ class Extractor:
         return self.sha256[:12]
 
 
+def standard_extractor(progress: bool = True) -> Path:
+    """The standard FID Inception file: from the cache after its checksum, else downloaded once."""
+    return download(STANDARD, cache_dir() / "extractors", progress)
+
+
 def load_extractor(
     path: str | Path | None = None, device: str | torch.device = "cpu", progress=True
 ) -> Extractor:
     """The extractor at `path` (a TorchScript file the user trusts), else the standard one, downloaded
     once and checked against its published sha256."""
     if path is None:
-        path = download(STANDARD, cache_dir() / "extractors", progress)
+        path = standard_extractor(progress)
     path = Path(path)
     if not path.is_file():
         raise GankitError(

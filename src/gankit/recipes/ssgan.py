@@ -372,9 +372,8 @@ class SSGAN(Recipe):
         return {} if self.val_data is None else {"val_accuracy": self.validation_accuracy()}
 
     def monitor(self) -> tuple[str, float, bool]:
-        """Validation accuracy, what --eval-every logs and keeps the best checkpoint by."""
-        if self.val_data is None:
-            raise GankitError("--eval-every: this ssgan run has no validation split (--validation 0)")
+        """Validation accuracy, what --eval-every logs and keeps the best checkpoint by (attach_data
+        refuses --eval-every without a validation split)."""
         return "val_accuracy", self.validation_accuracy(), False
 
     def inference_module(self) -> nn.Module:
