@@ -48,8 +48,11 @@ def idx_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
-    """Every test gets its own download cache and working directory; torch uses its default seed."""
+    """Every test gets its own download cache and working directory; torch uses its default seed;
+    `--precision auto` means fp32 (the same on every CPU, unmeasured; tests/test_precision.py
+    measures)."""
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
 

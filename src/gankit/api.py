@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import RESUMABLE_KEYS, TrainConfig, flag, load_config
-from .device import pick_device
+from .device import auto_precision, pick_device
 from .engine.checkpoint import load_checkpoint, load_latest
 from .engine.rundir import RunDir
 from .engine.trainer import Trainer
@@ -50,6 +50,8 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
         raise GankitError(f"--eval-every {cfg.eval_every}: a {recipe} run has no quality metric to monitor")
     device = pick_device(cfg.device)
     data = cls.load_data(cfg)
+    if cfg.precision == "auto":  # measured once per machine; stored so that a resumed run keeps it
+        cfg.auto_precision = f"{device.type}:{auto_precision(device)}"
     _seed_everything(cfg.seed)
     r = cls(cfg, device)
     r.attach_data(data)

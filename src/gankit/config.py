@@ -39,7 +39,12 @@ class TrainConfig:
     lr: float = opt(2e-4, "learning rate")
     seed: int = opt(0, "seeds every random draw: same seed + same device = same run")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = opt("auto", "fp32, bf16 autocast, or auto (bf16 where it pays)", choices=PRECISIONS)
+    precision: str = opt(
+        "auto", "fp32, bf16 autocast, or auto (bf16 where it measures faster here)", choices=PRECISIONS
+    )
+    auto_precision: str | None = opt(
+        None, "what --precision auto chose when the run started, as DEVICE_TYPE:fp32|bf16", cli=False
+    )
     preview_every: int = opt(10, "write a sample grid every N epochs (and after the first and last)")
     checkpoint_every: int = opt(500, "save a checkpoint every N steps (and at the end)")
     keep_checkpoints: int = opt(3, "how many recent checkpoints to keep")

@@ -1,12 +1,29 @@
-"""Device and precision selection: CUDA, then Apple MPS, then CPU; nothing assumes a GPU."""
+"""Device and precision selection: CUDA, then Apple MPS, then CPU; nothing assumes a GPU.
+
+`--precision auto` is decided by measurement, not by a CPU flag: the first time a machine trains
+with it, `calibrate` times a small convolutional training step in fp32 and under bf16 autocast
+(about a second) and bf16 is chosen when it is clearly faster. The result is cached per machine
+(device, CPU model, threads, torch version) in `<cache>/precision.json`, and each run stores what it
+chose (`TrainConfig.auto_precision`), so a resumed run keeps it.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
 
 import torch
 
 from .errors import GankitError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# bf16 must beat fp32 by this factor to be chosen: a tie is not worth the rounding.
+BF16_MIN_SPEEDUP = 1.1
+# Environment override of the measured choice (fp32 or bf16), e.g. for reproducible test runs.
+AUTO_ENV = "GANKIT_AUTO_PRECISION"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -28,22 +45,169 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def bf16_pays(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up here (measured: 2.2x on an AMX Xeon, see benchmarks/)."""
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> dict[str, bool]:
+    """The vector extensions that decide CPU speed here: AVX-512, AVX512-BF16, AMX."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_tile" in flags,
+    }
+
+
+def machine_key(device: torch.device) -> str:
+    """What a precision measurement depends on: the device's model, threads and torch's version."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        # Without AMX tiles, bf16 convolutions on CPU are no faster than fp32.
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        return bool(amx and amx())
-    return False
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = f"{cpu_model()} x{torch.get_num_threads()} threads"
+    return f"{device.type}|{what}|torch {torch.__version__}"
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` (`auto` = bf16 where it pays), or None for fp32."""
+def _calibration_step(device: torch.device, dtype: torch.dtype | None):
+    """A small GAN-like training step: strided convolutions, batch norm, leaky ReLU, fwd + bwd."""
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(  # the layer kinds of the recipes' networks, U-Net-like in shape
+        torch.nn.Conv2d(3, 64, 4, 2, 1),
+        torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(64, 128, 4, 2, 1),
+        torch.nn.BatchNorm2d(128),
+        torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(128, 128, 3, 1, 1),
+        torch.nn.InstanceNorm2d(128),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(128, 64, 4, 2, 1),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(64, 3, 4, 2, 1),
+        torch.nn.Tanh(),
+    ).to(device, memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 96, 96, generator=g).to(device, memory_format=torch.channels_last)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = net(x).float().square().mean()
+        loss.backward()
+        return loss
+
+    return step
+
+
+def _time(step, device: torch.device, repeats: int = 5) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    step()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def calibrate(device: torch.device) -> dict:
+    """Time the calibration step in fp32 and bf16 here; return the measurement and the choice."""
+    t0 = time.perf_counter()
+    # The networks' initialisation must not move the caller's random streams (reproducible runs).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        fp32 = _time(_calibration_step(device, None), device)
+        try:
+            bf16 = _time(_calibration_step(device, torch.bfloat16), device)
+        except RuntimeError:  # no bf16 kernels on this device
+            bf16 = float("inf")
+    speedup = fp32 / bf16
+    return {
+        "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
+        "bf16_speedup": round(speedup, 3),
+        "fp32_ms": round(1000 * fp32, 2),
+        "bf16_ms": round(1000 * bf16, 2) if bf16 != float("inf") else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "machine": machine_key(device),
+        "cpu_features": cpu_features() if device.type == "cpu" else None,
+    }
+
+
+def _cache_file():
+    from .data.download import cache_dir
+
+    return cache_dir() / "precision.json"
+
+
+def auto_precision(device: torch.device, quiet: bool = False) -> str:
+    """What `--precision auto` means on `device`: `bf16` or `fp32`, measured once per machine.
+
+    MPS trains in fp32 (no bf16 autocast there). `$GANKIT_AUTO_PRECISION` overrides the measurement.
+    """
+    forced = os.environ.get(AUTO_ENV)
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise GankitError(f"${AUTO_ENV}={forced!r}: expected fp32 or bf16")
+        return forced
+    if device.type not in ("cpu", "cuda"):
+        return "fp32"
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp32"
+    path, key = _cache_file(), machine_key(device)
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache and cache[key].get("precision") in ("fp32", "bf16"):
+        return cache[key]["precision"]
+    result = calibrate(device)
+    cache[key] = result
+    try:
+        from .io import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, cache)
+    except OSError:
+        pass  # a read-only cache only costs the measurement next time
+    if not quiet:
+        print(
+            f"precision auto: {result['precision']} (bf16 autocast measured {result['bf16_speedup']:.2f}x "
+            f"the speed of fp32 on this {device.type} in {result['seconds']:.1f} s; cached in {path})",
+            file=sys.stderr,
+        )
+    return result["precision"]
+
+
+def resolve_precision(precision: str, device: torch.device, chosen: str | None = None) -> str:
+    """`fp32` or `bf16` for a run: `auto` takes `chosen` ("DEVICE_TYPE:PRECISION", what the run
+    chose when it started) when it was chosen for this device type, else measures (cached)."""
     if precision not in PRECISIONS:
         raise GankitError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "fp32" or (precision == "auto" and not bf16_pays(device)):
+    if precision != "auto":
+        return precision
+    if chosen and chosen.partition(":")[0] == device.type:
+        return chosen.partition(":")[2]
+    return auto_precision(device)
+
+
+def autocast_dtype(precision: str, device: torch.device, chosen: str | None = None) -> torch.dtype | None:
+    """The autocast dtype for `precision` (`auto` = bf16 where it measured faster), or None for fp32."""
+    if resolve_precision(precision, device, chosen) == "fp32":
         return None
     if device.type == "mps":
         raise GankitError("--precision bf16 is not supported on MPS; use fp32")

@@ -1,0 +1,65 @@
+"""`--precision auto`: decided by a measurement on this machine, cached, stored with the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import gankit
+from gankit import device as device_module
+from gankit.device import auto_precision, calibrate, resolve_precision
+from gankit.errors import GankitError
+
+CPU = torch.device("cpu")
+
+
+def test_calibration_times_both_precisions_and_chooses_by_the_ratio():
+    r = calibrate(CPU)
+    assert r["fp32_ms"] > 0 and r["seconds"] < 30
+    speedup = r["fp32_ms"] / r["bf16_ms"] if r["bf16_ms"] else 0.0
+    assert r["bf16_speedup"] == pytest.approx(speedup, rel=0.02)
+    assert r["precision"] == ("bf16" if r["bf16_speedup"] >= device_module.BF16_MIN_SPEEDUP else "fp32")
+    assert r["machine"].startswith("cpu|") and set(r["cpu_features"]) >= {"avx512_bf16", "amx"}
+
+
+def test_the_choice_is_measured_once_per_machine_and_cached(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("GANKIT_AUTO_PRECISION")
+    calls = []
+    fake = {"precision": "bf16", "bf16_speedup": 1.7, "seconds": 0.2}
+    monkeypatch.setattr(device_module, "calibrate", lambda d: calls.append(d) or dict(fake))
+    assert auto_precision(CPU) == "bf16" and auto_precision(CPU) == "bf16"
+    assert len(calls) == 1
+    assert "precision auto: bf16" in capsys.readouterr().err  # visible when it is measured
+    cache = json.loads((tmp_path / "cache" / "precision.json").read_text())
+    assert cache[device_module.machine_key(CPU)]["precision"] == "bf16"
+
+
+def test_calibration_leaves_the_random_streams_alone():
+    torch.manual_seed(5)
+    calibrate(CPU)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_explicit_choices_and_the_override(monkeypatch):
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"
+    # what the run chose at its start wins on the same device type, not on another
+    assert resolve_precision("auto", CPU, chosen="cpu:bf16") == "bf16"
+    monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")
+    assert resolve_precision("auto", CPU, chosen="cuda:bf16") == "fp32"
+    monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp16")
+    with pytest.raises(GankitError, match="GANKIT_AUTO_PRECISION"):
+        auto_precision(CPU)
+
+
+def test_a_run_stores_its_choice_and_a_resume_keeps_it(monkeypatch, idx_dir, tmp_path):
+    monkeypatch.setenv("GANKIT_AUTO_PRECISION", "bf16")
+    run = tmp_path / "run"
+    gankit.train("dcgan", data="mnist", data_dir=str(idx_dir), max_steps=2, out=str(run), progress=False)
+    assert json.loads((run / "config.json").read_text())["auto_precision"] == "cpu:bf16"
+    monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")  # the machine would now choose fp32
+    r = gankit.api.load_recipe(run, "cpu")
+    assert r.amp_dtype == torch.bfloat16
