@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -48,3 +50,25 @@ def test_fast_dropout_rate_scale_and_gradient():
     a = fast_dropout(torch.ones(100), 0.5, True)
     torch.manual_seed(1)
     assert torch.equal(a, fast_dropout(torch.ones(100), 0.5, True))  # driven by the seeded RNG
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_instance_norm_gradients_do_not_depend_on_the_memory_layout(batch):
+    """torch 2.13's CPU instance norm gets a single image's gradient wrong when the incoming gradient
+    is channels-last; gankit's layer (used by every 'instance' network) hands it a contiguous one."""
+    from gankit.nn.unet import norm_layer
+
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 1, 1), norm_layer("instance", 8), torch.nn.Conv2d(8, 3, 3)
+    )
+    cl = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 16, 16)
+
+    def grads(net, inp):
+        net.zero_grad(set_to_none=True)
+        net(inp).square().mean().backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    a, b = grads(ref, x), grads(cl, x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()

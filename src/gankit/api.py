@@ -11,6 +11,7 @@ import torch
 
 from .config import RESUMABLE_KEYS, TrainConfig, flag, load_config
 from .device import auto_precision, pick_device
+from .engine import distributed
 from .engine.checkpoint import load_checkpoint, load_latest
 from .engine.rundir import RunDir
 from .engine.trainer import Trainer
@@ -44,19 +45,21 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
     if not cfg.out:
         cfg.out = str(Path("runs") / f"{recipe}-{Path(cfg.data).name or 'data'}")
     run = RunDir(cfg.out)
-    run.ensure_new()  # fail before spending time on data
     cls = get_recipe(recipe)
     if cfg.eval_every and not cls.offers("monitor"):
         raise GankitError(f"--eval-every {cfg.eval_every}: a {recipe} run has no quality metric to monitor")
-    device = pick_device(cfg.device)
-    data = cls.load_data(cfg)
-    if cfg.precision == "auto":  # measured once per machine; stored so that a resumed run keeps it
-        cfg.auto_precision = f"{device.type}:{auto_precision(device)}"
-    _seed_everything(cfg.seed)
-    r = cls(cfg, device)
-    r.attach_data(data)
-    run.create(cfg)
-    return Trainer(r, run, progress).fit()
+    with distributed.session(pick_device(cfg.device)) as device:
+        distributed.on_main(run.ensure_new)  # fail before spending time on data
+        data = cls.load_data(cfg)
+        if cfg.precision == "auto":  # measured once per machine; stored so that a resumed run keeps it
+            choice = distributed.from_main(auto_precision(device))  # every process trains alike
+            cfg.auto_precision = f"{device.type}:{choice}"
+        _seed_everything(cfg.seed)
+        r = cls(cfg, device)
+        r.attach_data(data)
+        if distributed.is_main():
+            run.create(cfg)
+        return Trainer(r, run, progress).fit()
 
 
 def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
@@ -75,38 +78,40 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
             what = "would change the model" if key in cfg.model_keys() else "cannot change when resuming"
             raise GankitError(
                 f"--{flag(key)} {value}: {what} (the run has {key}={getattr(cfg, key)!r}); "
-                "only --epochs, --max-steps, --device and --data-dir may be given with --resume"
+                "only --epochs, --max-steps, --device, --data-dir and --sync-bn may be given with --resume"
             )
         setattr(cfg, key, value)
     cfg.validate()
     cls = get_recipe(cfg.recipe)
-    device = pick_device(cfg.device)
-    data = cls.load_data(cfg)
-    for key in cfg.model_keys():  # the data must still fit the stored networks
-        if getattr(cfg, key) != getattr(stored, key):
+    with distributed.session(pick_device(cfg.device)) as device:
+        data = cls.load_data(cfg)
+        for key in cfg.model_keys():  # the data must still fit the stored networks
+            if getattr(cfg, key) != getattr(stored, key):
+                raise GankitError(
+                    f"--resume {run_dir}: the data now gives {key}={getattr(cfg, key)!r} but the "
+                    f"run was trained with {key}={getattr(stored, key)!r}"
+                )
+        _seed_everything(cfg.seed)  # the checkpoint's RNG state replaces this; other processes reseed
+        r = cls(cfg, device)
+        r.attach_data(data)
+        trainer = Trainer(r, run, progress)
+        trainer.resume()
+        per_epoch = len(r.batches)
+        done = trainer.progress.step
+        total, before = cfg.total_steps(per_epoch), stored.total_steps(per_epoch)
+        if total < before:
             raise GankitError(
-                f"--resume {run_dir}: the data now gives {key}={getattr(cfg, key)!r} but the "
-                f"run was trained with {key}={getattr(stored, key)!r}"
+                f"--resume {run_dir}: --epochs/--max-steps may only lengthen training "
+                f"({total} steps < the run's {before})"
             )
-    r = cls(cfg, device)
-    r.attach_data(data)
-    trainer = Trainer(r, run, progress)
-    trainer.resume()
-    per_epoch = len(r.batches)
-    done = trainer.progress.step
-    total, before = cfg.total_steps(per_epoch), stored.total_steps(per_epoch)
-    if total < before:
-        raise GankitError(
-            f"--resume {run_dir}: --epochs/--max-steps may only lengthen training "
-            f"({total} steps < the run's {before})"
-        )
-    if done >= total:
-        raise GankitError(
-            f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "
-            "--max-steps to train longer"
-        )
-    run.save_config(cfg)
-    return trainer.fit()
+        if done >= total:
+            raise GankitError(
+                f"{run_dir}: run already finished ({done} steps); give a larger --epochs or "
+                "--max-steps to train longer"
+            )
+        if distributed.is_main():
+            run.save_config(cfg)
+        return trainer.fit()
 
 
 def load_recipe(run_dir: str | Path, device: str = "cpu", checkpoint: str = "latest"):

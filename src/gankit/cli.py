@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(result: dict, as_json: bool, lines: list[str]) -> None:
+    from .engine import distributed
+
+    if not distributed.is_main():  # under torchrun, process 0 speaks for all
+        return
     if as_json:
         print(json.dumps(result))
     else:

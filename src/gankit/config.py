@@ -17,7 +17,7 @@ from .device import PRECISIONS
 from .errors import GankitError
 
 # Keys a resumed run may change: they only lengthen training or say where it runs / finds its data.
-RESUMABLE_KEYS = {"epochs", "max_steps", "device", "data_dir"}
+RESUMABLE_KEYS = {"epochs", "max_steps", "device", "data_dir", "sync_bn"}
 
 
 def opt(default, help: str, model: bool = False, choices=None, cli: bool = True):
@@ -44,6 +44,9 @@ class TrainConfig:
     )
     auto_precision: str | None = opt(
         None, "what --precision auto chose when the run started, as DEVICE_TYPE:fp32|bf16", cli=False
+    )
+    sync_bn: bool = opt(
+        False, "under torchrun: batch-norm statistics over the global batch, not each process's share"
     )
     preview_every: int = opt(10, "write a sample grid every N epochs (and after the first and last)")
     checkpoint_every: int = opt(500, "save a checkpoint every N steps (and at the end)")

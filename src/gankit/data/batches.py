@@ -1,7 +1,8 @@
 """Batches drawn from a uint8 tensor held on the training device: no per-sample Python.
 
 The order of epoch `e` is a permutation drawn from a generator seeded with (seed, e), so a resumed
-run only needs (epoch, index of the next batch) to continue the exact same sequence.
+run only needs (epoch, index of the next batch) to continue the exact same sequence. Under torchrun
+every process draws the same order and takes its own slice of each global batch (`shard`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+
+from ..engine import distributed
 
 
 def cycled_order(n: int, need: int, seed: int) -> torch.Tensor:
@@ -28,15 +31,17 @@ class InMemoryBatches:
         seed: int,
         device: torch.device,
         labels: torch.Tensor | None = None,
+        shard: tuple[int, int] | None = None,
     ):
         self.images = images.to(device)
         self.labels = labels.to(device) if labels is not None else None
-        self.batch_size = min(batch_size, len(images))
+        self.shard = shard or distributed.shard()
+        self.batch_size = min(batch_size, len(images) // self.shard[1])
         self.seed = seed
         self.device = device
 
     def __len__(self) -> int:
-        return len(self.images) // self.batch_size
+        return len(self.images) // (self.batch_size * self.shard[1])
 
     def permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -46,7 +51,7 @@ class InMemoryBatches:
         """Yield (uint8 images, labels or None) for batches start.. of `epoch`."""
         perm = self.permutation(epoch)
         for b in range(start, len(self)):
-            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            idx = perm[distributed.shard_rows(b, self.batch_size, self.shard)]
             yield self.images[idx], (self.labels[idx] if self.labels is not None else None)
 
 
@@ -63,18 +68,21 @@ class SemiSupervisedBatches:
         half: int,
         seed: int,
         device: torch.device,
+        shard: tuple[int, int] | None = None,
     ):
         self.labelled, self.labels = labelled.to(device), labels.to(device)
-        self.pool = InMemoryBatches(pool, half, seed, device)
+        self.shard = shard or distributed.shard()
+        self.pool = InMemoryBatches(pool, half, seed, device, shard=self.shard)
         self.half, self.seed, self.device = half, seed, device
         self.batch_size = 2 * half
 
     def __len__(self) -> int:
-        return max(1, len(self.pool.images) // self.batch_size)
+        return max(1, len(self.pool.images) // (self.batch_size * self.shard[1]))
 
     def _labelled_order(self, epoch: int) -> torch.Tensor:
         seed = self.seed * 1_000_003 + epoch + 7_777_777
-        return cycled_order(len(self.labelled), len(self) * self.half, seed).to(self.device)
+        need = len(self) * self.half * self.shard[1]
+        return cycled_order(len(self.labelled), need, seed).to(self.device)
 
     def epoch(self, epoch: int, start: int = 0):
         """Yield (x_labelled uint8, y, x_unlabelled uint8) for steps start.. of `epoch`."""
@@ -84,5 +92,5 @@ class SemiSupervisedBatches:
             x_unl, _ = next(unl)
             if b < start:
                 continue
-            idx = order[b * self.half : (b + 1) * self.half]
+            idx = order[distributed.shard_rows(b, self.half, self.shard)]
             yield self.labelled[idx], self.labels[idx], x_unl

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..engine import distributed
 from ..errors import GankitError
 from .download import Remote, cache_dir, download, extract_archive
 from .images import BAD_IMAGE_ERRORS, list_images, open_image, to_mode, uniform_channels
@@ -235,7 +236,9 @@ class PairBatches:
         device: torch.device,
         skip_bad: bool = False,
         workers: int | None = None,
+        shard: tuple[int, int] | None = None,
     ):
+        self.shard = shard or distributed.shard()
         self.batch_size = min(batch_size, len(pairs))
         self.seed, self.device = seed, device
         per_pair = (channels[0] + channels[1]) * size * size
@@ -247,18 +250,23 @@ class PairBatches:
             self.dataset = _PairDataset(pairs, channels, size, crop)
             self.n = len(pairs)
             self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-        self.batch_size = min(self.batch_size, self.n)
+        self.batch_size = max(1, min(self.batch_size, self.n // self.shard[1]))
 
     def __len__(self) -> int:
-        return self.n // self.batch_size
+        return self.n // (self.batch_size * self.shard[1])
 
     def permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 A, uint8 B) batches start.. of `epoch`."""
-        perm = self.permutation(epoch)[start * self.batch_size : len(self) * self.batch_size]
+        """Yield (uint8 A, uint8 B) batches start.. of `epoch` (this process's share of each: the
+        sampler of folders that do not fit in memory is this per-process list of indices)."""
+        full = self.permutation(epoch)
+        perm = torch.cat(
+            [full[distributed.shard_rows(k, self.batch_size, self.shard)] for k in range(start, len(self))]
+            or [full[:0]]
+        )
         if self.in_memory:
             perm = perm.to(self.device)
             for k in range(0, len(perm), self.batch_size):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine import distributed
 from ..errors import GankitError
 from .batches import cycled_order
 from .images import decode_all, list_images, uniform_channels
@@ -79,21 +80,31 @@ class UnpairedBatches:
     steps (the reference code's length); the smaller domain is cycled through fresh permutations.
     The order depends only on (seed, epoch), so a resumed run continues it exactly."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, batch_size: int, seed: int, device: torch.device):
+    def __init__(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        shard: tuple[int, int] | None = None,
+    ):
         self.a, self.b = a.to(device), b.to(device)
-        self.batch_size = min(batch_size, len(a), len(b))
+        self.shard = shard or distributed.shard()
+        self.batch_size = max(1, min(batch_size, len(a) // self.shard[1], len(b) // self.shard[1]))
         self.seed, self.device = seed, device
 
     def __len__(self) -> int:
-        return max(len(self.a), len(self.b)) // self.batch_size
+        return max(1, max(len(self.a), len(self.b)) // (self.batch_size * self.shard[1]))
 
     def _order(self, n: int, epoch: int, salt: int) -> torch.Tensor:
-        return cycled_order(n, len(self) * self.batch_size, self.seed * 1_000_003 + epoch * 2 + salt)
+        need = len(self) * self.batch_size * self.shard[1]
+        return cycled_order(n, need, self.seed * 1_000_003 + epoch * 2 + salt)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (uint8 A batch, uint8 B batch) for steps start.. of `epoch`."""
         oa = self._order(len(self.a), epoch, 0).to(self.device)
         ob = self._order(len(self.b), epoch, 1).to(self.device)
-        bs = self.batch_size
         for k in range(start, len(self)):
-            yield self.a[oa[k * bs : (k + 1) * bs]], self.b[ob[k * bs : (k + 1) * bs]]
+            rows = distributed.shard_rows(k, self.batch_size, self.shard)
+            yield self.a[oa[rows]], self.b[ob[rows]]

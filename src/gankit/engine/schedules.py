@@ -36,8 +36,14 @@ def restore_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dic
     if "lr_lambdas" in state:  # None = keep this factor as built
         state["lr_lambdas"] = [None] * len(state["lr_lambdas"])
     scheduler.load_state_dict(state)
+    set_schedule_step(scheduler, scheduler.last_epoch)
+
+
+def set_schedule_step(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> None:
+    """Put a per-step schedule at `step` and give the optimiser the learning rates of that step."""
+    scheduler.last_epoch = step
     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
         groups = scheduler.optimizer.param_groups
         for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base * factor(scheduler.last_epoch)
+            group["lr"] = base * factor(step)
         scheduler._last_lr = [g["lr"] for g in groups]

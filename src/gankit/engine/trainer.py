@@ -21,10 +21,11 @@ from tqdm import tqdm
 from .. import viz
 from ..errors import GankitError, TrainingInterrupted
 from ..io import write_json_atomic
+from ..nn.syncbn import convert_batchnorm
 from . import distributed
 from .checkpoint import checkpoint_path, load_latest, rotate, save_checkpoint
 from .rundir import RunDir
-from .schedules import restore_schedule
+from .schedules import restore_schedule, set_schedule_step
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Progress:
     epoch: int = 0
     batch: int = 0
     best: float | None = None  # the best value of the recipe's monitored metric so far (--eval-every)
+    world: int = 1  # processes that trained it (a step is one global batch of world x batch size)
 
 
 class NonFiniteLoss(GankitError):
@@ -91,7 +93,8 @@ class Trainer:
         self.batches = recipe.batches
         self.per_epoch = len(self.batches)
         self.total = self.cfg.total_steps(self.per_epoch)
-        self.progress = Progress()
+        self.world = distributed.world_size()
+        self.progress = Progress(world=self.world)
         self.main = distributed.is_main()
         self.progress_bar = progress_bar and self.main
         self.tb = _tensorboard(run.path / "tensorboard") if self.main else None
@@ -99,6 +102,8 @@ class Trainer:
         self._stop_signal: int | None = None
         # The first step whose losses were not finite, kept on the device (read back at log time).
         self._first_bad = torch.tensor(-1, device=recipe.device)
+        if self.world > 1:  # every optimiser averages its gradients over the processes first
+            distributed.sync_gradients_before_steps(recipe.optimizers.values())
         self._new_window()
 
     # -- state ---------------------------------------------------------------------------------
@@ -125,16 +130,31 @@ class Trainer:
             restore_schedule(s, state["schedulers"][k])
         r.load_extra_state(state.get("extra", {}))
         set_rng_state(state["rng"])
-        self.progress = Progress(**state["progress"])
+        self.progress = Progress(**{"world": 1, **state["progress"]})
 
     def resume(self) -> None:
-        """Continue from the run's newest readable checkpoint."""
+        """Continue from the run's newest readable checkpoint (with any number of processes)."""
         _, state = load_latest(self.run.checkpoints, self.recipe.device)
         self.load_state(state)
-        self.run.truncate_metrics(self.progress.step)
+        if self.main:
+            self.run.truncate_metrics(self.progress.step)
+        if self.progress.world != self.world:
+            self._rescale_progress()
+
+    def _rescale_progress(self) -> None:
+        """A run resumed with another number of processes: steps and batches count global batches,
+        whose size changed. Keep the images seen in the current epoch (rounded down to a whole new
+        global batch) and move the step count and the LR schedules to the same point."""
+        p, old = self.progress, self.progress.world
+        seen = p.batch * old  # in per-process batches
+        p.batch = min(seen // self.world, self.per_epoch)
+        p.step, p.world = p.epoch * self.per_epoch + p.batch, self.world
+        for s in self.recipe.schedulers.values():
+            set_schedule_step(s, p.step)
 
     def save(self) -> None:
         self._raise_if_nonfinite()
+        distributed.average_buffers(self.recipe.modules.values())  # replicas agree on BN statistics
         if not self.main:
             return
         path = save_checkpoint(checkpoint_path(self.run.checkpoints, self.progress.step), self.state())
@@ -146,6 +166,7 @@ class Trainer:
         p = self.progress
         start_step, start_time = p.step, time.perf_counter()
         with self._signals_caught(), self._progress_bar() as bar, self._session_recorded():
+            self._start_replicas()
             self._write_run_files()
             while p.step < self.total:
                 for batch in self.batches.epoch(p.epoch, p.batch):
@@ -171,7 +192,7 @@ class Trainer:
         bar.update(1)
         if p.step % cfg.log_every == 0 or p.step == self.total:
             self._log(bar)
-        if self._stop_signal is not None:
+        if self._stopping():
             self.save()
             raise TrainingInterrupted(p.step, str(self.run.path), self._stop_signal)
         if cfg.eval_every and p.step % cfg.eval_every == 0:
@@ -197,13 +218,13 @@ class Trainer:
             v = v.detach().float()
             self._sums[k] = self._sums[k] + v if k in self._sums else v
         self._count += 1
-        self._images += self.batches.batch_size
+        self._images += self.batches.batch_size * self.world
         # Record the first non-finite step without a host sync (read back at log time).
         bad = ~torch.isfinite(torch.stack(list(out.values()))).all()
         self._first_bad = torch.where(bad & (self._first_bad < 0), self.progress.step, self._first_bad)
 
     def _raise_if_nonfinite(self) -> None:
-        bad = int(self._first_bad)
+        bad = int(distributed.all_reduce_values(self._first_bad, "max"))  # every process stops together
         if bad >= 0:
             raise NonFiniteLoss(
                 f"loss became NaN or infinite at step {bad}; stopped, the last good "
@@ -212,7 +233,8 @@ class Trainer:
 
     def _log(self, bar) -> None:
         keys = list(self._sums)
-        values = torch.stack([self._sums[k] for k in keys]).div(self._count).tolist()  # one sync per log
+        means = torch.stack([self._sums[k] for k in keys]).div(self._count)
+        values = distributed.all_reduce_values(means).tolist()  # one sync per log: means over processes
         self._raise_if_nonfinite()
         dt = time.perf_counter() - self._t0
         rate = self._images / dt if dt > 0 else None
@@ -278,7 +300,7 @@ class Trainer:
             "steps": p.step,
             "epochs_completed": p.epoch,
             "seconds": round(elapsed, 2),
-            "images_per_s": round(steps * self.batches.batch_size / elapsed, 1)
+            "images_per_s": round(steps * self.batches.batch_size * self.world / elapsed, 1)
             if elapsed > 0 and steps
             else None,
             "last_metrics": self.last_metrics,
@@ -286,6 +308,25 @@ class Trainer:
             "previews": str(self.run.previews),
             "loss_plot": str(self.run.loss_plot),
         }
+
+    # -- processes -----------------------------------------------------------------------------
+    def _start_replicas(self) -> None:
+        """Under torchrun: every process starts from process 0's weights, and draws its own noise,
+        crops and dropout masks from a seed derived from --seed, its rank and the step."""
+        if self.world < 2:
+            return
+        if self.cfg.sync_bn:
+            for m in self.recipe.modules.values():
+                convert_batchnorm(m)
+        distributed.broadcast_state(self.recipe.modules.values())
+        if not self.main:
+            torch.manual_seed(distributed.process_seed(self.cfg.seed, self.progress.step))
+
+    def _stopping(self) -> bool:
+        """A stop signal was caught (by any process: they stop at the same step)."""
+        if self.world > 1:
+            return distributed.any_process(self._stop_signal is not None)
+        return self._stop_signal is not None
 
     # -- context -------------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:

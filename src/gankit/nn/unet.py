@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import normal_init
+from .layers import InstanceNorm2d, normal_init
 
 
 class PerImageBatchNorm2d(nn.BatchNorm2d):
@@ -38,7 +38,7 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return PerImageBatchNorm2d(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels, affine=True)  # a gradient-layout fix of nn.InstanceNorm2d
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}: expected batch, instance or none")

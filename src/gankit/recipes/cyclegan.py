@@ -157,7 +157,8 @@ class CycleGAN(Recipe):
             "generators": adam(self._g_params, cfg.lr, betas),
             "discriminators": adam(self._d_params, cfg.lr, betas),
         }
-        self.pool_a, self.pool_b = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
+        self.pool_a = ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 1)
+        self.pool_b = ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 2)
         self.fixed = None
 
     # -- data ----------------------------------------------------------------------------------
