@@ -1,0 +1,226 @@
+"""The whole speed benchmark in one command: every recipe at the seed's batch sizes in fp32 and at the
+default precision, the seed's TensorFlow steps beside them, FGSM and PGD against torchattacks, and a
+profile of each recipe's step (the operators its time goes to). Writes JSON and a Markdown table that
+name the machine: CPU model, its vector extensions (AVX-512, AVX512-BF16, AMX), threads, torch.
+
+    python benchmarks/run_all.py --out benchmarks/results --tf-python /tmp/tfenv/bin/python \
+        --torchattacks /tmp/ta --rounds 2
+
+Each measurement runs in its own process (bench_train.py / bench_attacks.py / the baselines); rounds
+interleave gankit and its baseline so that drift of a shared machine hits both. A baseline whose
+framework is missing is reported as skipped, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# (recipe, batch, seed baseline script and its arguments, steps for gankit)
+TRAIN = [
+    ("dcgan", 64, ["seed_dcgan_tf.py", "64"], 20),
+    ("dcgan", 512, ["seed_dcgan_tf.py", "512"], 10),
+    ("ssgan", 100, ["seed_ssgan_tf.py", "30"], 20),
+    ("pix2pix", 1, ["seed_pix2pix_tf.py", "1", "10"], 8),
+    ("cyclegan", 1, ["seed_cyclegan_tf.py", "1", "4"], 4),
+]
+ATTACKS = [("fgsm", 1), ("fgsm", 32), ("pgd", 1), ("pgd", 32)]
+
+
+def machine() -> dict:
+    import torch
+
+    from gankit.device import auto_precision, cpu_features, cpu_model, pick_device
+
+    dev = pick_device("auto")
+    return {
+        "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(dev),
+        "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None,
+        "auto_precision": auto_precision(dev, quiet=True),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def run_json(cmd: list[str], env: dict | None = None) -> dict | None:
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if p.returncode != 0:
+        print(
+            f"  failed: {' '.join(cmd[1:4])}: {(p.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr
+        )
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def gankit_train(recipe: str, batch: int, precision: str, steps: int) -> float | None:
+    cmd = [
+        sys.executable,
+        str(HERE / "bench_train.py"),
+        "--one",
+        "--recipe",
+        recipe,
+        "--batch-size",
+        str(batch),
+    ]
+    cmd += ["--loader", "memory", "--precision", precision, "--steps", str(steps), "--warmup", "2"]
+    r = run_json(cmd)
+    return r["images_per_s"] if r else None
+
+
+def seed_tf(tf_python: str | None, args: list[str]) -> float | None:
+    if not tf_python:
+        return None
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    p = subprocess.run(
+        [tf_python, str(HERE / "baselines" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    m = re.search(r"img/s ([0-9.]+)", p.stdout)
+    if not m:
+        print(f"  seed TF {args}: failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+    return float(m.group(1)) if m else None
+
+
+def attack(impl: str, name: str, batch: int, ta_path: str | None) -> float | None:
+    if impl == "torchattacks" and not ta_path:
+        return None
+    cmd = [sys.executable, str(HERE / "bench_attacks.py"), "--one", "--impl", impl, "--attack", name]
+    cmd += ["--batch-size", str(batch), "--repeats", "3" if batch > 1 else "20"]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ta_path, os.environ.get("PYTHONPATH")]))}
+    r = run_json(cmd, env)
+    return r["images_per_s"] if r else None
+
+
+def profile(recipe: str, batch: int, precision: str, top: int = 6) -> list[dict]:
+    """The operators the recipe's step spends its time in (torch.profiler, self CPU time)."""
+    code = f"""
+import json, sys, torch
+sys.path.insert(0, {str(HERE)!r})
+import bench_train
+from torch.profiler import profile, ProfilerActivity
+res = {{}}
+orig = bench_train._result
+def grab(*a, **k):
+    return orig(*a, **k)
+bench_train._result = grab
+steps = {{"steps": 3, "warmup": 2}}
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto")
+rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+total = sum(e.self_cpu_time_total for e in rows)
+print(json.dumps([{{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)}} for e in rows[:{top}]]))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if p.returncode != 0:
+        return []
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def span(values: list[float | None]) -> str:
+    v = [x for x in values if x]
+    if not v:
+        return "-"
+    lo, hi = min(v), max(v)
+    fmt = (lambda x: f"{x:.2f}") if hi < 10 else (lambda x: f"{x:.0f}")
+    return fmt(lo) if abs(hi - lo) < 1e-9 else f"{fmt(lo)}-{fmt(hi)}"
+
+
+def ratio(num: list[float | None], den: list[float | None]) -> str:
+    pairs = [(a, b) for a, b in zip(num, den) if a and b]
+    if not pairs:
+        return ""
+    r = [a / b for a, b in pairs]
+    return f" ({min(r):.2f}x)" if max(r) - min(r) < 0.005 else f" ({min(r):.2f}-{max(r):.2f}x)"
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    feats = ", ".join(k for k, v in m["cpu_features"].items() if v) or "none of AVX2/AVX-512/AMX"
+    lines = [
+        f"Machine: {m['cpu']} ({feats}), {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
+        f"{m['device']}; `--precision auto` chose **{m['auto_precision']}** here. {m['date']}, "
+        f"{result['rounds']} interleaved rounds (ranges over rounds; ratios per round vs the baseline).",
+        "",
+        "| work | seed TF | gankit fp32 | gankit default (auto) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in result["train"]:
+        tf, fp32, auto = row["seed_tf"], row["fp32"], row["auto"]
+        lines.append(
+            f"| {row['recipe']} batch {row['batch']} | {span(tf)} | {span(fp32)}{ratio(fp32, tf)} | "
+            f"{span(auto)}{ratio(auto, tf)} |"
+        )
+    lines += ["", "| attack (EfficientNet-Lite0, 224 px) | torchattacks | gankit |", "| --- | ---: | ---: |"]
+    for row in result["attacks"]:
+        ta, gk = row["torchattacks"], row["gankit"]
+        lines.append(f"| {row['attack']} batch {row['batch']} | {span(ta)} | {span(gk)}{ratio(gk, ta)} |")
+    if result.get("profiles"):
+        lines += ["", "Where each recipe's default step spends its time (self CPU time, top operators):", ""]
+        for name, ops in result["profiles"].items():
+            shown = ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in ops)
+            lines.append(f"- {name}: {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/results", help="folder for the JSON and the table")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tf-python", help="a Python with TensorFlow (the seed's baselines); omitted: skipped")
+    ap.add_argument("--torchattacks", help="folder holding the torchattacks package; omitted: skipped")
+    ap.add_argument("--recipes", nargs="+", default=sorted({r for r, *_ in TRAIN}))
+    ap.add_argument("--no-attacks", action="store_true")
+    ap.add_argument("--no-profile", action="store_true")
+    args = ap.parse_args()
+    result = {"machine": machine(), "rounds": args.rounds, "train": [], "attacks": [], "profiles": {}}
+    print(json.dumps(result["machine"]), flush=True)
+    train = [t for t in TRAIN if t[0] in args.recipes]
+    rows = {(r, b): {"recipe": r, "batch": b, "seed_tf": [], "fp32": [], "auto": []} for r, b, *_ in train}
+    atk = {
+        (a, b): {"attack": a if a == "fgsm" else "pgd-10", "batch": b, "torchattacks": [], "gankit": []}
+        for a, b in ([] if args.no_attacks else ATTACKS)
+    }
+    for rnd in range(args.rounds):
+        for recipe, batch, tf_args, steps in train:
+            row = rows[(recipe, batch)]
+            row["seed_tf"].append(seed_tf(args.tf_python, tf_args))
+            row["fp32"].append(gankit_train(recipe, batch, "fp32", steps))
+            row["auto"].append(gankit_train(recipe, batch, "auto", steps))
+            print(f"round {rnd}: {json.dumps(row)}", flush=True)
+        for (name, batch), row in atk.items():
+            row["torchattacks"].append(attack("torchattacks", name, batch, args.torchattacks))
+            row["gankit"].append(attack("gankit", name, batch, None))
+            print(f"round {rnd}: {json.dumps(row)}", flush=True)
+    result["train"], result["attacks"] = list(rows.values()), list(atk.values())
+    if not args.no_profile:
+        for recipe, batch, *_ in train:
+            if f"{recipe} batch {batch}" not in result["profiles"] and recipe not in result["profiles"]:
+                result["profiles"][f"{recipe} batch {batch}"] = profile(recipe, batch, "auto")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cpu = re.sub(r"[^A-Za-z0-9]+", "-", result["machine"]["cpu"]).strip("-").lower()
+    stem = out / f"{time.strftime('%Y-%m-%d')}-{cpu}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(table(result))
+    print(table(result))
+    print(f"wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
