@@ -114,12 +114,6 @@ import json, sys, torch
 sys.path.insert(0, {str(HERE)!r})
 import bench_train
 from torch.profiler import profile, ProfilerActivity
-res = {{}}
-orig = bench_train._result
-def grab(*a, **k):
-    return orig(*a, **k)
-bench_train._result = grab
-steps = {{"steps": 3, "warmup": 2}}
 with profile(activities=[ProfilerActivity.CPU]) as prof:
     bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto")
 rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
