@@ -10,6 +10,7 @@ step + batch gathering). Each configuration runs in its own process so that peak
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -40,7 +41,10 @@ def measure(
     warmup: int,
     device: str,
     sets: list[str] = (),
+    around=None,
 ):
+    """Images/s of `steps` training steps after `warmup`; `around`: a context manager entered for the
+    timed steps only (run_all.py profiles them with it)."""
     from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
     from gankit.device import pick_device
     from gankit.recipes import get_recipe
@@ -51,7 +55,7 @@ def measure(
     cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
     apply_sets(cfg, sets)
     if recipe in ("pix2pix", "cyclegan"):
-        return measure_translation(r_cls=cls, cfg=cfg, dev=dev, steps=steps, warmup=warmup, loader=loader)
+        return measure_translation(cls, cfg, dev, steps, warmup, loader, around)
     cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
     if recipe == "ssgan":
         cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
@@ -74,12 +78,13 @@ def measure(
     sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = r.train_step(next(batches))
-    torch.stack(list(out.values())).tolist()  # wait for the last step
-    sync()
-    dt = time.perf_counter() - t0
+    with around() if around else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = r.train_step(next(batches))
+        torch.stack(list(out.values())).tolist()  # wait for the last step
+        sync()
+        dt = time.perf_counter() - t0
     return _result(cfg, dev, loader, batch_size, steps, dt, None)
 
 
@@ -108,7 +113,7 @@ def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=Non
     }
 
 
-def measure_translation(r_cls, cfg, dev, steps, warmup, loader):
+def measure_translation(r_cls, cfg, dev, steps, warmup, loader, around=None):
     """pix2pix / cyclegan at 256x256 from uint8 pairs stored at the 286 px load size (as `gankit train`
     keeps them), jitter included. `loader=reference` times the reference PyTorch code's pix2pix step
     instead: D on the detached fake, then G through a fresh D pass, fp32, NCHW, same networks."""
@@ -129,12 +134,13 @@ def measure_translation(r_cls, cfg, dev, steps, warmup, loader):
     for i in range(warmup):
         step(batch(i))
     sync()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        out = step(batch(i))
-    torch.stack(list(out.values())).tolist()
-    sync()
-    dt = time.perf_counter() - t0
+    with around() if around else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        for i in range(steps):
+            out = step(batch(i))
+        torch.stack(list(out.values())).tolist()
+        sync()
+        dt = time.perf_counter() - t0
     variant = "reference step" if loader == "reference" else None
     if getattr(cfg, "generator", None):
         variant = variant or cfg.generator

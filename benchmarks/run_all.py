@@ -108,14 +108,15 @@ def attack(impl: str, name: str, batch: int, ta_path: str | None) -> float | Non
 
 
 def profile(recipe: str, batch: int, precision: str, top: int = 6) -> list[dict]:
-    """The operators the recipe's step spends its time in (torch.profiler, self CPU time)."""
+    """The operators the recipe's training steps spend their time in (torch.profiler, self CPU time;
+    set-up and warm-up steps excluded)."""
     code = f"""
-import json, sys, torch
+import functools, json, sys, torch
 sys.path.insert(0, {str(HERE)!r})
 import bench_train
 from torch.profiler import profile, ProfilerActivity
-with profile(activities=[ProfilerActivity.CPU]) as prof:
-    bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto")
+prof = profile(activities=[ProfilerActivity.CPU])
+bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto", around=lambda: prof)
 rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
 total = sum(e.self_cpu_time_total for e in rows)
 print(json.dumps([{{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)}} for e in rows[:{top}]]))
