@@ -141,3 +141,50 @@ def test_batches_cover_each_epoch_once_and_resume_mid_epoch():
     assert len({v for batch in epoch0 for v in batch}) == 9
     assert [x[:, 0, 0, 0].tolist() for x, _ in b.epoch(0, start=1)] == epoch0[1:]
     assert [x[:, 0, 0, 0].tolist() for x, _ in b.epoch(1)] != epoch0
+
+
+def _photo_folder(folder, n, size=40):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_folders_beyond_the_memory_budget_go_through_the_decoded_cache(tmp_path, monkeypatch):
+    from gankit.data import decoded, images
+
+    folder = _photo_folder(tmp_path / "photos", 12)
+    (folder / "bad.png").write_bytes(b"not an image")
+    in_memory = load_image_folder(folder, 32, skip_bad=True).images
+    monkeypatch.setenv("GANKIT_MEMORY_BUDGET", "1000")
+    cached = load_image_folder(folder, 32, skip_bad=True).images
+    assert torch.equal(cached, in_memory) and cached.dtype == torch.uint8
+    files = sorted((tmp_path / "cache" / "decoded").iterdir())
+    assert [f.suffix for f in files] == [".json", ".u8"]  # complete: no part file left
+    assert files[1].stat().st_size == 12 * 3 * 32 * 32  # the bad file left no row
+    # a second load reads the cache without decoding; an edited folder is decoded again
+    monkeypatch.setattr(images, "decode", lambda *a: pytest.fail("decoded again"))
+    assert torch.equal(load_image_folder(folder, 32, skip_bad=True).images, in_memory)
+    monkeypatch.undo()
+    monkeypatch.setenv("GANKIT_MEMORY_BUDGET", "1000")
+    monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "0.png")
+    assert load_image_folder(folder, 32, skip_bad=True).images[0].max() == 0
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.u8"))) == 2
+    # a bad file without --skip-bad-images: the one-line error, and no cache file half-written
+    (folder / "1.png").write_bytes(b"broken")
+    with pytest.raises(GankitError, match="1.png"):
+        load_image_folder(folder, 32)
+    assert not list((tmp_path / "cache" / "decoded").glob(".*part"))
+    assert decoded.memory_budget() == 1000
+
+
+def test_a_run_trains_from_the_decoded_cache(tmp_path, monkeypatch):
+    import gankit
+
+    folder = _photo_folder(tmp_path / "photos", 16)
+    monkeypatch.setenv("GANKIT_MEMORY_BUDGET", "1000")
+    opts = dict(data=str(folder), image_size=32, batch_size=8, epochs=1, out="run", progress=False)
+    s = gankit.train("dcgan", **opts)
+    assert s["steps"] == 2 and list((tmp_path / "cache" / "decoded").glob("*.u8"))

@@ -167,7 +167,17 @@ def decode_all(
     size: int,
     skip_bad: bool = False,
 ) -> tuple[torch.Tensor, list[Path]]:
-    """Decode `paths` in parallel into one uint8 (N, C, size, size) tensor; returns the kept paths."""
+    """Decode `paths` in parallel into one uint8 (N, C, size, size) tensor; returns the kept paths.
+    Beyond the memory budget the tensor is a memory map of the decoded-image cache (data/decoded.py)."""
+    from .decoded import decoded_images, memory_budget
+
+    if len(paths) * channels * size * size > memory_budget():
+        images, kept = decoded_images(
+            paths, channels, size, lambda p: _decode_or_report(p, channels, size, skip_bad)
+        )
+        if not kept:
+            raise GankitError(f"none of the {len(paths)} image files could be decoded")
+        return images, [paths[i] for i in kept]
     with ThreadPoolExecutor() as pool:
         decoded = list(pool.map(lambda p: _decode_or_report(p, channels, size, skip_bad), paths))
     kept = [(p, t) for p, t in zip(paths, decoded) if t is not None]

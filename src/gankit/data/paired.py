@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..engine import distributed
 from ..errors import GankitError
+from .decoded import memory_budget
 from .download import Remote, cache_dir, download, extract_archive
 from .images import BAD_IMAGE_ERRORS, list_images, open_image, to_mode, uniform_channels
 
@@ -39,12 +40,6 @@ PIX2PIX_SETS: dict[str, dict[str, int]] = {
     "edges2shoes": {"train": 49825, "val": 200},
     "night2day": {"train": 17823, "val": 10, "test": 2287},
 }
-
-DEFAULT_BUDGET = 4 << 30
-
-
-def memory_budget() -> int:
-    return int(os.environ.get("GANKIT_MEMORY_BUDGET", DEFAULT_BUDGET))
 
 
 # -- archives -----------------------------------------------------------------------------------
