@@ -53,13 +53,19 @@ def domain_folders(root: str | Path, split: str = "train") -> tuple[Path, Path]:
 
 
 def load_domains(
-    root: str | Path, split: str, size: int, skip_bad: bool = False, channels: tuple[int, int] | None = None
+    root: str | Path,
+    split: str,
+    size: int,
+    skip_bad: bool = False,
+    channels: tuple[int, int] | None = None,
+    limit: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both domains of `split` as uint8 (N, C, size, size) tensors (square centre crops, resized)."""
+    """Both domains of `split` as uint8 (N, C, size, size) tensors (square centre crops, resized);
+    `limit`: only the first images of each (e.g. a few for previews: nothing else is decoded)."""
     fa, fb = domain_folders(root, split)
     out = []
     for k, folder in enumerate((fa, fb)):
-        paths = list_images(folder)
+        paths = list_images(folder)[:limit]
         if not paths:
             raise GankitError(f"{folder}: domain {'AB'[k]} holds no images")
         c = channels[k] if channels else uniform_channels(paths, "a domain", skip_bad)

@@ -185,9 +185,8 @@ class CycleGAN(Recipe):
     def test_images(self, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 test images of both domains at the network size (testA/testB, else the training ones)."""
         cfg = self.cfg
-        a, b = load_domains(
-            self.root, "test", cfg.image_size, cfg.skip_bad_images, (cfg.channels_a, cfg.channels_b)
-        )
+        channels = (cfg.channels_a, cfg.channels_b)
+        a, b = load_domains(self.root, "test", cfg.image_size, cfg.skip_bad_images, channels, limit)
         return (a[:limit], b[:limit]) if limit else (a, b)
 
     # -- training ------------------------------------------------------------------------------
