@@ -64,7 +64,8 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.root)
     make_folder(root, args.count, args.source_size)
-    decoded = args.count * 3 * args.image_size**2
+    stored = round(args.image_size * 286 / 256) if args.recipe == "cyclegan" else args.image_size  # load size
+    decoded = args.count * 3 * stored**2
     cache = Path(tempfile.mkdtemp(prefix="gankit-bench-cache-"))
     paths = {
         "memory": {"GANKIT_MEMORY_BUDGET": str(4 * decoded)},
