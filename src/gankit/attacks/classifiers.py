@@ -43,8 +43,7 @@ class ImageClassifier(nn.Module):
         channels_last: bool = True,
     ):
         super().__init__()
-        self.channels_last = channels_last
-        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        self.model, self.channels_last = _channels_last(model) if channels_last else (model, False)
         self.register_buffer(
             "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
@@ -69,6 +68,17 @@ class ImageClassifier(nn.Module):
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
+
+
+def _channels_last(model: nn.Module) -> tuple[nn.Module, bool]:
+    """(the model with channels-last weights, True), or (the model as it is, False) where it cannot be
+    converted: lazy modules not yet initialised, TorchScript or other modules that refuse."""
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        return model, False
+    try:
+        return model.to(memory_format=torch.channels_last), True
+    except (RuntimeError, ValueError, TypeError, AttributeError):
+        return model, False
 
 
 def imagenet_class_names() -> list[str]:
