@@ -52,7 +52,8 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
         distributed.on_main(run.ensure_new)  # fail before spending time on data
         data = cls.load_data(cfg)
         if cfg.precision == "auto":  # measured once per machine; stored so that a resumed run keeps it
-            choice = distributed.from_main(auto_precision(device))  # every process trains alike
+            # process 0 measures (alone: the others would compete for its cores); all train alike
+            choice = distributed.from_main(auto_precision(device) if distributed.is_main() else None)
             cfg.auto_precision = f"{device.type}:{choice}"
         _seed_everything(cfg.seed)
         r = cls(cfg, device)

@@ -469,6 +469,14 @@ COMMANDS = {
 }
 
 
+def _speaks() -> bool:
+    """Whether this process prints user-facing messages: under torchrun, process 0 (the others stop
+    with the same message and exit code; their own tracebacks, for bugs, still print)."""
+    from .engine import distributed
+
+    return distributed.is_main()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -478,14 +486,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[ns.command](ns)
     except GankitError as e:
-        print(f"gankit: error: {e}", file=sys.stderr)
+        if _speaks():
+            print(f"gankit: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a path the user gave that cannot be read or written (permissions, /proc, ...)
         where = f"{e.filename}: " if e.filename else ""
         print(f"gankit: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
-        print(f"gankit: {e}", file=sys.stderr)
+        if _speaks():
+            print(f"gankit: {e}", file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
