@@ -35,6 +35,16 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CPU, CUDA and MPS generators
 
 
+def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
+    """What `--precision auto` means for this run, stored in its config: measured once per machine
+    (cached) when the run starts or moves to another device type; kept on a resume."""
+    if cfg.precision != "auto" or (cfg.auto_precision or "").partition(":")[0] == device.type:
+        return
+    # process 0 measures (alone: the others would compete for its cores); all train alike
+    choice = distributed.from_main(auto_precision(device) if distributed.is_main() else None)
+    cfg.auto_precision = f"{device.type}:{choice}"
+
+
 def train(recipe: str, progress: bool = True, **options) -> dict:
     """Train `recipe` with `options` (config field names) into a new run directory.
 
@@ -51,10 +61,7 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
     with distributed.session(pick_device(cfg.device)) as device:
         distributed.on_main(run.ensure_new)  # fail before spending time on data
         data = cls.load_data(cfg)
-        if cfg.precision == "auto":  # measured once per machine; stored so that a resumed run keeps it
-            # process 0 measures (alone: the others would compete for its cores); all train alike
-            choice = distributed.from_main(auto_precision(device) if distributed.is_main() else None)
-            cfg.auto_precision = f"{device.type}:{choice}"
+        _resolve_auto_precision(cfg, device)
         _seed_everything(cfg.seed)
         r = cls(cfg, device)
         r.attach_data(data)
@@ -92,6 +99,7 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
                     f"--resume {run_dir}: the data now gives {key}={getattr(cfg, key)!r} but the "
                     f"run was trained with {key}={getattr(stored, key)!r}"
                 )
+        _resolve_auto_precision(cfg, device)  # kept from the run, unless it moved to another device type
         _seed_everything(cfg.seed)  # the checkpoint's RNG state replaces this; other processes reseed
         r = cls(cfg, device)
         r.attach_data(data)
