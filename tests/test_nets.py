@@ -72,3 +72,27 @@ def test_instance_norm_gradients_do_not_depend_on_the_memory_layout(batch):
 
     a, b = grads(ref, x), grads(cl, x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_narrow_conv_equals_conv2d(out_channels, precision):
+    """NarrowConv2d (GEMM + col2im on CPU) computes what nn.Conv2d computes, gradients included."""
+    from gankit.nn.layers import NarrowConv2d
+
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(16, out_channels, 7, 1, 3)
+    fast = NarrowConv2d(16, out_channels, 7, 1, 3)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 16, 12, 12).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, out_channels, 12, 12)
+    outs = []
+    for net in (ref, fast):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            y = net(xi)
+        (y.float() * g).sum().backward()
+        outs.append((y.float(), xi.grad, net.weight.grad, net.bias.grad))
+    tol = 1e-4 if precision == "fp32" else 5e-2
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=tol, atol=tol * float(a.detach().abs().max())), (a - b).abs().max()
