@@ -210,7 +210,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cpu = re.sub(r"[^A-Za-z0-9]+", "-", result["machine"]["cpu"]).strip("-").lower()
-    stem = out / f"{time.strftime('%Y-%m-%d')}-{cpu}"
+    stem = out / f"{time.strftime('%Y-%m-%d-%H%M')}-{cpu}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(table(result))
     print(table(result))
