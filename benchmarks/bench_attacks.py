@@ -31,23 +31,8 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
     if impl == "torchattacks":
         # what a torchattacks user runs: the same weights and normalisation, the model as it comes
         # (NCHW); gankit's wrapper runs it channels-last by default.
-        from gankit.attacks.classifiers import ImageClassifier
-
-        m = model
-        model = (
-            ImageClassifier(
-                m.model.to(memory_format=torch.contiguous_format),
-                m.mean.flatten().tolist(),
-                m.std.flatten().tolist(),
-                m.input_size,
-                m.channels,
-                m.class_names,
-                m.name,
-                channels_last=False,
-            )
-            .to(dev)
-            .eval()
-        )
+        model.model.to(memory_format=torch.contiguous_format)
+        model.channels_last = False
     x = torch.rand(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
     with torch.no_grad():
         y = model(x).argmax(1)

@@ -72,20 +72,26 @@ def measure(
         batches = iter(lambda: fixed, None)
     else:
         batches = r.batches.epoch(0)
+    dt = time_steps(lambda _: r.train_step(next(batches)), warmup, steps, dev, around)
+    return _result(cfg, dev, loader, batch_size, steps, dt, None)
+
+
+def time_steps(step, warmup: int, steps: int, dev: torch.device, around=None) -> float:
+    """Seconds taken by `steps` calls of step(i) after `warmup` untimed ones, the last one waited for;
+    `around` (a context manager factory) is entered for the timed calls only."""
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        r.train_step(next(batches))
+    for i in range(warmup):
+        step(i)
     sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with around() if around else contextlib.nullcontext():
         t0 = time.perf_counter()
-        for _ in range(steps):
-            out = r.train_step(next(batches))
+        for i in range(warmup, warmup + steps):
+            out = step(i)
         torch.stack(list(out.values())).tolist()  # wait for the last step
         sync()
-        dt = time.perf_counter() - t0
-    return _result(cfg, dev, loader, batch_size, steps, dt, None)
+        return time.perf_counter() - t0
 
 
 def peak_memory(dev: torch.device) -> tuple[int, str]:
@@ -130,17 +136,7 @@ def measure_translation(r_cls, cfg, dev, steps, warmup, loader, around=None):
         return a[k : k + cfg.batch_size], b[k : k + cfg.batch_size]
 
     step = r.train_step if loader != "reference" else reference_pix2pix_step(r)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for i in range(warmup):
-        step(batch(i))
-    sync()
-    with around() if around else contextlib.nullcontext():
-        t0 = time.perf_counter()
-        for i in range(steps):
-            out = step(batch(i))
-        torch.stack(list(out.values())).tolist()
-        sync()
-        dt = time.perf_counter() - t0
+    dt = time_steps(lambda i: step(batch(i)), warmup, steps, dev, around)
     variant = "reference step" if loader == "reference" else None
     if getattr(cfg, "generator", None):
         variant = variant or cfg.generator

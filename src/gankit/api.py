@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import RESUMABLE_KEYS, TrainConfig, flag, load_config
-from .device import auto_precision, pick_device
+from .device import pick_device, resolve_precision
 from .engine import distributed
 from .engine.checkpoint import load_checkpoint, load_latest
 from .engine.rundir import RunDir
@@ -36,13 +36,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
-    """What `--precision auto` means for this run, stored in its config: measured once per machine
-    (cached) when the run starts or moves to another device type; kept on a resume."""
-    if cfg.precision != "auto" or (cfg.auto_precision or "").partition(":")[0] == device.type:
-        return
-    # process 0 measures (alone: the others would compete for its cores); all train alike
-    choice = distributed.from_main(auto_precision(device) if distributed.is_main() else None)
-    cfg.auto_precision = f"{device.type}:{choice}"
+    """Store what `--precision auto` means for this run in its config (`resolve_precision`: kept from
+    the run on the same device type, else measured once per machine). Process 0 decides alone (the
+    others would compete for its cores while it measures); every process trains alike."""
+    if cfg.precision == "auto":
+        mine = resolve_precision("auto", device, cfg.auto_precision) if distributed.is_main() else None
+        cfg.auto_precision = f"{device.type}:{distributed.from_main(mine)}"
 
 
 def train(recipe: str, progress: bool = True, **options) -> dict:

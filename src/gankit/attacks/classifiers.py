@@ -27,8 +27,9 @@ class ImageClassifier(nn.Module):
 
     mean/std: per-channel normalisation applied after resizing to `input_size` (None: keep size).
     channels_last: run the model on channels-last activations (its weights converted in place), which
-    oneDNN and cuDNN convolutions prefer: an EfficientNet-Lite0 input gradient at batch 32 on a 2-core
-    AMD EPYC took half the time (58 vs 28 images/s), 1.07x at batch 1. The maths is unchanged.
+    oneDNN and cuDNN convolutions prefer: EfficientNet-Lite0 input gradients at batch 32 on a 2-core
+    AMD EPYC ran at 31-39 vs 24-25 images/s (1.3-1.5x, interleaved A/B), about 1.07x at batch 1. The
+    maths is unchanged.
     """
 
     def __init__(

@@ -36,7 +36,7 @@ class InMemoryBatches:
         self.images = images.to(device)
         self.labels = labels.to(device) if labels is not None else None
         self.shard = shard or distributed.shard()
-        self.batch_size = min(batch_size, len(images) // self.shard[1])
+        self.batch_size = max(1, min(batch_size, len(images) // self.shard[1]))
         self.seed = seed
         self.device = device
 

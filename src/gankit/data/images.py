@@ -171,19 +171,19 @@ def decode_all(
     Beyond the memory budget the tensor is a memory map of the decoded-image cache (data/decoded.py)."""
     from .decoded import decoded_images, memory_budget
 
+    def one(p: Path) -> torch.Tensor | None:
+        return _decode_or_report(p, channels, size, skip_bad)
+
     if len(paths) * channels * size * size > memory_budget():
-        images, kept = decoded_images(
-            paths, channels, size, lambda p: _decode_or_report(p, channels, size, skip_bad)
-        )
-        if not kept:
-            raise GankitError(f"none of the {len(paths)} image files could be decoded")
-        return images, [paths[i] for i in kept]
-    with ThreadPoolExecutor() as pool:
-        decoded = list(pool.map(lambda p: _decode_or_report(p, channels, size, skip_bad), paths))
-    kept = [(p, t) for p, t in zip(paths, decoded) if t is not None]
-    if not kept:
+        images, rows = decoded_images(paths, channels, size, one)
+    else:
+        with ThreadPoolExecutor() as pool:
+            decoded = list(pool.map(one, paths))
+        rows = [i for i, t in enumerate(decoded) if t is not None]
+        images = torch.stack([decoded[i] for i in rows]) if rows else None
+    if not rows:
         raise GankitError(f"none of the {len(paths)} image files could be decoded")
-    return torch.stack([t for _, t in kept]), [p for p, _ in kept]
+    return images, [paths[i] for i in rows]
 
 
 def load_image_folder(

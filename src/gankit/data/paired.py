@@ -257,11 +257,12 @@ class PairBatches:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (uint8 A, uint8 B) batches start.. of `epoch` (this process's share of each: the
         sampler of folders that do not fit in memory is this per-process list of indices)."""
-        full = self.permutation(epoch)
-        perm = torch.cat(
-            [full[distributed.shard_rows(k, self.batch_size, self.shard)] for k in range(start, len(self))]
-            or [full[:0]]
+        r, world = self.shard
+        # global batch k = rows [k*B*N, (k+1)*B*N) of the order, in rank order (distributed.shard_rows)
+        grid = self.permutation(epoch)[: len(self) * world * self.batch_size].view(
+            len(self), world, self.batch_size
         )
+        perm = grid[start:, r].reshape(-1)
         if self.in_memory:
             perm = perm.to(self.device)
             for k in range(0, len(perm), self.batch_size):

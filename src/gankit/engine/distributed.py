@@ -23,6 +23,8 @@ import torch.distributed as dist
 
 from ..errors import GankitError
 
+_control = None  # the gloo group for control messages when the training backend is nccl
+
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -62,20 +64,20 @@ def session(device: torch.device) -> Iterator[torch.device]:
         backend = "gloo"
     else:
         raise GankitError(f"--device {device}: data-parallel training runs on CUDA (nccl) or CPU (gloo)")
+    global _control
     try:
         dist.init_process_group(backend)
+        # small control messages (stop flags, choices) travel over gloo between host memories, so
+        # that checking them every step never waits for the GPU
+        _control = dist.new_group(backend="gloo") if backend == "nccl" else None
     except (RuntimeError, ValueError) as e:
         raise GankitError(f"torchrun: cannot join the process group ({e})") from None
     try:
         yield device
         dist.barrier()  # leave together: a process that tears down gloo early aborts its peers
     finally:
+        _control = None
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if active():
-        dist.barrier()
 
 
 def _flat_all_reduce(tensors: list[torch.Tensor], average: bool) -> None:
@@ -116,16 +118,13 @@ def broadcast_state(modules: Iterable[torch.nn.Module]) -> None:
     """Give every process process 0's parameters and buffers (as DDP does when it starts)."""
     if world_size() < 2:
         return
-    for m in modules:
-        for t in [*m.parameters(), *m.buffers()]:
-            with torch.no_grad():
-                dist.broadcast(t.data, 0) if t.is_contiguous() else _broadcast_copy(t)
-
-
-def _broadcast_copy(t: torch.Tensor) -> None:
-    c = t.data.contiguous()
-    dist.broadcast(c, 0)
-    t.data.copy_(c)
+    with torch.no_grad():
+        for m in modules:
+            for t in [*m.parameters(), *m.buffers()]:
+                c = t.data.contiguous()  # the tensor itself unless channels-last
+                dist.broadcast(c, 0)
+                if c.data_ptr() != t.data_ptr():
+                    t.data.copy_(c)
 
 
 def average_buffers(modules: Iterable[torch.nn.Module]) -> None:
@@ -152,9 +151,7 @@ def any_process(flag: bool) -> bool:
     if world_size() < 2:
         return flag
     t = torch.tensor([int(flag)], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, dist.ReduceOp.MAX)
+    dist.all_reduce(t, dist.ReduceOp.MAX, group=_control)  # host memory: no wait for the GPU
     return bool(t.item())
 
 
@@ -172,7 +169,7 @@ def from_main(obj):
     if world_size() < 2:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, 0)
+    dist.broadcast_object_list(box, 0, group=_control)
     return box[0]
 
 

@@ -30,9 +30,9 @@ class ImagePool:
         torchrun the pool is one for all processes (see the module docstring)."""
         if self.size == 0:
             return batch
-        rank, world = distributed.shard()
+        rank, n = distributed.rank(), len(batch)
         everyone = distributed.all_gather_cat(batch.detach())
-        return self._query(everyone)[rank * len(batch) : (rank + 1) * len(batch)]
+        return self._query(everyone)[rank * n : (rank + 1) * n]
 
     def _query(self, batch: torch.Tensor) -> torch.Tensor:
         g = self.generator

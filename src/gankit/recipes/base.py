@@ -33,6 +33,7 @@ Implements
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -85,9 +86,8 @@ class Recipe:
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self._amp_dtype: torch.dtype | None | str = "unresolved"
         if cfg.precision != "auto":  # an explicit choice fails here, at once, where it cannot run
-            self._amp_dtype = autocast_dtype(cfg.precision, device)
+            _ = self.amp_dtype
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
@@ -149,13 +149,11 @@ class Recipe:
         """The trained network users want (e.g. the generator), in eval mode."""
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def amp_dtype(self) -> torch.dtype | None:
         """The training autocast dtype; `auto` is resolved (measured, cached) on first use only, so a
         run loaded for inference never pays for the measurement."""
-        if self._amp_dtype == "unresolved":
-            self._amp_dtype = autocast_dtype(self.cfg.precision, self.device, self.cfg.auto_precision)
-        return self._amp_dtype
+        return autocast_dtype(self.cfg.precision, self.device, self.cfg.auto_precision)
 
     def autocast(self):
         """bf16 autocast when the config asks for it (or `auto` and it pays here), else a no-op."""
