@@ -43,6 +43,19 @@ class ToyConfig(TrainConfig):
     channels: int | None = None
 
 
+class ToyImages(nn.Module):
+    """The toy generator as the `sample` capability promises it: z (N, 16) -> (N, C, S, S) in [-1, 1]."""
+
+    latent_dim = 16
+
+    def __init__(self, g, channels, size):
+        super().__init__()
+        self.g, self.shape = g, (channels, size, size)
+
+    def forward(self, z):
+        return self.g(z).view(-1, *self.shape)
+
+
 class ToyRecipe(Recipe):
     """A tiny MLP GAN on 8 px images, with an LR decay and an EMA: the contract tests' own recipe."""
 
@@ -75,14 +88,19 @@ class ToyRecipe(Recipe):
         total = self.cfg.total_steps(len(self.batches))
         self.schedulers = {k: constant_then_linear(o, total) for k, o in self.optimizers.items()}
 
+    def _seen(self, flat):
+        """What the discriminator sees of flat images: DiffAugment'ed as images when the run asks."""
+        c, s = self.cfg.channels or 1, self.cfg.image_size
+        return self.augment(flat.view(-1, c, s, s)).flatten(1)
+
     def train_step(self, batch):
         real = batch[0].flatten(1).float().div(127.5).sub(1)
         fake = self.g(torch.randn(len(real), 16))
-        loss_d = gan_loss(self.d(real), True) + gan_loss(self.d(fake.detach()), False)
+        loss_d = gan_loss(self.d(self._seen(real)), True) + gan_loss(self.d(self._seen(fake.detach())), False)
         self.optimizers["d"].zero_grad()
         loss_d.backward()
         self.optimizers["d"].step()
-        loss_g = gan_loss(self.d(fake), True)
+        loss_g = gan_loss(self.d(self._seen(fake)), True)
         self.optimizers["g"].zero_grad()
         loss_g.backward()
         self.optimizers["g"].step()
@@ -104,6 +122,9 @@ class ToyRecipe(Recipe):
 
     def inference_module(self):
         return self.ema.eval()
+
+    def generator_module(self):
+        return ToyImages(self.ema.eval(), self.cfg.channels or 1, self.cfg.image_size)
 
     @torch.no_grad()
     def sample(self, n, seed=0):
@@ -261,7 +282,8 @@ def test_tiny_run_previews_load_and_checkpoint(recipe, tmp_path, idx_dir):
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)
 def test_kill_and_resume_equals_uninterrupted(recipe, tmp_path, idx_dir, monkeypatch, one_thread):
-    opts = options(recipe, tmp_path, idx_dir)
+    # With DiffAugment on: its per-sample draws must come back with the checkpoint's RNG state too.
+    opts = options(recipe, tmp_path, idx_dir, diffaugment="color,translation,cutout")
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "ref"), **opts)
     total = json.loads((tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     every = opts["checkpoint_every"]
@@ -277,6 +299,34 @@ def test_kill_and_resume_equals_uninterrupted(recipe, tmp_path, idx_dir, monkeyp
     assert name_a == name_b == f"step-{total:08d}.safetensors"
     assert_same_state(a, b)
     assert lr_trace(tmp_path / "ref") == lr_trace(tmp_path / "killed")
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_diffaugment_reaches_every_discriminator_input(recipe, tmp_path, idx_dir, monkeypatch):
+    """With --diffaugment, every batch a discriminator sees goes through DiffAugment (real and fake);
+    with none, nothing does; auto on these tiny sets means on exactly where the recipe says so."""
+    import gankit.recipes.base as base
+
+    seen = []
+    original = base.diff_augment
+
+    def spy(x, policy, groups=None):
+        seen.append((tuple(policy), x.requires_grad))
+        return original(x, policy, groups)
+
+    monkeypatch.setattr(base, "diff_augment", spy)
+    opts = options(recipe, tmp_path, idx_dir, max_steps=1)
+    policy = "translation,color"
+    gankit.train(recipe.name, progress=False, out=str(tmp_path / "on"), **opts, diffaugment=policy)
+    assert seen and {p for p, _ in seen} == {("translation", "color")}
+    assert any(g for _, g in seen)  # generated images, which the generator's gradient flows through
+    seen.clear()
+    gankit.train(recipe.name, progress=False, out=str(tmp_path / "off"), **opts, diffaugment="none")
+    assert seen and {p for p, _ in seen} == {()}
+    seen.clear()
+    gankit.train(recipe.name, progress=False, out=str(tmp_path / "auto"), **opts)
+    stored = json.loads((tmp_path / "auto" / "config.json").read_text())["diffaugment"]
+    assert stored == ("color,translation,cutout" if recipe.diffaugment_auto else "none")
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)
@@ -329,6 +379,42 @@ def test_capabilities_work_and_the_others_are_refused(recipe, tmp_path, idx_dir)
             assert result[0]["label"] in json.loads((run / "config.json").read_text())["class_names"]
         else:
             assert result["lines"] and (run / "evaluation" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_every_network_exports_and_matches_gankit(recipe, tmp_path, idx_dir):
+    """Each network a run offers, as TorchScript and as ONNX (run by onnxruntime): outputs within 1e-5
+    of gankit's on fixed inputs, any batch size, and a side file that says how to use it."""
+    import onnxruntime as ort
+
+    from gankit.export import NETWORKS, exportable
+
+    run = tmp_path / "run"
+    gankit.train(recipe.name, progress=False, out=str(run), **options(recipe, tmp_path, idx_dir, max_steps=1))
+    networks = [n for n, cap in NETWORKS.items() if recipe.offers(cap)]
+    assert networks
+    for network in networks:
+        ex = exportable(api.load_recipe(run), network, batch=3)
+        with torch.no_grad():
+            want = ex.module(*ex.inputs)
+        for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+            out = tmp_path / f"{network}{suffix}"
+            side = api.export(run, out, fmt, network=network)
+            assert side["network"] == network and side["verified"]["max_abs_difference"] <= 1e-5
+            assert json.loads(Path(f"{out}.json").read_text())["sha256"] == side["sha256"]
+            assert [i["name"] for i in side["inputs"]] == [s["name"] for s in ex.input_specs]
+            if fmt == "onnx":  # the batch of 3 was never seen by the exporter (it traced 2)
+                session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+                feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), ex.inputs)}
+                got = torch.from_numpy(session.run(None, feeds)[0])
+            else:
+                got = torch.jit.load(str(out))(*ex.inputs)
+            assert got.shape == want.shape and (got - want).abs().max() <= 1e-5
+    others = [n for n, cap in NETWORKS.items() if not recipe.offers(cap)]
+    for network in others:
+        with pytest.raises(GankitError, match=f"--network {network}: a {recipe.name} run has none"):
+            api.export(run, tmp_path / "x.pt", "torchscript", network=network)
+    assert not (tmp_path / "x.pt").exists()
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)

@@ -21,6 +21,16 @@ def test_unet_depth_follows_size_and_keeps_shape(size, blocks):
         g(torch.randn(1, 3, size // 2, size // 2))
 
 
+def test_widths_scale_every_layer_and_the_weight_count():
+    assert unet_filters(256, 16) == [16, 32, 64, 128, 128, 128, 128, 128]
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    g8, g64 = UNetGenerator(3, 3, 64, width=8), UNetGenerator(3, 3, 64)
+    assert 50 < n(g64) / n(g8) < 64  # conv weights scale with width squared (biases, norms linearly)
+    assert g8(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    d8 = PatchDiscriminator(6, width=8)
+    assert d8(torch.randn(1, 6, 64, 64)).shape == PatchDiscriminator(6)(torch.randn(1, 6, 64, 64)).shape
+
+
 def test_unet_seed_details():
     g = UNetGenerator(size=256)
     assert isinstance(g.down[0][1], torch.nn.Identity)  # first down-block without norm

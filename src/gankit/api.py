@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -60,6 +61,9 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
     with distributed.session(pick_device(cfg.device)) as device:
         distributed.on_main(run.ensure_new)  # fail before spending time on data
         data = cls.load_data(cfg)
+        note = cls.resolve_diffaugment(cfg, len(data))
+        if note and distributed.is_main():
+            print(f"gankit: note: {note}", file=sys.stderr)
         _resolve_auto_precision(cfg, device)
         _seed_everything(cfg.seed)
         r = cls(cfg, device)
@@ -153,13 +157,82 @@ def load(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
     return load_recipe(run_dir, device).inference_module()
 
 
-def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu") -> torch.Tensor:
-    """`n` images (N, C, H, W) in [0, 1] from a trained generator run, reproducibly from `seed`."""
+def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu", labels=None) -> torch.Tensor:
+    """`n` images (N, C, H, W) in [0, 1] from a trained generator run, reproducibly from `seed`.
+
+    `labels` (conditional runs, e.g. cdcgan): a class name or id for every image, or one per image;
+    by default a conditional run draws every class in turn.
+    """
     if n <= 0:
         raise GankitError(f"-n {n}: expected a positive number of images")
+    r = _generator_run(run_dir, device, labels, "gankit sample")
+    return r.sample(n, seed) if labels is None else r.sample(n, seed, labels=labels)
+
+
+def run_classes(run_dir: str | Path) -> list[str] | None:
+    """The class names of a conditional run (None for other runs)."""
+    cfg = load_config(RunDir(run_dir).require_run().path, config_classes())
+    return list(cfg.class_names) if getattr(cfg, "class_names", None) and cfg.recipe == "cdcgan" else None
+
+
+def _generator_run(run_dir, device: str, labels, command: str):
     r = load_recipe(run_dir, device)
-    r.require("sample", "gankit sample")
-    return r.sample(n, seed)
+    r.require("sample", command)
+    if labels is not None and not getattr(r, "conditional", False):
+        raise GankitError(f"--class: {run_dir} is an unconditional {r.name} run (train cdcgan for classes)")
+    return r
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latent vectors `a` and `b` (D,) at fractions `t` (T,) -> (T, D);
+    linear where the two are (anti)parallel. Gaussian latents keep their typical norm along the way."""
+    a64, b64, t64 = a.double(), b.double(), t.double()[:, None]
+    cos = (a64 @ b64 / (a64.norm() * b64.norm())).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    if omega.sin().abs() < 1e-6:
+        return ((1 - t64) * a64 + t64 * b64).to(a.dtype)
+    out = (torch.sin((1 - t64) * omega) * a64 + torch.sin(t64 * omega) * b64) / omega.sin()
+    return out.to(a.dtype)
+
+
+def interpolate(
+    run_dir: str | Path, seed_a: int, seed_b: int, steps: int = 16, device: str = "cpu", label=None
+) -> torch.Tensor:
+    """`steps` images (steps, C, H, W) in [0, 1] along the great circle between the latents of
+    `seed_a` and `seed_b` (the first image of `gankit sample --seed A` and of `--seed B`); `label`: the
+    class of a conditional run (default: its first class)."""
+    if steps < 2:
+        raise GankitError(f"--steps {steps}: expected at least 2 images")
+    r = _generator_run(run_dir, device, label, "gankit sample --interpolate")
+    g = r.generator_module()
+    z = [
+        torch.randn(1, g.latent_dim, generator=torch.Generator().manual_seed(s))[0] for s in (seed_a, seed_b)
+    ]
+    path = slerp(z[0], z[1], torch.linspace(0, 1, steps)).to(r.device)
+    with torch.no_grad():
+        if getattr(r, "conditional", False):
+            ids = r.class_ids(label if label is not None else 0).expand(steps).to(r.device)
+            images = g(path, ids)
+        else:
+            images = g(path)
+    return images.float().add(1).div(2).clamp(0, 1).cpu()
+
+
+def export(
+    run_dir: str | Path,
+    out: str | Path,
+    fmt: str = "torchscript",
+    network: str | None = None,
+    to: str | None = None,
+    checkpoint: str = "latest",
+) -> dict:
+    """Export a run's network (classifier, translator or generator; see gankit.export) to `out` as
+    TorchScript or ONNX, with `out`.json describing its inputs, outputs and processing; the file's
+    outputs are checked against gankit's (1e-5) before it is kept. Returns the side file's content."""
+    from . import export as exporter
+
+    r = load_recipe(run_dir, "cpu", checkpoint)
+    return exporter.export(r, out, fmt, network, to, str(run_dir))
 
 
 def evaluate(

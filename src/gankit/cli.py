@@ -143,8 +143,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--separate", metavar="DIR", default=None, help="also write each image as DIR/NNNN.png"
     )
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument(
+        "--class",
+        dest="label",
+        metavar="NAME|ID",
+        default=None,
+        help="class of every image (conditional runs, e.g. cdcgan; default: each class in turn, a row each)",
+    )
+    sample.add_argument(
+        "--interpolate",
+        nargs=2,
+        type=int,
+        metavar=("SEED_A", "SEED_B"),
+        default=None,
+        help="a strip of images along the spherical path between the latents of two seeds",
+    )
+    sample.add_argument("--steps", type=int, default=16, help="images in an --interpolate strip (default 16)")
+    sample.add_argument(
+        "--gif", metavar="FILE", default=None, help="with --interpolate: also an animated GIF"
+    )
     sample.add_argument("--device", default="cpu")
     _add_json(sample)
+
+    export = sub.add_parser(
+        "export", help="a run's network as a TorchScript or ONNX file, with a JSON side file"
+    )
+    export.add_argument("run", help="run directory")
+    export.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    export.add_argument("-o", "--output", required=True, help="file to write (its side file: FILE.json)")
+    export.add_argument(
+        "--network",
+        choices=("classifier", "translator", "generator"),
+        default=None,
+        help="which network (default: the classifier, else the translator, else the generator)",
+    )
+    export.add_argument("--to", choices=("A", "B"), default=None, help="direction of a cyclegan translator")
+    export.add_argument("--checkpoint", default="latest", help="latest (default) or best")
+    _add_json(export)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -324,10 +359,16 @@ def cmd_demo(ns: argparse.Namespace) -> None:
 def cmd_sample(ns: argparse.Namespace) -> None:
     from . import viz
 
-    images = api.sample(ns.run, ns.n, ns.seed, ns.device)
+    if ns.interpolate:
+        return cmd_interpolate(ns)
+    if ns.gif:
+        raise GankitError("--gif: only with --interpolate SEED_A SEED_B")
+    images = api.sample(ns.run, ns.n, ns.seed, ns.device, labels=ns.label)
     grid = ns.output or (None if ns.separate else str(Path(ns.run) / "samples.png"))
+    classes = api.run_classes(ns.run)
+    per_row = ns.n // len(classes) if classes and ns.label is None and ns.n % len(classes) == 0 else None
     if grid:
-        viz.save_grid(images, grid)
+        viz.save_grid(images, grid, nrow=per_row)
     files = (
         [str(viz.save_image(img, Path(ns.separate) / f"{i:04d}.png")) for i, img in enumerate(images)]
         if ns.separate
@@ -337,6 +378,35 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     lines = [f"wrote a grid of {len(images)} samples to {grid}"] if grid else []
     lines += [f"wrote {len(files)} PNGs to {ns.separate}/"] if files else []
     _report(result, "json" in ns, lines)
+
+
+def cmd_interpolate(ns: argparse.Namespace) -> None:
+    from . import viz
+
+    a, b = ns.interpolate
+    images = api.interpolate(ns.run, a, b, ns.steps, ns.device, label=ns.label)
+    strip = ns.output or str(Path(ns.run) / f"interpolation-{a}-{b}.png")
+    viz.save_grid(images, strip, nrow=len(images))
+    lines = [f"wrote a strip of {len(images)} images from seed {a} to seed {b} to {strip}"]
+    if ns.gif:
+        viz.save_gif(images, ns.gif)
+        lines.append(f"wrote an animated GIF to {ns.gif}")
+    _report({"strip": strip, "gif": ns.gif, "images": len(images)}, "json" in ns, lines)
+
+
+def cmd_export(ns: argparse.Namespace) -> None:
+    side = api.export(ns.run, ns.output, ns.format, ns.network, ns.to, ns.checkpoint)
+    v = side["verified"]
+    check = (
+        f"outputs within {v['max_abs_difference']:.1e} of gankit's ({v['runtime']})"
+        if v["max_abs_difference"] is not None
+        else "not run here (install onnxruntime to check it)"
+    )
+    lines = [
+        f"wrote the {side['network']} of {ns.run} as {ns.format} to {ns.output}; {check}",
+        f"how to feed and read it: {ns.output}.json",
+    ]
+    _report(side, "json" in ns, lines)
 
 
 def cmd_evaluate(ns: argparse.Namespace) -> None:
@@ -464,6 +534,7 @@ COMMANDS = {
     "train": cmd_train,
     "demo": cmd_demo,
     "sample": cmd_sample,
+    "export": cmd_export,
     "evaluate": cmd_evaluate,
     "classify": cmd_classify,
 }

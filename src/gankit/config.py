@@ -58,6 +58,12 @@ class TrainConfig:
         "every N steps, log the recipe's quality metric (generators: FID of --eval-samples samples against "
         "training images) and keep the best checkpoint as checkpoints/best.safetensors (0 = off)",
     )
+    diffaugment: str = opt(
+        "auto",
+        "differentiable augmentation of every image the discriminator sees: a comma list of color, "
+        "translation, cutout, or none; auto = all three on DCGAN-family runs with fewer than 10,000 "
+        "training images, else none",
+    )
     eval_samples: int = opt(1000, "samples for --eval-every (small: quick, not comparable with papers)")
     extractor: str | None = opt(None, "local TorchScript FID Inception file (default: downloaded once)")
 
@@ -79,6 +85,13 @@ class TrainConfig:
                 f"--eval-every {self.eval_every} / --eval-samples {self.eval_samples}: expected N >= 0 and "
                 "at least 10 samples"
             )
+        if self.diffaugment != "auto":
+            from .nn.diffaugment import parse_policy
+
+            try:
+                parse_policy(self.diffaugment)
+            except ValueError as e:
+                raise GankitError(f"--diffaugment {self.diffaugment!r}: {e}") from None
         if self.max_steps is not None and self.max_steps <= 0:
             raise GankitError(f"--max-steps {self.max_steps}: expected a positive integer")
         if not self.lr > 0 or self.lr > 1:
@@ -104,7 +117,7 @@ class TrainConfig:
         return cls(**{**before, **{k: v for k, v in d.items() if k in names}})
 
     # Options added later -> the behaviour of runs stored before them (see from_dict).
-    BEFORE: typing.ClassVar[dict] = {}
+    BEFORE: typing.ClassVar[dict] = {"diffaugment": "none"}
 
     def total_steps(self, per_epoch: int) -> int:
         """Optimisation steps the run makes: epochs x steps per epoch, capped by max_steps."""

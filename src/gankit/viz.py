@@ -50,6 +50,19 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return save_image(make_grid(images, nrow), path)
 
 
+def save_gif(images: torch.Tensor, path: str | Path, ms_per_frame: int = 100, bounce: bool = True) -> Path:
+    """Save (N, C, H, W) [0, 1] images as an animated GIF that loops forever, atomically; `bounce`
+    plays the frames forward then back, so the loop has no jump."""
+    frames = [to_pil(im) for im in images]
+    if bounce and len(frames) > 2:
+        frames = frames + frames[-2:0:-1]
+    with atomic_path(path) as tmp:
+        frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0
+        )
+    return Path(path)
+
+
 def plot_losses(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     """Plot every loss_* series of metrics.jsonl against the step into a PNG."""
     return plot_series(metrics_path, out, lambda k: k.startswith("loss"), "loss", title)

@@ -35,6 +35,10 @@ class UnpairedData:
     a: torch.Tensor
     b: torch.Tensor
 
+    def __len__(self) -> int:
+        """The smaller domain's image count (what limits how much the data can teach)."""
+        return min(len(self.a), len(self.b))
+
 
 IMBALANCE_WARNING = 10  # warn when one domain has this many times fewer images than the other
 

@@ -282,7 +282,7 @@ class Trainer:
             self._record({"step": self.progress.step, "epoch": epoch, **metrics})
             self.last_metrics = {**self.last_metrics, **metrics}
         if self.main:
-            grid = viz.make_grid(self.recipe.preview(), nrow=4)
+            grid = viz.make_grid(self.recipe.preview(), nrow=self.recipe.preview_columns)
             viz.save_image(grid, self.run.previews / f"epoch-{epoch:04d}.png")
             if self.tb is not None:
                 self.tb.add_image("preview", grid, self.progress.step)

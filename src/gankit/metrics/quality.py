@@ -35,6 +35,8 @@ class RealSet:
     images: torch.Tensor
     source: str  # e.g. "fashion-mnist:test" or a folder
     split: str  # test, val, train (say so when it is the training data)
+    labels: torch.Tensor | None = None  # class ids, for per-class scores of a conditional generator
+    classes: list[str] | None = None
 
 
 def content_key(images: torch.Tensor) -> str:
@@ -91,9 +93,14 @@ def evaluate_samples(
     device: str | torch.device = "cpu",
     progress: bool = True,
     standard_count: int = STANDARD_COUNT,
+    fake_labels: torch.Tensor | None = None,
 ) -> dict:
     """Every registered metric of uint8 `fake` images against `real`, with the protocol. The numbers
-    are flagged comparable with published ones from `standard_count` generated images on."""
+    are flagged comparable with published ones from `standard_count` generated images on.
+
+    With `fake_labels` (the classes the images were generated for) and labelled real images, the
+    report adds `per_class`: each class's FID, its generated images against its real ones, from the
+    same features."""
     if precision not in PRECISIONS:
         raise GankitError(f"--feature-precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     for what, n in (("generated", len(fake)), ("real", len(real.images))):
@@ -131,7 +138,31 @@ def evaluate_samples(
         )
     if real.split == "train":
         print("gankit: note: the real images are the training data (no test split)", file=sys.stderr)
-    return {"metrics": values, "protocol": protocol, "real_features_cached": cached}
+    report = {"metrics": values, "protocol": protocol, "real_features_cached": cached}
+    if fake_labels is not None and real.labels is not None:
+        report["per_class"] = per_class_fid(real_feats, real.labels, fake_feats, fake_labels, real.classes)
+        protocol["per_class"] = "FID of each class's generated images against that class's real images"
+    return report
+
+
+def per_class_fid(
+    real_feats: torch.Tensor,
+    real_labels: torch.Tensor,
+    fake_feats: torch.Tensor,
+    fake_labels: torch.Tensor,
+    classes: list[str] | None = None,
+) -> dict[str, dict]:
+    """{class name: {fid, generated, real}} for every class with at least MIN_SAMPLES images of both
+    kinds (counts are per class, so these FIDs are biased upwards against the overall one)."""
+    from .fid import fid
+
+    out = {}
+    for k in sorted(set(fake_labels.tolist()) & set(real_labels.tolist())):
+        r, f = real_feats[real_labels == k], fake_feats[fake_labels == k]
+        if min(len(r), len(f)) >= MIN_SAMPLES:
+            name = classes[k] if classes and k < len(classes) else str(k)
+            out[name] = {"fid": round(fid(r, f)["fid"], 4), "generated": len(f), "real": len(r)}
+    return out
 
 
 def evaluate_generator(
@@ -151,9 +182,17 @@ def evaluate_generator(
     n = STANDARD_COUNT if num_samples is None else num_samples
     if n < MIN_SAMPLES:
         raise GankitError(f"--num-samples {n}: too few (at least {MIN_SAMPLES}; standard: {STANDARD_COUNT})")
-    fake = to_uint8(recipe.sample(n, seed))
+    labels = balanced_labels(n, recipe.cfg.num_classes) if getattr(recipe, "conditional", False) else None
+    fake = to_uint8(recipe.sample(n, seed) if labels is None else recipe.sample(n, seed, labels=labels))
     report = evaluate_samples(
-        fake, real, extractor, feature_precision, seed, device=recipe.device, progress=progress
+        fake,
+        real,
+        extractor,
+        feature_precision,
+        seed,
+        device=recipe.device,
+        progress=progress,
+        fake_labels=labels,
     )
     report["run_dir"] = str(run_dir)
     report["checkpoint"] = getattr(recipe, "loaded_from", None)
@@ -167,9 +206,19 @@ def evaluate_generator(
         f"{p['real']['split']} split), Inception pool3 at {RESOLUTION} px, features {feature_precision}, "
         f"extractor {p['extractor_sha256'][:12]}",
         *([f"  note: {p['note']}"] if "note" in p else []),
+        *(
+            ["  per class: " + ", ".join(f"{k} {v['fid']:.1f}" for k, v in report["per_class"].items())]
+            if report.get("per_class")
+            else []
+        ),
         f"wrote {out}",
     ]
     return report
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """Class ids 0, 1, ..., K-1, 0, 1, ... for `n` samples: every class equally often (+-1)."""
+    return torch.arange(n) % num_classes
 
 
 _MONITOR_EXTRACTORS: dict[tuple, Extractor] = {}

@@ -51,10 +51,16 @@ class SeedDiscriminator(nn.Module):
         self.fc = nn.Linear(128 * (size // 4) ** 2, 1)
         glorot_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, F) features the final linear layer reads (a projection head reads them too)."""
         x = self.drop(F.leaky_relu(self.conv1(x), 0.2))
-        x = self.drop(F.leaky_relu(self.conv2(x), 0.2))
-        return self.fc(x.flatten(1))
+        return self.drop(F.leaky_relu(self.conv2(x), 0.2)).flatten(1)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 class PaperGenerator(nn.Module):
@@ -106,6 +112,14 @@ class PaperDiscriminator(nn.Module):
             nn.Conv2d(w * 8, 1, 4, 1, 0, bias=False),
         )
         normal_init(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, 8w * 4 * 4) features the final 4x4 convolution reads."""
+        return self.net[:-1](x).flatten(1)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        last = self.net[-1]  # a 4x4 convolution over a 4x4 map: a linear layer over the flat features
+        return features @ last.weight.flatten(1).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1)

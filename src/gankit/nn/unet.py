@@ -44,12 +44,13 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: expected batch, instance or none")
 
 
-def unet_filters(size: int) -> list[int]:
-    """Filters of the down-blocks for `size` px inputs: 64-128-256 then 512 down to 1x1."""
+def unet_filters(size: int, width: int = 64) -> list[int]:
+    """Filters of the down-blocks for `size` px inputs: 64-128-256 then 512 down to 1x1 (for `width` 64;
+    the filters scale with `width`)."""
     if size < 8 or size & (size - 1):
         raise ValueError(f"U-Net input size must be a power of two >= 8, got {size}")
     depth = int(math.log2(size))
-    return [min(64 * 2**i, 512) for i in range(depth)]
+    return [min(width * 2**i, width * 8) for i in range(depth)]
 
 
 class UNetGenerator(nn.Module):
@@ -62,9 +63,10 @@ class UNetGenerator(nn.Module):
         size: int = 256,
         norm: str = "batch",
         dropout: float = 0.5,
+        width: int = 64,
     ):
         super().__init__()
-        filters = unet_filters(size)
+        filters = unet_filters(size, width)
         self.size = size
         self.down = nn.ModuleList()
         prev = in_channels

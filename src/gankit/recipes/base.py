@@ -12,6 +12,7 @@ Declares (class attributes)
   data in that format.
 - `capabilities`: what a trained run offers beyond training, from CAPABILITIES; each one promises the
   method named there. The API and CLI ask `offers(...)`, never the recipe's name or `hasattr`.
+- `diffaugment_auto` (optional): True where `--diffaugment auto` turns DiffAugment on for small data.
 - `smoke_options`: options for a tiny run (a few steps on a few small images), used by the contract tests.
 - `demo_options` (optional): the options of `gankit demo --recipe NAME` on the embedded data.
 - A one-line class docstring: it is the recipe's line in `gankit train --help`.
@@ -43,6 +44,7 @@ import torch.nn as nn
 from ..config import TrainConfig
 from ..device import autocast_dtype
 from ..errors import GankitError
+from ..nn.diffaugment import DEFAULT_POLICY, diff_augment, parse_policy
 
 # What `load_data` returns, by data format.
 DATA_FORMATS = {
@@ -54,8 +56,10 @@ DATA_FORMATS = {
 
 # Capability -> the method it promises.
 CAPABILITIES = {
-    "sample": "sample(n, seed) -> (n, C, H, W) images in [0, 1] from a generator",
-    "translate": "translator(to) -> (network on [-1, 1] batches, (size, in channels, out channels))",
+    "sample": "sample(n, seed) -> (n, C, H, W) images in [0, 1]; generator_module() -> the network "
+    "(z[, class ids] -> [-1, 1] images, with .latent_dim)",
+    "translate": "translator(to) -> (network on [-1, 1] batches, (size, in channels, out channels)); "
+    "translator_module(to) -> the bare network",
     "classify": "classifier_spec() -> ClassifierSpec; classify(paths, skip_bad) -> [{path, label, ...}]",
     "evaluate": "evaluate(run_dir, data) -> report dict with 'lines' (also written to run_dir/evaluation)",
     "monitor": "monitor() -> (metric name, value, lower is better) during training, for --eval-every",
@@ -83,6 +87,9 @@ class Recipe:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     smoke_options: ClassVar[dict] = {}
     demo_options: ClassVar[dict | None] = None
+    diffaugment_auto: ClassVar[bool] = False
+    preview_columns: ClassVar[int] = 4  # images per row of the preview grid
+    SMALL_DATA: ClassVar[int] = 10_000  # --diffaugment auto: "small" is fewer training images than this
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -117,6 +124,31 @@ class Recipe:
     def load_data(cls, cfg: TrainConfig):
         """Load the training data (see `data_format`) and fill the config's data-dependent fields."""
         raise NotImplementedError
+
+    @classmethod
+    def resolve_diffaugment(cls, cfg: TrainConfig, count: int) -> str | None:
+        """Replace `--diffaugment auto` by what it means for `count` training images; return a note to
+        show the user when that turned augmentation on (None otherwise)."""
+        if cfg.diffaugment != "auto":
+            return None
+        small = cls.diffaugment_auto and count < cls.SMALL_DATA
+        cfg.diffaugment = DEFAULT_POLICY if small else "none"
+        if not small:
+            return None
+        return (
+            f"{count} training images (fewer than {cls.SMALL_DATA:,}): DiffAugment {DEFAULT_POLICY} is on "
+            "against discriminator overfitting (--diffaugment none turns it off)"
+        )
+
+    @functools.cached_property
+    def augmentation(self) -> tuple[str, ...]:
+        """The run's DiffAugment policy (empty: off)."""
+        return parse_policy(None if self.cfg.diffaugment == "auto" else self.cfg.diffaugment)
+
+    def augment(self, images: torch.Tensor, groups=None) -> torch.Tensor:
+        """What the discriminator sees of `images`: DiffAugment'ed when the run asks for it (see
+        gankit.nn.diffaugment), drawn per sample on the device; unchanged otherwise."""
+        return diff_augment(images, self.augmentation, groups)
 
     def attach_data(self, data) -> None:
         """Set `self.batches` and the schedulers (built for the run's total steps)."""

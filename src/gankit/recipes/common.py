@@ -58,9 +58,14 @@ class TranslationConfig(TrainConfig):
     )
     flip: bool = opt(True, "random horizontal flips (use --no-flip for maps, text, ...)")
     gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan", choices=GAN_LOSSES)
+    ngf: int = opt(64, "filters of the generator's first layer (the others scale with it)", model=True)
+    ndf: int = opt(64, "filters of the discriminator's first layer (the others scale with it)", model=True)
 
     def validate(self) -> None:
         super().validate()
+        for name in ("ngf", "ndf"):
+            if getattr(self, name) < 1:
+                raise GankitError(f"--{name} {getattr(self, name)}: expected a positive number of filters")
         if self.image_size not in self.sizes:
             raise GankitError(
                 f"--image-size {self.image_size}: expected one of {', '.join(map(str, self.sizes))}"

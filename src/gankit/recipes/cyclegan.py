@@ -132,7 +132,7 @@ class CycleGAN(Recipe):
     Config = CycleGANConfig
     data_format = "unaligned"
     capabilities = frozenset({"translate", "evaluate"})
-    smoke_options = dict(image_size=64, load_size=72, epochs=2, pool_size=3, checkpoint_every=3)
+    smoke_options = dict(image_size=64, load_size=72, epochs=2, pool_size=3, checkpoint_every=3, ngf=8, ndf=8)
     preview_count = 4
 
     def __init__(self, cfg: CycleGANConfig, device: torch.device):
@@ -141,14 +141,14 @@ class CycleGAN(Recipe):
 
         def generator(cin, cout):
             if cfg.generator == "resnet":
-                return ResnetGenerator(cin, cout, cfg.resnet_blocks, "instance")
-            return UNetGenerator(cin, cout, cfg.image_size, "instance")
+                return ResnetGenerator(cin, cout, cfg.resnet_blocks, "instance", width=cfg.ngf)
+            return UNetGenerator(cin, cout, cfg.image_size, "instance", width=cfg.ngf)
 
         cl = torch.channels_last
         self.g_ab = generator(ca, cb).to(device, memory_format=cl)
         self.g_ba = generator(cb, ca).to(device, memory_format=cl)
-        self.d_a = PatchDiscriminator(ca, "instance").to(device, memory_format=cl)
-        self.d_b = PatchDiscriminator(cb, "instance").to(device, memory_format=cl)
+        self.d_a = PatchDiscriminator(ca, "instance", width=cfg.ndf).to(device, memory_format=cl)
+        self.d_b = PatchDiscriminator(cb, "instance", width=cfg.ndf).to(device, memory_format=cl)
         self.modules = {"g_ab": self.g_ab, "g_ba": self.g_ba, "d_a": self.d_a, "d_b": self.d_b}
         betas = (cfg.beta1, 0.999)
         self._g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
@@ -201,8 +201,8 @@ class CycleGAN(Recipe):
         kind = cfg.gan_loss
         with self.autocast():
             t = cycle_losses(self.g_ab, self.g_ba, x, y, cfg.lambda_cycle, cfg.lambda_identity)
-            gan_b = gan_loss(self.d_b(t["fake_b"]).float(), True, kind)
-            gan_a = gan_loss(self.d_a(t["fake_a"]).float(), True, kind)
+            gan_b = gan_loss(self.d_b(self.augment(t["fake_b"])).float(), True, kind)
+            gan_a = gan_loss(self.d_a(self.augment(t["fake_a"])).float(), True, kind)
         loss_g = gan_a + gan_b + t["cycle"] + t["identity"]
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
@@ -211,8 +211,8 @@ class CycleGAN(Recipe):
         pa = self.pool_a.query(t["fake_a"].detach())
         pb = self.pool_b.query(t["fake_b"].detach())
         with self.autocast():  # real and pooled fakes in one pass per discriminator (instance norm: exact)
-            ra, fa = self.d_a(torch.cat([x, pa])).float().split(len(x))
-            rb, fb = self.d_b(torch.cat([y, pb])).float().split(len(y))
+            ra, fa = self.d_a(self.augment(torch.cat([x, pa]))).float().split(len(x))
+            rb, fb = self.d_b(self.augment(torch.cat([y, pb]))).float().split(len(y))
         da = 0.5 * (gan_loss(ra, True, kind) + gan_loss(fa, False, kind))
         db = 0.5 * (gan_loss(rb, True, kind) + gan_loss(fb, False, kind))
         (da + db).backward(inputs=self._d_params)
@@ -260,10 +260,16 @@ class CycleGAN(Recipe):
     def inference_module(self) -> nn.Module:
         return self.g_ab.eval()
 
+    def translator_module(self, to: str | None = None) -> nn.Module:
+        """The generator translating to domain `to` (A or B; default B) in eval mode, on [-1, 1] images."""
+        if to not in (None, "A", "B"):
+            raise GankitError(f"--to {to}: expected A or B")
+        return (self.g_ba if to == "A" else self.g_ab).eval()
+
     def translator(self, to: str | None = None):
         """(network, (size, input channels, output channels)) for `gankit translate --to A|B`."""
         to = to or "B"
-        g = (self.g_ab if to == "B" else self.g_ba).eval()
+        g = self.translator_module(to)
         cin, cout = (self.cfg.channels_a, self.cfg.channels_b)[:: 1 if to == "B" else -1]
         return (lambda t: g(t.to(self.device).contiguous(memory_format=torch.channels_last))), (
             self.cfg.image_size,

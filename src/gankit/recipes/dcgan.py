@@ -70,6 +70,7 @@ class DCGAN(GANRecipe):
 
     name = "dcgan"
     Config = DCGANConfig
+    diffaugment_auto = True
     data_format = "images"
     capabilities = frozenset({"sample", "evaluate", "monitor"})
     smoke_options = dict(epochs=2, batch_size=32, ema=0.9, checkpoint_every=3)
@@ -87,7 +88,7 @@ class DCGAN(GANRecipe):
 
     def __init__(self, cfg: DCGANConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.build_pair(*build_dcgan(cfg.image_size, cfg.channels, cfg.latent_dim), (cfg.beta1, cfg.beta2))
+        self.build_pair(*self.networks(cfg), (cfg.beta1, cfg.beta2))
         self.ema = None
         if cfg.ema > 0:
             self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -95,6 +96,11 @@ class DCGAN(GANRecipe):
         # The fixed preview latents come from their own generator: previews never touch training RNG.
         g_rng = torch.Generator().manual_seed(cfg.seed)
         self.fixed_latent = torch.randn(self.preview_count, cfg.latent_dim, generator=g_rng).to(device)
+
+    @staticmethod
+    def networks(cfg: DCGANConfig) -> tuple[nn.Module, nn.Module]:
+        """(generator, discriminator) for the resolved config."""
+        return build_dcgan(cfg.image_size, cfg.channels, cfg.latent_dim)
 
     @classmethod
     def load_data(cls, cfg: DCGANConfig) -> ImageSet:
@@ -116,8 +122,8 @@ class DCGAN(GANRecipe):
         z = torch.randn(len(real), self.cfg.latent_dim, device=self.device)
         with self.autocast():
             fake = self.generator(z)
-            d_real = self.discriminator(real).float()
-            d_fake = self.discriminator(fake).float()
+            d_real = self.discriminator(self.augment(real)).float()
+            d_fake = self.discriminator(self.augment(fake)).float()
         loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
         loss_g = gan_loss(d_fake, True)
         self.simultaneous_update(loss_d, loss_g)
@@ -137,6 +143,10 @@ class DCGAN(GANRecipe):
 
     def inference_module(self) -> nn.Module:
         return (self.ema if self.ema is not None else self.generator).eval()
+
+    def generator_module(self) -> nn.Module:
+        """The generator users sample (its EMA when kept), in eval mode: z -> images in [-1, 1]."""
+        return self.inference_module()
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """`n` images (N, C, H, W) in [0, 1] from the generator (its EMA when kept), from `seed`."""

@@ -100,14 +100,17 @@ class Pix2Pix(GANRecipe):
     Config = Pix2PixConfig
     data_format = "aligned"
     capabilities = frozenset({"translate", "evaluate"})
-    smoke_options = dict(image_size=64, load_size=72, epochs=2, decay_epochs=1, checkpoint_every=3)
+    smoke_options = dict(
+        image_size=64, load_size=72, epochs=2, decay_epochs=1, checkpoint_every=3, ngf=8, ndf=8
+    )
     preview_count = 4
 
     def __init__(self, cfg: Pix2PixConfig, device: torch.device):
         super().__init__(cfg, device)
         cin, cout = cfg.in_channels or 3, cfg.out_channels or 3
-        g = UNetGenerator(cin, cout, cfg.image_size, cfg.norm)
-        self.build_pair(g, PatchDiscriminator(cin + cout, cfg.norm), (cfg.beta1, 0.999))
+        g = UNetGenerator(cin, cout, cfg.image_size, cfg.norm, width=cfg.ngf)
+        d = PatchDiscriminator(cin + cout, cfg.norm, width=cfg.ndf)
+        self.build_pair(g, d, (cfg.beta1, 0.999))
         self.fixed = None
 
     # -- data ----------------------------------------------------------------------------------
@@ -183,8 +186,9 @@ class Pix2Pix(GANRecipe):
         y = to_tanh_range(b).contiguous(memory_format=torch.channels_last)
         with self.autocast():
             fake = self.generator(x)
-            d_real = self.discriminator(x, y).float()
-            d_fake = self.discriminator(x, fake).float()
+            groups = (x.shape[1], y.shape[1])  # shifts and cutouts move input and target together
+            d_real = self.discriminator(self.augment(torch.cat([x, y], 1), groups)).float()
+            d_fake = self.discriminator(self.augment(torch.cat([x, fake], 1), groups)).float()
         loss_d = gan_loss(d_real, True, cfg.gan_loss) + gan_loss(d_fake, False, cfg.gan_loss)
         loss_gan = gan_loss(d_fake, True, cfg.gan_loss)
         loss_l1 = (fake.float() - y).abs().mean()
@@ -217,13 +221,17 @@ class Pix2Pix(GANRecipe):
         return self.generator.eval()
 
     # -- use -----------------------------------------------------------------------------------
-    def translator(self, to: str | None = None):
-        """(network on tanh-range batches, network size, output channels) for `gankit translate`."""
+    def translator_module(self, to: str | None = None) -> nn.Module:
+        """The generator translating to `to` (the run's one direction) in eval mode, on [-1, 1] images."""
         if to not in (None, self.direction[-1]):
             raise GankitError(
                 f"--to {to}: this pix2pix run translates {self.direction[0]} to {self.direction[-1]} only"
             )
-        g = self.inference_module()
+        return self.inference_module()
+
+    def translator(self, to: str | None = None):
+        """(network on tanh-range batches, network size, output channels) for `gankit translate`."""
+        g = self.translator_module(to)
         return (lambda t: g(t.to(self.device).contiguous(memory_format=torch.channels_last))), (
             self.cfg.image_size,
             self.cfg.in_channels,

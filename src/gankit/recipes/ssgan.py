@@ -120,7 +120,8 @@ class SSGANConfig(TrainConfig):
     class_names: list | None = opt(None, "class names (from the data)", cli=False)
     preview_every: int = 1
     checkpoint_every: int = 1000
-    BEFORE: ClassVar[dict] = {"validation": 0}  # runs stored before the validation split had none
+    # Runs stored before the validation split had none.
+    BEFORE: ClassVar[dict] = {**TrainConfig.BEFORE, "validation": 0}
 
     def validate(self) -> None:
         super().validate()
@@ -313,7 +314,7 @@ class SSGAN(Recipe):
         with self.autocast():
             fake = self.generator(z)
             x = torch.cat([x_lab, x_unl, fake[:half].detach()]).contiguous(memory_format=torch.channels_last)
-            logits, feats = self.classifier(x)
+            logits, feats = self.classifier(self.augment(x))
         logits = logits.float()
         n_lab = len(x_lab)
         loss_sup = F.cross_entropy(logits[:n_lab], y_lab)
@@ -330,7 +331,7 @@ class SSGAN(Recipe):
         opt_c.step()
 
         with self.autocast():
-            g_logits, g_feats = self.classifier(fake)
+            g_logits, g_feats = self.classifier(self.augment(fake))
         if self.cfg.gen_loss == "feature-matching":
             real_mean = feats[n_lab : n_lab + half].detach().float().mean(0)
             loss_g = F.mse_loss(g_feats.float().mean(0), real_mean)
@@ -379,11 +380,15 @@ class SSGAN(Recipe):
     def inference_module(self) -> nn.Module:
         return (self.ema if self.ema is not None else self.classifier).eval()
 
+    def generator_module(self) -> nn.Module:
+        """The run's generator (the classifier's adversary) in eval mode: z -> images in [-1, 1]."""
+        if self.supervised_only:
+            raise GankitError("a --baseline supervised ssgan run has no generator")
+        return self.generator.eval()
+
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """`n` images in [0, 1] from the run's generator (the classifier's adversary)."""
-        if self.supervised_only:
-            raise GankitError("gankit sample: a --baseline supervised ssgan run has no generator")
-        return sample_generator(self.generator.eval(), n, seed)
+        return sample_generator(self.generator_module(), n, seed)
 
     def classifier_spec(self) -> ClassifierSpec:
         """The classifier (its EMA when kept) returning logits; it trains on images scaled to [-1, 1]."""

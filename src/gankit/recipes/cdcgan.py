@@ -1,0 +1,216 @@
+"""Conditional DCGAN: generation by class, from a labelled dataset or a folder of class sub-folders.
+
+The DCGAN networks of the run's size, conditioned on the class: the generator reads a learned class
+embedding beside its noise, the discriminator has a projection head (Miyato & Koyama 2018; see
+gankit.nn.cdcgan). Classes come from a named dataset's labels or from a folder's sub-folder names
+(sorted; an `unlabeled/` folder is ignored, said so). Fake batches get classes drawn uniformly.
+Defaults are the DCGAN paper's optimiser settings (Adam 2e-4, beta1 0.5) at batch 64; DiffAugment is
+on for small data as for DCGAN (`--diffaugment`). The preview grid is class by row.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ..config import opt
+from ..data import ImageSet, known_datasets, load_dataset
+from ..data.batches import InMemoryBatches
+from ..data.images import UNLABELED, load_labelled_folder
+from ..data.mnist import SPECS
+from ..data.transforms import from_tanh_range, to_tanh_range
+from ..errors import GankitError
+from ..nn.cdcgan import ConditionalGenerator, ProjectionDiscriminator
+from ..nn.modes import modes_kept
+from . import register
+from .common import gan_loss, update_ema
+from .dcgan import DCGAN, DCGANConfig
+
+PREVIEW_COLUMNS = 8
+PREVIEW_ROWS = 16  # classes shown in the preview grid (the first ones, when a run has more)
+
+
+@dataclass
+class CDCGANConfig(DCGANConfig):
+    recipe: str = "cdcgan"
+    data: str = "fashion-mnist"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = opt(2e-4, "learning rate of both Adam optimisers")
+    beta1: float = opt(0.5, "Adam beta1 (the DCGAN paper's 0.5)")
+    embed_dim: int = opt(32, "length of the generator's class embedding", model=True)
+    num_classes: int | None = opt(None, "number of classes (default: from the data)", model=True)
+    class_names: list[str] = field(
+        default_factory=list, metadata={"help": "class names, by id", "model": True, "cli": False}
+    )
+    preview_every: int = 5
+
+    def validate(self) -> None:
+        super().validate()
+        if self.embed_dim <= 0:
+            raise GankitError(f"--embed-dim {self.embed_dim}: expected a positive integer")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise GankitError(f"--num-classes {self.num_classes}: expected at least 2 classes")
+
+
+def _is_named(data: str) -> bool:
+    return data in SPECS or data in known_datasets() or data.startswith("fashion-mnist")
+
+
+@register
+class CDCGAN(DCGAN):
+    """Class-conditional generation: DCGAN with a class embedding and a projection discriminator."""
+
+    name = "cdcgan"
+    Config = CDCGANConfig
+    data_format = "labelled"
+    conditional = True
+    smoke_options = dict(epochs=2, batch_size=16, ema=0.9, checkpoint_every=3)
+    demo_options = dict(
+        data="fashion-mnist-small",
+        epochs=30,
+        preview_every=5,
+        log_every=20,
+        checkpoint_every=500,
+    )
+
+    preview_columns = PREVIEW_COLUMNS
+
+    def __init__(self, cfg: CDCGANConfig, device: torch.device):
+        self.preview_count = min(cfg.num_classes or 2, PREVIEW_ROWS) * PREVIEW_COLUMNS
+        super().__init__(cfg, device)
+        rows = self.preview_count // PREVIEW_COLUMNS
+        self.fixed_labels = torch.arange(rows).repeat_interleave(PREVIEW_COLUMNS).to(device)
+
+    @staticmethod
+    def networks(cfg: CDCGANConfig) -> tuple[nn.Module, nn.Module]:
+        k, c, s = cfg.num_classes or 2, cfg.channels, cfg.image_size
+        return ConditionalGenerator(cfg.latent_dim, k, c, s, cfg.embed_dim), ProjectionDiscriminator(k, c, s)
+
+    # -- data ----------------------------------------------------------------------------------
+    @classmethod
+    def load_data(cls, cfg: CDCGANConfig) -> ImageSet:
+        if cfg.image_size is None:
+            cfg.image_size = 28 if _is_named(cfg.data) else 64
+        if _is_named(cfg.data):
+            data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels)
+            if data.labels is None:
+                raise GankitError(f"--data {cfg.data}: has no labels; a conditional GAN needs classes")
+        else:
+            data, extra = load_labelled_folder(cfg.data, cfg.image_size, cfg.channels, cfg.skip_bad_images)
+            if extra is not None:
+                print(
+                    f"gankit: note: {extra.source}: {len(extra)} images without a class are not used "
+                    f"(a conditional GAN trains on the class sub-folders only; '{UNLABELED}' holds none)",
+                    file=sys.stderr,
+                )
+        cfg.channels = data.channels
+        n_cls = int(data.labels.max()) + 1
+        names = list(data.classes or [])
+        cfg.num_classes = cfg.num_classes or (len(names) if len(names) >= n_cls else n_cls)
+        if n_cls > cfg.num_classes:
+            raise GankitError(f"--num-classes {cfg.num_classes}: the data has {n_cls} classes")
+        cfg.class_names = names[: cfg.num_classes] if names else [str(i) for i in range(cfg.num_classes)]
+        return data
+
+    def attach_data(self, data: ImageSet) -> None:
+        self.batches = InMemoryBatches(
+            data.images, self.cfg.batch_size, self.cfg.seed, self.device, labels=data.labels
+        )
+        self.train_images, self.train_labels = data.images, data.labels
+
+    # -- training ------------------------------------------------------------------------------
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        real = to_tanh_range(images).contiguous(memory_format=torch.channels_last)
+        n = len(real)
+        z = torch.randn(n, self.cfg.latent_dim, device=self.device)
+        fake_labels = torch.randint(0, self.cfg.num_classes, (n,), device=self.device)
+        with self.autocast():
+            fake = self.generator(z, fake_labels)
+            d_real = self.discriminator(self.augment(real), labels).float()
+            d_fake = self.discriminator(self.augment(fake), fake_labels).float()
+        loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
+        loss_g = gan_loss(d_fake, True)
+        self.simultaneous_update(loss_d, loss_g)
+        if self.ema is not None:
+            update_ema(self.ema, self.generator, self.cfg.ema)
+        return {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "d_real": torch.sigmoid(d_real.detach()).mean(),
+            "d_fake": torch.sigmoid(d_fake.detach()).mean(),
+        }
+
+    @torch.no_grad()
+    def preview(self) -> torch.Tensor:
+        """A class-by-row grid: row k holds PREVIEW_COLUMNS samples of class k (fixed latents)."""
+        with modes_kept(self.modules.values()):
+            return from_tanh_range(self.inference_module()(self.fixed_latent, self.fixed_labels))
+
+    # -- use -----------------------------------------------------------------------------------
+    def class_ids(self, classes) -> torch.Tensor:
+        """Class names or ids (one, or a list) -> a tensor of ids; a one-line error naming the run's
+        classes for anything else."""
+        names = self.cfg.class_names
+        items = classes if isinstance(classes, (list, tuple, torch.Tensor)) else [classes]
+        ids = []
+        for c in items:
+            c = c.item() if isinstance(c, torch.Tensor) else c
+            if isinstance(c, str) and c in names:
+                ids.append(names.index(c))
+            elif isinstance(c, int) or (isinstance(c, str) and c.lstrip("-").isdigit()):
+                i = int(c)
+                if not 0 <= i < self.cfg.num_classes:
+                    raise GankitError(
+                        f"--class {c}: expected a class id 0..{self.cfg.num_classes - 1} or a name"
+                        f" ({', '.join(names)})"
+                    )
+                ids.append(i)
+            else:
+                raise GankitError(f"--class {c!r}: not a class of this run (classes: {', '.join(names)})")
+        return torch.tensor(ids, dtype=torch.int64)
+
+    def sample(self, n: int, seed: int = 0, labels=None) -> torch.Tensor:
+        """`n` images in [0, 1] of the classes `labels` (one name/id for all, or one per image; default:
+        every class equally often, in class order), reproducibly from `seed`."""
+        if labels is None:
+            ids = torch.arange(n) * self.cfg.num_classes // n
+        else:
+            ids = self.class_ids(labels)
+            if len(ids) == 1:
+                ids = ids.expand(n)
+            elif len(ids) != n:
+                raise GankitError(f"labels: {len(ids)} given for {n} images (give one, or one per image)")
+        return sample_conditional(self.inference_module(), ids, seed)
+
+    def real_set(self, data: str | None = None):
+        """The real images with their labels (per-class FID): the test split of a named dataset, else a
+        labelled folder (`data`, or the training folder: said so)."""
+        from ..metrics.quality import RealSet
+
+        cfg = self.cfg
+        source = data or cfg.data
+        if _is_named(source):
+            data_dir = cfg.data_dir if source == cfg.data else None
+            ds = load_dataset(source, "test", data_dir, cfg.image_size, cfg.channels)
+            split = "test"
+        else:
+            ds = load_labelled_folder(source, cfg.image_size, cfg.channels)[0]
+            split = "train" if source == cfg.data else "given"
+        name = f"{source}:{split}" if _is_named(source) else source
+        return RealSet(ds.images, name, split, ds.labels, cfg.class_names)
+
+
+@torch.no_grad()
+def sample_conditional(generator: nn.Module, labels: torch.Tensor, seed: int = 0, batch_size: int = 256):
+    """One image in [0, 1] per class id in `labels`, reproducibly from `seed` (the same latents as an
+    unconditional draw of the same seed)."""
+    device = next(generator.parameters()).device
+    z = torch.randn(len(labels), generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    generator.eval()
+    parts = zip(z.split(batch_size), labels.split(batch_size))
+    return torch.cat([from_tanh_range(generator(a.to(device), b.to(device))).cpu() for a, b in parts])
