@@ -34,7 +34,7 @@ def test_user_errors_are_one_line(capsys, tmp_path, idx_dir):
     )
     assert "not a gankit run directory" in one_line_error(capsys, "sample", str(tmp_path))
     assert "not a gankit run directory" in one_line_error(capsys, "train", "--resume", str(tmp_path))
-    assert "name a recipe (cyclegan, dcgan, pix2pix, ssgan) or give --resume" in one_line_error(
+    assert "name a recipe (cdcgan, cyclegan, dcgan, pix2pix, ssgan) or give --resume" in one_line_error(
         capsys, "train"
     )
     bad = tmp_path / "bad"

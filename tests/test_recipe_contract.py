@@ -387,7 +387,7 @@ def test_every_network_exports_and_matches_gankit(recipe, tmp_path, idx_dir):
     of gankit's on fixed inputs, any batch size, and a side file that says how to use it."""
     import onnxruntime as ort
 
-    from gankit.export import NETWORKS, exportable
+    from gankit.exporter import NETWORKS, exportable
 
     run = tmp_path / "run"
     gankit.train(recipe.name, progress=False, out=str(run), **options(recipe, tmp_path, idx_dir, max_steps=1))

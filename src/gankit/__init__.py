@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .api import load, resume, sample, train  # noqa: E402
+from .api import export, interpolate, load, resume, sample, train  # noqa: E402
 
-__all__ = ["train", "resume", "load", "sample", "__version__"]
+__all__ = ["train", "resume", "load", "sample", "interpolate", "export", "__version__"]

@@ -226,10 +226,10 @@ def export(
     to: str | None = None,
     checkpoint: str = "latest",
 ) -> dict:
-    """Export a run's network (classifier, translator or generator; see gankit.export) to `out` as
+    """Export a run's network (classifier, translator or generator; see gankit.exporter) to `out` as
     TorchScript or ONNX, with `out`.json describing its inputs, outputs and processing; the file's
     outputs are checked against gankit's (1e-5) before it is kept. Returns the side file's content."""
-    from . import export as exporter
+    from . import exporter
 
     r = load_recipe(run_dir, "cpu", checkpoint)
     return exporter.export(r, out, fmt, network, to, str(run_dir))

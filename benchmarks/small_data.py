@@ -1,0 +1,195 @@
+"""DiffAugment on small data: DCGAN on 1,000 and 5,000 Fashion-MNIST training images, with and without.
+
+    python benchmarks/small_data.py --data-dir /usr/share/datasets/fashion-mnist \
+        --sizes 1000 5000 --steps 3000 --extractor PATH/TO/default_1.pt
+
+Protocol. A fixed random permutation (seed 0) of the 60,000 training images: the first N form the
+training subset, the last 1,000 a held-out real set that no run trains on. Every run: DCGAN 28 px
+(the seed's networks), batch 64, Adam 2e-4 / beta1 0.5, generator EMA 0.999, the same seed and the
+same number of steps; only --diffaugment differs (none vs color,translation,cutout). Every
+--chunk steps the run stops and resumes (exactly: see the resume tests), and the discriminator (eval
+mode) is scored on 1,000 of its training images, on the 1,000 held-out images and on 1,000 fresh
+fakes: mean D(x) = sigmoid(logit). Overfitting shows as D(train) pulling away from D(held-out).
+At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images (standard protocol:
+Inception pool3, 299 px, fp32 features). The test set is read once per run, for this FID only.
+Writes JSON + Markdown to benchmarks/results/ and the figure docs/small_data.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import gankit
+from gankit import api
+from gankit.data import load_dataset
+from gankit.data.transforms import to_tanh_range
+from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_all import machine  # noqa: E402
+
+POLICIES = {"none": "none", "diffaugment": "color,translation,cutout"}
+
+
+def write_idx(path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """IDX files (the MNIST format) of uint8 (N, 1, 28, 28) images and their labels."""
+    path.mkdir(parents=True, exist_ok=True)
+    x = images[:, 0].contiguous().numpy()
+    (path / "train-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, *x.shape) + x.tobytes())
+    y = labels.to(torch.uint8).numpy()
+    (path / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, len(y)) + y.tobytes())
+
+
+@torch.no_grad()
+def d_scores(run: Path, train_real: torch.Tensor, held_out: torch.Tensor) -> dict:
+    """Mean sigmoid(D) of the run's discriminator (eval mode) on training, held-out and fake images."""
+    r = api.load_recipe(run)
+    d, g = r.discriminator.eval(), r.generator.eval()
+    z = torch.randn(len(held_out), r.cfg.latent_dim, generator=torch.Generator().manual_seed(1))
+
+    def mean_d(x):
+        return torch.sigmoid(d(x).float()).mean().item()
+
+    return {
+        "d_train_real": round(mean_d(to_tanh_range(train_real)), 4),
+        "d_held_out_real": round(mean_d(to_tanh_range(held_out)), 4),
+        "d_fake": round(mean_d(g(z)), 4),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--chunk", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-samples", type=int, default=10000)
+    ap.add_argument("--extractor", default=None)
+    ap.add_argument("--out", default="runs/small-data")
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args()
+
+    train = load_dataset("fashion-mnist", "train", args.data_dir)
+    perm = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
+    held_out = train.images[perm[-1000:]]
+    out = Path(args.out)
+    rows = []
+    for n in args.sizes:
+        subset = perm[:n]
+        folder = out / f"data-{n}"
+        if not folder.is_dir():
+            write_idx(folder, train.images[subset], train.labels[subset])
+        scored_train = train.images[subset[:1000]]
+        for name, policy in POLICIES.items():
+            run = out / f"dcgan-{n}-{name}"
+            opts = dict(
+                data=str(folder),
+                epochs=100_000,  # the length is --steps (max_steps), whatever the subset size
+                image_size=28,
+                batch_size=64,
+                lr=2e-4,
+                beta1=0.5,
+                ema=0.999,
+                seed=args.seed,
+                diffaugment=policy,
+                preview_every=1000,
+                checkpoint_every=args.chunk,
+                log_every=50,
+            )
+            curve, t0 = [], time.perf_counter()
+            for stop in range(args.chunk, args.steps + 1, args.chunk):
+                if stop == args.chunk:
+                    gankit.train("dcgan", progress=False, out=str(run), max_steps=stop, **opts)
+                else:
+                    gankit.resume(run, progress=False, max_steps=stop)
+                curve.append({"step": stop, **d_scores(run, scored_train, held_out)})
+                print(json.dumps({"run": run.name, **curve[-1]}), flush=True)
+            train_s = time.perf_counter() - t0
+            r = api.load_recipe(run)
+            test = load_dataset("fashion-mnist", "test", args.data_dir)
+            real = RealSet(test.images, "fashion-mnist:test", "test")
+            fake = to_uint8(r.sample(args.num_samples, seed=0))
+            report = evaluate_samples(fake, real, args.extractor, "fp32", progress=False)
+            row = {
+                "images": n,
+                "diffaugment": policy,
+                "steps": args.steps,
+                "train_s": round(train_s, 1),
+                "fid": report["metrics"]["fid"],
+                "kid": report["metrics"]["kid"],
+                "precision": report["metrics"]["precision"],
+                "recall": report["metrics"]["recall"],
+                "curve": curve,
+                "auto_precision": json.loads((run / "config.json").read_text())["auto_precision"],
+            }
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+
+    stamp = time.strftime("%Y-%m-%d-%H%M")
+    result = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "protocol": __doc__.split("Protocol.")[1].split("Writes")[0].split(),
+        "rows": rows,
+    }
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stamp}-small-data.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"# DiffAugment on small data ({result['machine']['cpu']}, {stamp})",
+        "",
+        f"`{result['command']}`",
+        "",
+        "| train images | DiffAugment | steps | FID (10k vs test 10k) | KID x1e3 | precision | recall "
+        "| D(train) - D(held-out) at end | D(fake) at end |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        end = r["curve"][-1]
+        gap = end["d_train_real"] - end["d_held_out_real"]
+        lines.append(
+            f"| {r['images']} | {r['diffaugment']} | {r['steps']} | {r['fid']:.2f} | {r['kid'] * 1000:.2f} "
+            f"| {r['precision']:.3f} | {r['recall']:.3f} | {gap:+.3f} | {end['d_fake']:.3f} |"
+        )
+    (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(rows, Path("docs/small_data.png"))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
+    for r in rows:
+        steps = [c["step"] for c in r["curve"]]
+        style = "-" if r["diffaugment"] != "none" else "--"
+        kind = "DiffAugment" if r["diffaugment"] != "none" else "plain"
+        label = f"{r['images']} imgs, {kind}: FID {r['fid']:.1f}"
+        axes[0].plot(
+            steps, [c["d_train_real"] - c["d_held_out_real"] for c in r["curve"]], style, label=label
+        )
+        axes[1].plot(steps, [c["d_train_real"] - c["d_fake"] for c in r["curve"]], style, label=label)
+    axes[0].set_title("D(train real) - D(held-out real)")
+    axes[1].set_title("D(train real) - D(fake)")
+    for a in axes:
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()
