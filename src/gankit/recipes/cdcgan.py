@@ -21,12 +21,10 @@ from ..data import ImageSet, known_datasets, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.images import UNLABELED, load_labelled_folder
 from ..data.mnist import SPECS
-from ..data.transforms import from_tanh_range, to_tanh_range
+from ..data.transforms import from_tanh_range
 from ..errors import GankitError
 from ..nn.cdcgan import ConditionalGenerator, ProjectionDiscriminator
-from ..nn.modes import modes_kept
 from . import register
-from .common import gan_loss, update_ema
 from .dcgan import DCGAN, DCGANConfig
 
 PREVIEW_COLUMNS = 8
@@ -82,8 +80,8 @@ class CDCGAN(DCGAN):
     def __init__(self, cfg: CDCGANConfig, device: torch.device):
         self.preview_count = min(cfg.num_classes or 2, PREVIEW_ROWS) * PREVIEW_COLUMNS
         super().__init__(cfg, device)
-        rows = self.preview_count // PREVIEW_COLUMNS
-        self.fixed_labels = torch.arange(rows).repeat_interleave(PREVIEW_COLUMNS).to(device)
+        rows = self.preview_count // PREVIEW_COLUMNS  # a class-by-row grid
+        self.fixed_conditions = (torch.arange(rows).repeat_interleave(PREVIEW_COLUMNS).to(device),)
 
     @staticmethod
     def networks(cfg: CDCGANConfig) -> tuple[nn.Module, nn.Module]:
@@ -122,40 +120,19 @@ class CDCGAN(DCGAN):
         )
         self.train_images, self.train_labels = data.images, data.labels
 
-    # -- training ------------------------------------------------------------------------------
-    def train_step(self, batch) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        real = to_tanh_range(images).contiguous(memory_format=torch.channels_last)
-        n = len(real)
-        z = torch.randn(n, self.cfg.latent_dim, device=self.device)
-        fake_labels = torch.randint(0, self.cfg.num_classes, (n,), device=self.device)
-        with self.autocast():
-            fake = self.generator(z, fake_labels)
-            d_real = self.discriminator(self.augment(real), labels).float()
-            d_fake = self.discriminator(self.augment(fake), fake_labels).float()
-        loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
-        loss_g = gan_loss(d_fake, True)
-        self.simultaneous_update(loss_d, loss_g)
-        if self.ema is not None:
-            update_ema(self.ema, self.generator, self.cfg.ema)
-        return {
-            "loss_d": loss_d.detach(),
-            "loss_g": loss_g.detach(),
-            "d_real": torch.sigmoid(d_real.detach()).mean(),
-            "d_fake": torch.sigmoid(d_fake.detach()).mean(),
-        }
-
-    @torch.no_grad()
-    def preview(self) -> torch.Tensor:
-        """A class-by-row grid: row k holds PREVIEW_COLUMNS samples of class k (fixed latents)."""
-        with modes_kept(self.modules.values()):
-            return from_tanh_range(self.inference_module()(self.fixed_latent, self.fixed_labels))
+    # -- training: DCGAN's step, with the batch's classes and uniformly drawn ones for the fakes --
+    def draw_classes(self, n: int) -> torch.Tensor:
+        return torch.randint(0, self.cfg.num_classes, (n,), device=self.device)
 
     # -- use -----------------------------------------------------------------------------------
     def class_ids(self, classes) -> torch.Tensor:
         """Class names or ids (one, or a list) -> a tensor of ids; a one-line error naming the run's
         classes for anything else."""
         names = self.cfg.class_names
+        if isinstance(classes, torch.Tensor) and not classes.is_floating_point() and classes.ndim == 1:
+            if len(classes) and not 0 <= int(classes.min()) <= int(classes.max()) < self.cfg.num_classes:
+                raise GankitError(f"labels: class ids must lie in 0..{self.cfg.num_classes - 1}")
+            return classes.to(torch.int64).cpu()
         items = classes if isinstance(classes, (list, tuple, torch.Tensor)) else [classes]
         ids = []
         for c in items:

@@ -96,6 +96,7 @@ class DCGAN(GANRecipe):
         # The fixed preview latents come from their own generator: previews never touch training RNG.
         g_rng = torch.Generator().manual_seed(cfg.seed)
         self.fixed_latent = torch.randn(self.preview_count, cfg.latent_dim, generator=g_rng).to(device)
+        self.fixed_conditions: tuple = ()
 
     @staticmethod
     def networks(cfg: DCGANConfig) -> tuple[nn.Module, nn.Module]:
@@ -117,13 +118,14 @@ class DCGAN(GANRecipe):
         self.train_images = data.images
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
-        images, _ = batch
+        images, labels = batch  # labels: only where the batches carry them (a conditional subclass)
         real = to_tanh_range(images).contiguous(memory_format=torch.channels_last)
         z = torch.randn(len(real), self.cfg.latent_dim, device=self.device)
+        given, drawn = self.conditions(labels), self.conditions(self.draw_classes(len(real)))
         with self.autocast():
-            fake = self.generator(z)
-            d_real = self.discriminator(self.augment(real)).float()
-            d_fake = self.discriminator(self.augment(fake)).float()
+            fake = self.generator(z, *drawn)
+            d_real = self.discriminator(self.augment(real), *given).float()
+            d_fake = self.discriminator(self.augment(fake), *drawn).float()
         loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
         loss_g = gan_loss(d_fake, True)
         self.simultaneous_update(loss_d, loss_g)
@@ -136,10 +138,19 @@ class DCGAN(GANRecipe):
             "d_fake": torch.sigmoid(d_fake.detach()).mean(),
         }
 
+    @staticmethod
+    def conditions(labels: torch.Tensor | None) -> tuple:
+        """The networks' extra inputs besides z or images: () unconditional, (labels,) conditional."""
+        return () if labels is None else (labels,)
+
+    def draw_classes(self, n: int) -> torch.Tensor | None:
+        """Classes of a fake batch (None: an unconditional recipe)."""
+        return None
+
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
         with modes_kept(self.modules.values()):
-            return from_tanh_range(self.inference_module()(self.fixed_latent))
+            return from_tanh_range(self.inference_module()(self.fixed_latent, *self.fixed_conditions))
 
     def inference_module(self) -> nn.Module:
         return (self.ema if self.ema is not None else self.generator).eval()
