@@ -62,6 +62,7 @@ class ToyRecipe(Recipe):
     name = "contract-toy"
     Config = ToyConfig
     data_format = "images"
+    diffaugment_auto = True  # --diffaugment auto switches it on for small data (no built-in recipe does yet)
     capabilities = frozenset({"sample"})
     smoke_options = dict(epochs=2, checkpoint_every=3)
 

@@ -61,8 +61,8 @@ class TrainConfig:
     diffaugment: str = opt(
         "auto",
         "differentiable augmentation of every image the discriminator sees: a comma list of color, "
-        "translation, cutout, or none; auto = all three on DCGAN-family runs with fewer than 10,000 "
-        "training images, else none",
+        "translation, cutout, or none; auto = all three on fewer than 10,000 training images for recipes "
+        "measured to gain from it (none of the built-in ones yet: see the README), else none",
     )
     eval_samples: int = opt(1000, "samples for --eval-every (small: quick, not comparable with papers)")
     extractor: str | None = opt(None, "local TorchScript FID Inception file (default: downloaded once)")
