@@ -19,6 +19,11 @@ def known_datasets() -> list[str]:
     return sorted([*SPECS, EMBEDDED])
 
 
+def is_known_dataset(data: str) -> bool:
+    """Whether --data names a built-in dataset (labelled, with a test split) rather than a folder."""
+    return data in SPECS or data == EMBEDDED
+
+
 def _idx_folder(folder: Path) -> bool:
     return any(folder.glob("train-images-idx3-ubyte*"))
 

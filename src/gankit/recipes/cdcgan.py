@@ -17,10 +17,9 @@ import torch
 import torch.nn as nn
 
 from ..config import opt
-from ..data import ImageSet, known_datasets, load_dataset
+from ..data import ImageSet, is_known_dataset, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.images import UNLABELED, load_labelled_folder
-from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range
 from ..errors import GankitError
 from ..nn.cdcgan import ConditionalGenerator, ProjectionDiscriminator
@@ -52,10 +51,6 @@ class CDCGANConfig(DCGANConfig):
             raise GankitError(f"--embed-dim {self.embed_dim}: expected a positive integer")
         if self.num_classes is not None and self.num_classes < 2:
             raise GankitError(f"--num-classes {self.num_classes}: expected at least 2 classes")
-
-
-def _is_named(data: str) -> bool:
-    return data in SPECS or data in known_datasets() or data.startswith("fashion-mnist")
 
 
 @register
@@ -92,8 +87,8 @@ class CDCGAN(DCGAN):
     @classmethod
     def load_data(cls, cfg: CDCGANConfig) -> ImageSet:
         if cfg.image_size is None:
-            cfg.image_size = 28 if _is_named(cfg.data) else 64
-        if _is_named(cfg.data):
+            cfg.image_size = 28 if is_known_dataset(cfg.data) else 64
+        if is_known_dataset(cfg.data):
             data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels)
             if data.labels is None:
                 raise GankitError(f"--data {cfg.data}: has no labels; a conditional GAN needs classes")
@@ -171,14 +166,14 @@ class CDCGAN(DCGAN):
 
         cfg = self.cfg
         source = data or cfg.data
-        if _is_named(source):
+        if is_known_dataset(source):
             data_dir = cfg.data_dir if source == cfg.data else None
             ds = load_dataset(source, "test", data_dir, cfg.image_size, cfg.channels)
             split = "test"
         else:
             ds = load_labelled_folder(source, cfg.image_size, cfg.channels)[0]
             split = "train" if source == cfg.data else "given"
-        name = f"{source}:{split}" if _is_named(source) else source
+        name = f"{source}:{split}" if is_known_dataset(source) else source
         return RealSet(ds.images, name, split, ds.labels, cfg.class_names)
 
 

@@ -27,10 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig, opt
-from ..data import ImageSet, load_dataset
+from ..data import ImageSet, is_known_dataset, load_dataset
 from ..data.batches import SemiSupervisedBatches
 from ..data.images import load_labelled_folder
-from ..data.mnist import SPECS
 from ..data.subsets import balanced_subset, holdout, nonempty_classes, read_indices
 from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
 from ..engine.optim import adam
@@ -143,10 +142,6 @@ class SSGANConfig(TrainConfig):
             raise GankitError(f"--image-size {self.image_size}: expected a multiple of 4 between 8 and 64")
 
 
-def _is_named(data: str) -> bool:
-    return data in SPECS or data.startswith("fashion-mnist")
-
-
 @register
 class SSGAN(Recipe):
     """A classifier from a few labels plus unlabelled images (Salimans et al. 2016's semi-supervised GAN)."""
@@ -199,8 +194,8 @@ class SSGAN(Recipe):
     @classmethod
     def load_data(cls, cfg: SSGANConfig) -> ImageSet:
         if cfg.image_size is None:
-            cfg.image_size = 28 if _is_named(cfg.data) else 32
-        if _is_named(cfg.data):
+            cfg.image_size = 28 if is_known_dataset(cfg.data) else 32
+        if is_known_dataset(cfg.data):
             data = load_dataset(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels)
         else:
             labelled, extra = load_labelled_folder(
@@ -225,7 +220,7 @@ class SSGAN(Recipe):
     def load_eval_data(cls, cfg: SSGANConfig, data: str | None = None) -> ImageSet | None:
         """The test split of a named dataset, or a labelled folder given as `data`."""
         source = data or cfg.data
-        if _is_named(source):
+        if is_known_dataset(source):
             return load_dataset(
                 source, "test", cfg.data_dir if not data else None, cfg.image_size, cfg.channels
             )
@@ -236,7 +231,7 @@ class SSGAN(Recipe):
     def attach_data(self, data: ImageSet) -> None:
         cfg = self.cfg
         if cfg.validation is None:
-            cfg.validation = min(5000, len(data) // 12) if _is_named(cfg.data) else 0
+            cfg.validation = min(5000, len(data) // 12) if is_known_dataset(cfg.data) else 0
         val = holdout(data.labels, cfg.validation) if cfg.validation else torch.empty(0, dtype=torch.int64)
         labels = data.labels.clone()
         labels[val] = -1  # held out: never drawn as a labelled image
@@ -249,7 +244,7 @@ class SSGAN(Recipe):
                     f"split of {len(val)}; pass --validation {len(val)} only with indices drawn beside it "
                     "(a run's labelled_indices.json at the same --validation), or --validation 0"
                 )
-        elif cfg.labels is None and not _is_named(cfg.data):  # a user's folder: every labelled image
+        elif cfg.labels is None and not is_known_dataset(cfg.data):  # a user's folder: every labelled image
             idx = torch.nonzero(labels >= 0).flatten()
         else:
             classes = nonempty_classes(labels, cfg.num_classes, cfg.class_names)
