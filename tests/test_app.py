@@ -1,0 +1,307 @@
+"""`gankit serve`: the web app's service layer (directly) and every tab end to end in a real headless
+Chromium (Debian's `chromium` driven by the `playwright` package; no browser download)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_idx_dir
+from PIL import Image
+
+import gankit
+from gankit import api, cli
+from gankit.errors import GankitError
+
+gr = pytest.importorskip("gradio")
+from gankit.app import Service, find_runs, serve, stop  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SMALL = dict(progress=False, precision="fp32", device="cpu", log_every=5)
+
+
+def _photo(name: str) -> Path:
+    skdata = pytest.importorskip("skimage.data")
+    return Path(skdata.__file__).parent / name
+
+
+def _has_builtin() -> bool:
+    from gankit.app import builtin_available
+
+    return builtin_available()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny runs of each kind the app serves: dcgan, cdcgan (classes), pix2pix, ssgan (classifier)."""
+    root = tmp_path_factory.mktemp("app")
+    idx = make_idx_dir(root / "idx")
+    mnist = dict(data="mnist", data_dir=str(idx), epochs=1, batch_size=64, **SMALL)
+    gankit.train("dcgan", out=str(root / "runs" / "dcgan"), **mnist)
+    gankit.train("cdcgan", out=str(root / "runs" / "cdcgan"), **mnist)
+    gankit.train("ssgan", out=str(root / "runs" / "ssgan"), labels=40, **mnist)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 1)):
+        for i in range(n):
+            a = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            (root / "pairs" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(root / "pairs" / split / f"{i}.png")
+    gankit.train(
+        "pix2pix",
+        out=str(root / "runs" / "pix2pix"),
+        data=str(root / "pairs"),
+        image_size=64,
+        ngf=8,
+        ndf=8,
+        max_steps=2,
+        **SMALL,
+    )
+    api.evaluate(root / "runs" / "ssgan")
+    return root / "runs"
+
+
+@pytest.fixture
+def service(runs, tmp_path):
+    return Service([runs], tmp_path / "work", max_pixels=100_000, builtin=_has_builtin())
+
+
+def test_runs_are_found_with_what_they_offer(runs, tmp_path):
+    found = {Path(r.path).name: r for r in find_runs([runs])}
+    assert set(found) == {"dcgan", "cdcgan", "pix2pix", "ssgan"}
+    assert found["cdcgan"].classes == tuple(str(i) for i in range(10)) and found["dcgan"].classes is None
+    assert "translate" in found["pix2pix"].capabilities and "classify" in found["ssgan"].capabilities
+    with pytest.raises(GankitError, match="not a gankit run directory"):
+        find_runs([tmp_path])
+
+
+def test_generate_grid_zip_and_the_same_images_as_the_cli(service, runs):
+    grid, archive = service.generate(str((runs / "dcgan").resolve()), seed=3, count=5)
+    assert Image.open(grid).size[0] > 3 * 28
+    with zipfile.ZipFile(archive) as z:
+        names = sorted(z.namelist())
+        assert names == [f"sample-{i:04d}.png" for i in range(5)]
+        first = np.asarray(Image.open(z.open(names[0])), np.float32) / 255
+    same = api.sample(runs / "dcgan", 5, seed=3)[0, 0].numpy()
+    assert np.abs(first - same).max() <= 0.5 / 255 + 1e-6  # the CLI's image, rounded to 8 bits
+    grid, _ = service.generate(str((runs / "cdcgan").resolve()), seed=0, count=8, label="2")
+    with pytest.raises(GankitError, match="expected 1..1024"):
+        service.generate(str((runs / "dcgan").resolve()), seed=0, count=0)
+    strip = service.interpolate(str((runs / "dcgan").resolve()), 0, 1, 6)
+    assert Image.open(strip).size == (6 * 30 + 2, 32)
+
+
+def test_only_the_given_runs_are_read_and_a_vanished_run_is_a_message(service, runs, tmp_path):
+    with pytest.raises(GankitError, match="not one of the runs"):
+        service.generate(str(tmp_path), 0, 4)
+    with pytest.raises(GankitError, match="not one of the runs"):  # a classifier asked to generate
+        service.translate(str((runs / "ssgan").resolve()), str(_photo("coffee.png")))
+    moved = tmp_path / "moved"
+    shutil.move(runs / "dcgan", moved)
+    try:
+        with pytest.raises(GankitError, match="run directory is gone"):
+            service.generate(str((runs / "dcgan").resolve()), 0, 4)
+        assert any("gone" in str(row) for row in service.runs_table()[1])
+    finally:
+        shutil.move(moved, runs / "dcgan")
+
+
+def test_uploads_must_be_images_within_the_pixel_limit(service, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(GankitError, match=r"notes.png: not an image"):
+        service.check_upload(str(text))
+    big = tmp_path / "big.png"
+    Image.new("RGB", (400, 300)).save(big)
+    with pytest.raises(GankitError, match=r"big.png: 400x300 = 0.1 MP is over this app's limit"):
+        service.check_upload(str(big))
+
+
+def test_translate_keeps_the_upload_size(service, runs, tmp_path):
+    src = tmp_path / "odd.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(src)
+    shown, out = service.translate(str((runs / "pix2pix").resolve()), str(src))
+    assert Image.open(shown).size == Image.open(out).size == (70, 45)
+    assert Path(out).is_relative_to(service.workdir)
+
+
+def test_classify_with_a_run_and_the_runs_tab(service, runs):
+    top = service.classify(str((runs / "ssgan").resolve()), str(_toy_png(runs.parent / "toy.png")))
+    conf = list(top.values())  # the 5 most likely of the 10 classes, most likely first
+    assert len(top) == 5 and 0 < sum(conf) <= 1 and conf == sorted(conf, reverse=True)
+    headers, rows = service.runs_table()
+    assert headers[0] == "run" and len(rows) == 4 and any(r[5] == "accuracy" for r in rows)
+    preview, loss, text = service.run_details(str((runs / "ssgan").resolve()))
+    assert Image.open(preview) and Image.open(loss) and "accuracy" in text.lower()
+
+
+def _toy_png(path: Path) -> Path:
+    a = np.zeros((28, 28), np.uint8)
+    a[2:12, 2:12] = 230  # the toy data's class 0: a square top-left
+    Image.fromarray(a).save(path)
+    return path
+
+
+def test_serve_refuses_bad_options_in_one_line(capsys, tmp_path):
+    assert cli.main(["serve", str(tmp_path), "--port", "70000"]) == 1
+    assert cli.main(["serve", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("gankit: error: --port 70000") and "not a gankit run directory" in err[1]
+
+
+# -- in a real browser ---------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(runs):
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    page, url, workdir = serve([runs], port=_free_port(), max_pixels=2_000_000, block=False)
+    yield url, workdir
+    stop(page, workdir)
+    if before is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = before
+    assert not workdir.exists()  # uploads and results removed with the app
+
+
+@pytest.fixture
+def browser_page(app):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_selector("text=gankit")
+        yield page
+        browser.close()
+        assert not errors, errors
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def _upload(page, elem_id: str, path: Path) -> None:
+    clear = page.locator(f"#{elem_id} button[aria-label='Clear']")
+    if clear.count():  # a file is there already: remove it, as a user would, to get the drop zone back
+        clear.first.click()
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+    page.wait_for_selector(f"#{elem_id} [aria-label='{path.name}']")
+
+
+def _download(page, elem_id: str, dest: Path) -> Path:
+    with page.expect_download() as d:
+        page.locator(f"#{elem_id} a").first.click()
+    d.value.save_as(dest)
+    return dest
+
+
+def test_browser_attack_fgsm_at_4_over_255(browser_page, app, tmp_path):
+    if not _has_builtin():
+        pytest.skip("needs gankit[imagenet]")
+    page = browser_page
+    photo = tmp_path / "coffee224.png"
+    Image.open(_photo("coffee.png")).convert("RGB").resize((224, 224)).save(photo)
+    _tab(page, "Attack")
+    assert page.locator("#attack-eps input[type=number]").input_value() == "4"
+    _upload(page, "attack-upload", photo)
+    page.click("#attack-go")
+    page.wait_for_selector("#attack-result >> text=after:", timeout=120_000)
+    text = page.locator("#attack-result").inner_text()
+    assert "before: espresso" in text
+    saved = _download(page, "attack-file", tmp_path / "adv.png")
+    adv = np.asarray(Image.open(saved).convert("RGB"), np.int16)
+    orig = np.asarray(Image.open(photo), np.int16)
+    assert adv.shape == orig.shape == (224, 224, 3)
+    assert np.abs(adv - orig).max() <= 4 and np.abs(adv - orig).max() >= 3  # inside the ball, and used
+    label = text.split("after:")[1].split("(")[0].strip()
+    top = Service([], tmp_path / "w").classify("efficientnet-lite0", str(saved), top=1)
+    assert label == next(iter(top))  # the label shown is the downloaded PNG's
+
+
+def test_browser_generate_by_class_and_interpolate(browser_page, tmp_path):
+    page = browser_page
+    page.get_by_label("run").first.click()
+    page.get_by_role("option", name="cdcgan (cdcgan)").click()
+    page.get_by_label("class").click()
+    page.get_by_role("option", name="2", exact=True).click()
+    page.click("#generate-go")
+    page.wait_for_selector("#generate-files [aria-label='samples.zip']", timeout=60_000)
+    archive = _download(page, "generate-files", tmp_path / "grid.png")
+    assert Image.open(archive).size[0] > 28
+    page.click("#interpolate-go")
+    page.wait_for_selector("#interpolate-strip img", timeout=60_000)
+
+
+def test_browser_translate_side_by_side(browser_page, tmp_path):
+    page = browser_page
+    src = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 90, 3), dtype=np.uint8)).save(src)
+    _tab(page, "Translate")
+    _upload(page, "translate-upload", src)
+    page.click("#translate-go")
+    page.wait_for_selector("#translate-output img", timeout=60_000)
+    page.wait_for_selector("#translate-input img")
+    out = _download(page, "translate-file", tmp_path / "out.png")
+    assert Image.open(out).size == (90, 50)
+
+
+def test_browser_classify_top5(browser_page, app):
+    if not _has_builtin():
+        pytest.skip("needs gankit[imagenet]")
+    page = browser_page
+    _tab(page, "Classify")
+    _upload(page, "classify-upload", _photo("coffee.png"))
+    page.click("#classify-go")
+    page.wait_for_selector("#classify-result >> text=espresso", timeout=60_000)
+
+
+def test_browser_runs_table_preview_and_report(browser_page, runs):
+    page = browser_page
+    _tab(page, "Runs")
+    table = page.locator("#runs-table")
+    for name in ("dcgan", "cdcgan", "pix2pix", "ssgan"):
+        assert table.get_by_text(f"{name} ({name})").count() >= 1
+    page.locator("#runs-pick").get_by_label("run").click()
+    page.get_by_role("option", name="ssgan (ssgan)").click()
+    page.wait_for_selector("#runs-preview img", timeout=30_000)
+    page.wait_for_selector("#runs-loss img")
+    assert "accuracy" in page.locator("#runs-report").inner_text().lower()
+
+
+def test_browser_bad_upload_is_a_message_and_the_app_keeps_serving(browser_page, app, tmp_path):
+    page = browser_page
+    fake = tmp_path / "holiday.png"
+    fake.write_bytes(b"this is text, not a PNG")
+    _tab(page, "Translate")
+    _upload(page, "translate-upload", fake)
+    page.click("#translate-go")
+    page.wait_for_selector("text=holiday.png: not an image", timeout=30_000)
+    big = tmp_path / "huge.png"
+    Image.new("RGB", (2000, 1500)).save(big)  # 3 MP, over this app's 2 MP limit
+    _upload(page, "translate-upload", big)
+    page.click("#translate-go")
+    page.wait_for_selector("text=over this app's limit", timeout=30_000)
+    _, workdir = app
+    assert any((workdir / "uploads").rglob("holiday.png"))  # uploads land in the app's own folder
+    src = tmp_path / "fine.png"
+    Image.new("RGB", (33, 21), (200, 10, 10)).save(src)
+    _upload(page, "translate-upload", src)
+    page.click("#translate-go")  # and it still serves
+    page.wait_for_selector("#translate-output img", timeout=60_000)
