@@ -11,7 +11,10 @@ images (batch 64, Adam 2e-4 / beta1 0.5, generator EMA 0.999, seed 0, --steps st
 above the small-data threshold, so DiffAugment stays off). Then 10,000 EMA samples, 1,000 per class
 (seed 0): the share the judge assigns to the requested class, per class; and FID (Inception pool3,
 299 px, fp32 features) of all of them against the 10,000 test images, and of each class's 1,000 against
-that class's 1,000 test images (smaller counts: biased upwards against the overall figure).
+that class's 1,000 test images (smaller counts: biased upwards against the overall figure); and the
+within-class spread: the per-pixel standard deviation across a class's generated images, averaged over
+pixels, divided by the same for its real test images (1.0: as varied as the real class; near 0: one
+image whatever the noise, a per-class mode collapse).
 Writes JSON + Markdown to benchmarks/results/ and the class-by-row grid docs/cdcgan_classes.png.
 """
 
@@ -33,6 +36,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run_all import machine  # noqa: E402
 
 
+def spread(images: torch.Tensor) -> float:
+    """Per-pixel standard deviation across images (uint8 or [0, 1]), averaged over pixels, in [0, 1] units."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return x.std(0).mean().item()
+
+
 @torch.no_grad()
 def predict(judge, images: torch.Tensor) -> torch.Tensor:
     """The judge's class for uint8 or [0, 1] images (N, C, H, W)."""
@@ -51,6 +60,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--judge-epochs", type=int, default=3)
     ap.add_argument("--per-class", type=int, default=1000)
+    ap.add_argument("--mode-seeking", type=float, default=1.0, help="cdcgan's --mode-seeking weight")
     ap.add_argument("--extractor", default=None)
     ap.add_argument("--out", default="runs/cdcgan-classes")
     ap.add_argument("--results", default="benchmarks/results")
@@ -83,6 +93,7 @@ def main() -> None:
             ema=0.999,
             preview_every=1000,
             checkpoint_every=1000,
+            mode_seeking=args.mode_seeking,
             **common,
         )
     gen_s = time.perf_counter() - t0
@@ -101,6 +112,7 @@ def main() -> None:
         per_class[name] = {
             "recognised": round((fake_pred[labels == c] == c).float().mean().item(), 4),
             "judge_on_real": round((real_pred[test.labels == c] == c).float().mean().item(), 4),
+            "spread": round(spread(fake[labels == c]) / spread(test.images[test.labels == c]), 3),
         }
     report = api.evaluate(gen_run, extractor=args.extractor, num_samples=args.num_samples)
     for name, v in report.get("per_class", {}).items():
@@ -110,6 +122,8 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "judge_test_accuracy": round((real_pred == test.labels).float().mean().item(), 4),
         "recognised": round((fake_pred == labels).float().mean().item(), 4),
+        "spread": round(sum(v["spread"] for v in per_class.values()) / k, 3),
+        "mode_seeking": gen.cfg.mode_seeking,
         "fid": report["metrics"]["fid"],
         "per_class": per_class,
         "judge_train_s": round(judge_s, 1),
@@ -128,15 +142,16 @@ def main() -> None:
         "",
         f"Judge (supervised ssgan classifier) on the real test set: {result['judge_test_accuracy']:.1%}. "
         f"Generated images recognised as the requested class: {result['recognised']:.1%}. "
-        f"FID (10k vs test 10k): {result['fid']:.2f}.",
+        f"FID (10k vs test 10k): {result['fid']:.2f}. Within-class spread (generated / real, mean over "
+        f"classes): {result['spread']:.3f}. Mode-seeking weight: {result['mode_seeking']}.",
         "",
-        "| class | recognised (generated) | judge on real test | FID of the class (1k vs 1k) |",
-        "|---|---|---|---|",
+        "| class | recognised (generated) | judge on real test | FID of the class (1k vs 1k) | spread |",
+        "|---|---|---|---|---|",
     ]
     for name, v in per_class.items():
         lines.append(
             f"| {name} | {v['recognised']:.1%} | {v['judge_on_real']:.1%} | {v.get('fid', float('nan')):.1f} "
-            "|"
+            f"| {v['spread']:.3f} |"
         )
     (results / f"{stamp}-cdcgan-classes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

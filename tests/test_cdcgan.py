@@ -12,6 +12,7 @@ import gankit
 from gankit import api, cli
 from gankit.metrics.quality import per_class_fid
 from gankit.nn.cdcgan import ConditionalGenerator, ProjectionDiscriminator
+from gankit.recipes.cdcgan import mode_seeking_loss
 
 
 def class_folder(root, per_class=48, unlabeled=5):
@@ -78,12 +79,43 @@ def test_generated_images_follow_the_requested_class(run):
     bright = api.sample(run, 32, seed=3, labels="bright")
     dark = api.sample(run, 32, seed=3, labels=1)
     assert bright.shape == (32, 1, 28, 28) and 0 <= bright.min() and bright.max() <= 1
-    # Learned in 120 steps: every image asked to be bright is brighter than every image asked to be dark.
-    assert bright.mean((1, 2, 3)).min() > dark.mean((1, 2, 3)).max() + 0.1
+    # Learned in 120 steps, judged as benchmarks/cdcgan_classes.py judges Fashion-MNIST (there: 75% of
+    # the samples recognised; the judge gets 80.5% of real images): by the midpoint of the real classes'
+    # brightness (200 and 40 of 255), at least two in three images show the class asked for.
+    midpoint = (200 + 40) / 2 / 255
+    assert (bright.mean((1, 2, 3)) > midpoint).float().mean() >= 2 / 3
+    assert (dark.mean((1, 2, 3)) < midpoint).float().mean() >= 2 / 3
+    assert bright.mean() > dark.mean() + 0.1
     mixed = api.sample(run, 4, seed=3, labels=["dark", "bright", 1, 0])
     assert torch.equal(mixed[1], bright[1]) and torch.equal(mixed[0], dark[0])  # same seed -> same latents
     default = api.sample(run, 6, seed=3)  # every class, in class order
     assert default[:3].mean() > default[3:].mean()
+
+
+def test_samples_of_a_class_differ_with_the_noise(run):
+    # Without the mode-seeking term this recipe gave one image per class whatever z (per-pixel spread
+    # 0.016 on this folder after 120 steps, against 0.078 in the real class). With it, each class's
+    # samples vary at least half as much as the real class does.
+    for name in ("bright", "dark"):
+        fake = api.sample(run, 64, seed=5, labels=name)
+        files = sorted(run.parent.glob(f"data/{name}/*.png"))
+        real = torch.stack([torch.from_numpy(np.asarray(Image.open(f), np.float32) / 255) for f in files])
+        assert fake.std(0).mean() > 0.5 * real.std(0).mean()
+
+
+def test_mode_seeking_term_pairs_the_classes_and_rewards_different_images(run):
+    z = torch.randn(8, 16)
+    same = torch.ones(8, 1, 4, 4)
+    apart = torch.cat([torch.zeros(4, 1, 4, 4), torch.ones(4, 1, 4, 4)])
+    assert mode_seeking_loss(z, same) > 1e4 > 10 > mode_seeking_loss(z, apart)
+    fake = torch.randn(8, 1, 4, 4, requires_grad=True)
+    mode_seeking_loss(z, fake).backward()
+    step = fake.detach() - 0.1 * fake.grad  # a gradient step moves each pair apart
+    assert (step[:4] - step[4:]).abs().mean() > (fake[:4] - fake[4:]).abs().mean()
+    recipe = api.load_recipe(run)
+    for n in (8, 9):
+        y = recipe.draw_classes(n)  # the fake batch's classes: two halves alike, for the pairs
+        assert len(y) == n and torch.equal(y[: n // 2], y[n // 2 : 2 * (n // 2)])
 
 
 def test_per_class_fid_is_low_for_the_right_class():

@@ -4,14 +4,23 @@ The DCGAN networks of the run's size, conditioned on the class: the generator re
 embedding beside its noise, the discriminator has a projection head (Miyato & Koyama 2018; see
 gankit.nn.cdcgan). Classes come from a named dataset's labels or from a folder's sub-folder names
 (sorted; an `unlabeled/` folder is ignored, said so). Fake batches get classes drawn uniformly.
-Defaults are the DCGAN paper's optimiser settings (Adam 2e-4, beta1 0.5) at batch 64; DiffAugment is
-on for small data as for DCGAN (`--diffaugment`). The preview grid is class by row.
+Defaults are the DCGAN paper's optimiser settings (Adam 2e-4, beta1 0.5) at batch 64; DiffAugment on
+request (`--diffaugment`). The preview grid is class by row.
+
+Within-class diversity. Conditioned this way, the generator learns to ignore its noise: every z of a
+class gives nearly the same image (measured: per-pixel spread across z 0.12x the real class's after 1,000
+steps, FID 193 after 3,000, each class recognised 100%). The fix is the mode-seeking term of Mao et al.
+("Mode Seeking GANs for Diverse Image Synthesis", CVPR 2019), on by default with their weight 1: each
+fake batch is two halves with the same classes and different noise, and the generator's loss gets
+`weight / (mean|G(z1, y) - G(z2, y)| / mean|z1 - z2| + 1e-5)`, which is large when different noise gives
+the same image (`--mode-seeking 0` turns it off; runs stored before the option had it off).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -43,10 +52,18 @@ class CDCGANConfig(DCGANConfig):
     class_names: list[str] = field(
         default_factory=list, metadata={"help": "class names, by id", "model": True, "cli": False}
     )
+    mode_seeking: float = opt(
+        1.0,
+        "weight of the mode-seeking term (Mao et al. 2019) that keeps the samples of a class diverse "
+        "(0 = off)",
+    )
     preview_every: int = 5
+    BEFORE: ClassVar[dict] = {**DCGANConfig.BEFORE, "mode_seeking": 0.0}
 
     def validate(self) -> None:
         super().validate()
+        if not self.mode_seeking >= 0:
+            raise GankitError(f"--mode-seeking {self.mode_seeking}: expected a weight >= 0")
         if self.embed_dim <= 0:
             raise GankitError(f"--embed-dim {self.embed_dim}: expected a positive integer")
         if self.num_classes is not None and self.num_classes < 2:
@@ -117,7 +134,17 @@ class CDCGAN(DCGAN):
 
     # -- training: DCGAN's step, with the batch's classes and uniformly drawn ones for the fakes --
     def draw_classes(self, n: int) -> torch.Tensor:
+        """Uniform classes; with the mode-seeking term, the second half repeats the first (pairs)."""
+        if self.cfg.mode_seeking > 0 and n >= 2:
+            half = torch.randint(0, self.cfg.num_classes, (n // 2,), device=self.device)
+            odd = torch.randint(0, self.cfg.num_classes, (n % 2,), device=self.device)
+            return torch.cat([half, half, odd])
         return torch.randint(0, self.cfg.num_classes, (n,), device=self.device)
+
+    def generator_regulariser(self, z: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+        if self.cfg.mode_seeking <= 0 or len(z) < 2:
+            return None
+        return self.cfg.mode_seeking * mode_seeking_loss(z, fake)
 
     # -- use -----------------------------------------------------------------------------------
     def class_ids(self, classes) -> torch.Tensor:
@@ -186,3 +213,13 @@ def sample_conditional(generator: nn.Module, labels: torch.Tensor, seed: int = 0
     generator.eval()
     parts = zip(z.split(batch_size), labels.split(batch_size))
     return torch.cat([from_tanh_range(generator(a.to(device), b.to(device))).cpu() for a, b in parts])
+
+
+def mode_seeking_loss(z: torch.Tensor, fake: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mao et al.'s mode-seeking term for a batch whose first n//2 samples share their conditions with
+    the next n//2: 1 / (mean|x1 - x2| / mean|z1 - z2| + eps). Large when different noise gives the same
+    image; the generator lowers it by letting its noise change the image."""
+    h = len(z) // 2
+    image_gap = (fake[:h].float() - fake[h : 2 * h].float()).abs().mean()
+    latent_gap = (z[:h] - z[h : 2 * h]).abs().mean()
+    return 1.0 / (image_gap / latent_gap + eps)

@@ -130,6 +130,9 @@ class DCGAN(GANRecipe):
             d_fake = self.discriminator(self.augment(fake), *drawn).float()
         loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
         loss_g = gan_loss(d_fake, True)
+        extra = self.generator_regulariser(z, fake)
+        if extra is not None:
+            loss_g = loss_g + extra
         self.simultaneous_update(loss_d, loss_g)
         if self.ema is not None:
             update_ema(self.ema, self.generator, self.cfg.ema)
@@ -139,6 +142,10 @@ class DCGAN(GANRecipe):
             "d_real": torch.sigmoid(d_real.detach()).mean(),
             "d_fake": torch.sigmoid(d_fake.detach()).mean(),
         }
+
+    def generator_regulariser(self, z: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the generator's loss (None: none; a conditional subclass adds one)."""
+        return None
 
     @staticmethod
     def conditions(labels: torch.Tensor | None) -> tuple:
