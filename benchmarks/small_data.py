@@ -10,8 +10,10 @@ same number of steps; only --diffaugment differs (none vs color,translation,cuto
 --chunk steps the run stops and resumes (exactly: see the resume tests), and the discriminator (eval
 mode) is scored on 1,000 of its training images, on the 1,000 held-out images and on 1,000 fresh
 fakes: mean D(x) = sigmoid(logit). Overfitting shows as D(train) pulling away from D(held-out).
-At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images (standard protocol:
-Inception pool3, 299 px, fp32 features). The test set is read once per run, for this FID only.
+Selection (--policies with more than one DiffAugment policy): each run's validation FID, 1,000 EMA
+samples (seed 0) against the 1,000 held-out training images, picks the best policy per size; the test
+set is then read for `none` and that policy only. At the end: FID of 10,000 EMA samples (seed 0)
+against the 10,000 test images (standard protocol: Inception pool3, 299 px, fp32 features).
 Writes JSON + Markdown to benchmarks/results/ and the figure docs/small_data.png.
 """
 
@@ -35,7 +37,7 @@ from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
 sys.path.insert(0, str(Path(__file__).parent))
 from run_all import machine  # noqa: E402
 
-POLICIES = {"none": "none", "diffaugment": "color,translation,cutout"}
+DEFAULT_POLICIES = ["none", "color,translation,cutout"]
 
 
 def write_idx(path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -70,6 +72,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--chunk", type=int, default=500)
+    ap.add_argument(
+        "--policies", nargs="+", default=DEFAULT_POLICIES, help="none and DiffAugment policies to compare"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-samples", type=int, default=10000)
     ap.add_argument("--extractor", default=None)
@@ -88,8 +93,10 @@ def main() -> None:
         if not folder.is_dir():
             write_idx(folder, train.images[subset], train.labels[subset])
         scored_train = train.images[subset[:1000]]
-        for name, policy in POLICIES.items():
-            run = out / f"dcgan-{n}-{name}"
+        held = RealSet(held_out, "fashion-mnist:train-held-out", "validation")
+        candidates = []
+        for policy in args.policies:
+            run = out / f"dcgan-{n}-{policy.replace(',', '+')}"
             opts = dict(
                 data=str(folder),
                 epochs=100_000,  # the length is --steps (max_steps), whatever the subset size
@@ -114,22 +121,35 @@ def main() -> None:
                 print(json.dumps({"run": run.name, **curve[-1]}), flush=True)
             train_s = time.perf_counter() - t0
             r = api.load_recipe(run)
+            val = evaluate_samples(
+                to_uint8(r.sample(1000, seed=0)), held, args.extractor, "fp32", progress=False
+            )
+            candidates.append(
+                {
+                    "images": n,
+                    "diffaugment": policy,
+                    "steps": args.steps,
+                    "train_s": round(train_s, 1),
+                    "validation_fid": val["metrics"]["fid"],
+                    "curve": curve,
+                    "auto_precision": json.loads((run / "config.json").read_text())["auto_precision"],
+                    "run": run,
+                }
+            )
+            print(json.dumps({"run": run.name, "validation_fid": val["metrics"]["fid"]}), flush=True)
+        augmented = [c for c in candidates if c["diffaugment"] != "none"]
+        chosen = min(augmented, key=lambda c: c["validation_fid"]) if augmented else None
+        for c in candidates:
+            c["selected"] = c is chosen or c["diffaugment"] == "none"
+            if not c["selected"]:
+                rows.append({k: v for k, v in c.items() if k != "run"})
+                continue
             test = load_dataset("fashion-mnist", "test", args.data_dir)
             real = RealSet(test.images, "fashion-mnist:test", "test")
-            fake = to_uint8(r.sample(args.num_samples, seed=0))
+            fake = to_uint8(api.load_recipe(c["run"]).sample(args.num_samples, seed=0))
             report = evaluate_samples(fake, real, args.extractor, "fp32", progress=False)
-            row = {
-                "images": n,
-                "diffaugment": policy,
-                "steps": args.steps,
-                "train_s": round(train_s, 1),
-                "fid": report["metrics"]["fid"],
-                "kid": report["metrics"]["kid"],
-                "precision": report["metrics"]["precision"],
-                "recall": report["metrics"]["recall"],
-                "curve": curve,
-                "auto_precision": json.loads((run / "config.json").read_text())["auto_precision"],
-            }
+            row = {k: v for k, v in c.items() if k != "run"}
+            row.update({m: report["metrics"][m] for m in ("fid", "kid", "precision", "recall")})
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
 
@@ -148,16 +168,21 @@ def main() -> None:
         "",
         f"`{result['command']}`",
         "",
-        "| train images | DiffAugment | steps | FID (10k vs test 10k) | KID x1e3 | precision | recall "
-        "| D(train) - D(held-out) at end | D(fake) at end |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| train images | DiffAugment | steps | validation FID (1k vs held-out 1k) | FID (10k vs test 10k) "
+        "| KID x1e3 | precision | recall | D(train) - D(held-out) at end | D(fake) at end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         end = r["curve"][-1]
         gap = end["d_train_real"] - end["d_held_out_real"]
+        test = (
+            f"{r['fid']:.2f} | {r['kid'] * 1000:.2f} | {r['precision']:.3f} | {r['recall']:.3f}"
+            if "fid" in r
+            else "not selected | | |"
+        )
         lines.append(
-            f"| {r['images']} | {r['diffaugment']} | {r['steps']} | {r['fid']:.2f} | {r['kid'] * 1000:.2f} "
-            f"| {r['precision']:.3f} | {r['recall']:.3f} | {gap:+.3f} | {end['d_fake']:.3f} |"
+            f"| {r['images']} | {r['diffaugment']} | {r['steps']} | {r['validation_fid']:.2f} | {test} "
+            f"| {gap:+.3f} | {end['d_fake']:.3f} |"
         )
     (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -174,8 +199,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for r in rows:
         steps = [c["step"] for c in r["curve"]]
         style = "-" if r["diffaugment"] != "none" else "--"
-        kind = "DiffAugment" if r["diffaugment"] != "none" else "plain"
-        label = f"{r['images']} imgs, {kind}: FID {r['fid']:.1f}"
+        kind = r["diffaugment"] if r["diffaugment"] != "none" else "plain"
+        score = f"FID {r['fid']:.1f}" if "fid" in r else f"val FID {r['validation_fid']:.1f}"
+        label = f"{r['images']} imgs, {kind}: {score}"
         axes[0].plot(
             steps, [c["d_train_real"] - c["d_held_out_real"] for c in r["curve"]], style, label=label
         )

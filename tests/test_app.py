@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -144,6 +145,22 @@ def _toy_png(path: Path) -> Path:
     a[2:12, 2:12] = 230  # the toy data's class 0: a square top-left
     Image.fromarray(a).save(path)
     return path
+
+
+def test_sweep_yields_a_row_per_epsilon_and_failures_become_one_line_messages(service, runs, tmp_path):
+    toy = str(_toy_png(tmp_path / "toy.png"))
+    tables = list(service.sweep(str((runs / "ssgan").resolve()), "bim", 2, toy, steps=2))
+    assert [len(t) for t in tables] == [1, 2] and [r[0] for r in tables[-1]] == ["1/255", "2/255"]
+    from gankit.app import _page_errors
+
+    def broken(x):
+        raise RuntimeError("weights do not fit\nsecond line")
+
+    with pytest.raises(gr.Error) as e:
+        _page_errors(broken)(1)
+    assert e.value.message == "RuntimeError: weights do not fit"
+    with pytest.raises(gr.Error, match="choose a run first"):
+        list(_page_errors(service.sweep)(None, "fgsm", 1, toy))
 
 
 def test_serve_refuses_bad_options_in_one_line(capsys, tmp_path):
@@ -305,3 +322,46 @@ def test_browser_bad_upload_is_a_message_and_the_app_keeps_serving(browser_page,
     _upload(page, "translate-upload", src)
     page.click("#translate-go")  # and it still serves
     page.wait_for_selector("#translate-output img", timeout=60_000)
+
+
+def test_browser_long_sweep_shows_progress_is_cancelled_and_others_are_served(app, tmp_path):
+    if not _has_builtin():
+        pytest.skip("needs gankit[imagenet]")
+    from playwright.sync_api import sync_playwright
+
+    url, _ = app
+    photo = tmp_path / "cat.png"
+    Image.open(_photo("chelsea.png")).convert("RGB").resize((224, 224)).save(photo)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        one, two = browser.new_page(), browser.new_page()  # two users
+        for page in (one, two):
+            page.goto(url)
+            page.wait_for_selector("text=gankit")
+        _tab(one, "Attack")
+        one.get_by_label("attack", exact=True).click()
+        one.get_by_role("option", name="pgd").click()
+        eps = one.locator("#attack-eps input[type=number]")
+        eps.fill("32")
+        eps.press("Enter")
+        _upload(one, "attack-upload", photo)
+        one.click("#attack-sweep")  # 32 PGD attacks: rows arrive one epsilon at a time
+        grid = one.locator("#attack-table [role=grid]")
+
+        def rows() -> int:  # rows the sweep has filled in (the grid counts its header row too)
+            return int(grid.get_attribute("aria-rowcount") or 1) - 1
+
+        deadline = time.monotonic() + 120
+        while not grid.get_by_text("1/255", exact=True).count() and time.monotonic() < deadline:
+            one.wait_for_timeout(500)
+        assert rows() >= 1  # progress: the first rows are in
+        _tab(two, "Classify")  # meanwhile, another user is served
+        _upload(two, "classify-upload", _photo("coffee.png"))
+        two.click("#classify-go")
+        two.wait_for_selector("#classify-result >> text=espresso", timeout=60_000)
+        one.click("#attack-cancel")
+        one.wait_for_timeout(4000)
+        stopped = rows()
+        one.wait_for_timeout(4000)
+        assert 1 <= stopped == rows() < 32  # cancelled: no more rows after the one in progress
+        browser.close()

@@ -17,13 +17,17 @@ messages in the page. What it promises:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import inspect
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -298,8 +302,10 @@ class Service:
         target: str | None = None,
         steps: int = 10,
         progress=None,
-    ) -> list[list]:
-        """The attack at every epsilon 1/255 .. eps_255/255: rows (eps, label, confidence, fooled)."""
+    ):
+        """The attack at every epsilon 1/255 .. eps_255/255, yielding the table's rows (eps, label,
+        confidence, fooled) after each one: the page fills in as it goes, and a cancelled sweep stops
+        after the epsilon in progress (Gradio closes the generator)."""
         rows = []
         top = int(eps_255)
         for k in range(1, top + 1):
@@ -309,7 +315,7 @@ class Service:
             rows.append(
                 [f"{k}/255", r["after"]["label"], round(r["after"]["confidence"], 4), r["after"]["success"]]
             )
-        return rows
+            yield list(rows)
 
     # -- Runs -----------------------------------------------------------------------------------
     def runs_table(self) -> tuple[list[str], list[list]]:
@@ -381,20 +387,58 @@ def _page_errors(fn):
     """Run a handler; any failure becomes one line in the page (gr.Error), never a dead app."""
     import gradio as gr
 
+    def message(e: Exception) -> gr.Error:
+        if isinstance(e, gr.Error):
+            return e
+        text = (
+            str(e)
+            if isinstance(e, GankitError)
+            else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        )
+        return gr.Error(text, print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streamed(*args, **kwargs):
+            steps = fn(*args, **kwargs)
+            while True:
+                with _working():
+                    try:
+                        item = next(steps)
+                    except StopIteration:
+                        return
+                    except Exception as e:  # noqa: BLE001 - a failing model must not take the app down
+                        raise message(e) from None
+                yield item  # a cancelled request stops here: Gradio asks for no more
+
+        return streamed
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except GankitError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:  # noqa: BLE001 - a failing model must not take the app down
-            raise gr.Error(
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", print_exception=False
-            ) from None
+        with _working():
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - a failing model must not take the app down
+                raise message(e) from None
 
     return wrapped
+
+
+_ACTIVE = [0]
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _working():
+    """Count the handlers running (stop() waits for them before removing the app's folder)."""
+    with _ACTIVE_LOCK:
+        _ACTIVE[0] += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE[0] -= 1
 
 
 def build_app(service: Service):
@@ -539,7 +583,7 @@ def build_app(service: Service):
 
             @_page_errors
             def do_sweep(model, method, eps, steps, target, upload, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
-                return service.sweep(model, method, eps, upload, target, steps, progress)
+                yield from service.sweep(model, method, eps, upload, target, steps, progress)
 
             a_event = a_go.click(
                 do_attack,
@@ -615,9 +659,13 @@ def serve(
         stop(page, workdir)
 
 
-def stop(page, workdir: Path) -> None:
-    """Stop a served app and remove its temporary folder (uploads and results)."""
+def stop(page, workdir: Path, wait_s: float = 60.0) -> None:
+    """Stop a served app and remove its temporary folder (uploads and results), after the work in
+    progress (a cancelled request's last step) has ended, for up to `wait_s` seconds."""
     try:
         page.close()
+        deadline = time.monotonic() + wait_s
+        while _ACTIVE[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
