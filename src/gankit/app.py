@@ -109,14 +109,12 @@ class Service:
         self.max_pixels = max_pixels
         self.builtin = builtin_available() if builtin is None else builtin
         self._cache: dict[tuple, object] = {}
+        self._cache_lock = threading.Lock()  # requests of different tabs run in parallel threads
 
     # -- what the page offers -------------------------------------------------------------------
-    def choices(self, capability: str, recipes: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-        return [
-            (r.label, r.path)
-            for r in self.runs.values()
-            if capability in r.capabilities and (recipes is None or r.recipe in recipes)
-        ]
+    def choices(self, capability: str) -> list[tuple[str, str]]:
+        """(label, run path) of the runs that offer `capability`, for a dropdown."""
+        return [(r.label, r.path) for r in self.runs.values() if capability in r.capabilities]
 
     def classifier_choices(self) -> list[tuple[str, str]]:
         builtin = [(f"{BUILTIN_CLASSIFIER} (built-in, ImageNet)", BUILTIN_CLASSIFIER)] if self.builtin else []
@@ -155,25 +153,29 @@ class Service:
         return p
 
     def fresh_dir(self, kind: str) -> Path:
+        """A new folder for one request's files, inside the app's temporary folder."""
         d = self.workdir / "results" / f"{kind}-{uuid.uuid4().hex[:10]}"
         d.mkdir(parents=True)
         return d
 
     def _cached(self, key: tuple, load):
         """A loaded recipe or classifier, reloaded when the run's latest checkpoint changes."""
-        if key not in self._cache:
-            if len(self._cache) >= 8:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = load()
-        return self._cache[key]
+        with self._cache_lock:
+            if key not in self._cache:
+                if len(self._cache) >= 8:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = load()
+            return self._cache[key]
 
     def recipe(self, info: RunInfo):
+        """The run's recipe with its latest checkpoint loaded (cached until a newer one appears)."""
         from . import api
 
         stamp = _latest_stamp(info.path)
         return self._cached(("recipe", info.path, stamp), lambda: api.load_recipe(info.path))
 
     def classifier(self, model: str):
+        """The built-in classifier or a served run's, as gankit.attacks.load_classifier gives it."""
         from .attacks import load_classifier
 
         if model == BUILTIN_CLASSIFIER and self.builtin:
@@ -319,6 +321,7 @@ class Service:
 
     # -- Runs -----------------------------------------------------------------------------------
     def runs_table(self) -> tuple[list[str], list[list]]:
+        """(headers, rows) of `gankit runs` over the served runs; a vanished run keeps a row saying so."""
         from . import api
 
         headers = ["run", "recipe", "data", "steps", "train s", "metric", "value"]
