@@ -62,6 +62,25 @@ def runs(tmp_path_factory):
         max_steps=2,
         **SMALL,
     )
+    for split, n in (("train", 3), ("test", 1)):
+        for dom in ("A", "B"):
+            (root / "domains" / f"{split}{dom}").mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+                Image.fromarray(a if dom == "A" else 255 - a).save(
+                    root / "domains" / f"{split}{dom}" / f"{i}.png"
+                )
+    gankit.train(
+        "cyclegan",
+        out=str(root / "runs" / "cyclegan"),
+        data=str(root / "domains"),
+        image_size=64,
+        load_size=72,
+        ngf=8,
+        ndf=8,
+        max_steps=2,
+        **SMALL,
+    )
     api.evaluate(root / "runs" / "ssgan")
     return root / "runs"
 
@@ -73,7 +92,7 @@ def service(runs, tmp_path):
 
 def test_runs_are_found_with_what_they_offer(runs, tmp_path):
     found = {Path(r.path).name: r for r in find_runs([runs])}
-    assert set(found) == {"dcgan", "cdcgan", "pix2pix", "ssgan"}
+    assert set(found) == {"dcgan", "cdcgan", "pix2pix", "cyclegan", "ssgan"}
     assert found["cdcgan"].classes == tuple(str(i) for i in range(10)) and found["dcgan"].classes is None
     assert "translate" in found["pix2pix"].capabilities and "classify" in found["ssgan"].capabilities
     with pytest.raises(GankitError, match="not a gankit run directory"):
@@ -130,12 +149,33 @@ def test_translate_keeps_the_upload_size(service, runs, tmp_path):
     assert Path(out).is_relative_to(service.workdir)
 
 
+def test_cyclegan_translates_both_ways(service, runs, tmp_path):
+    src = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(src)
+    run = str((runs / "cyclegan").resolve())
+    to_b, to_a = (np.asarray(Image.open(service.translate(run, str(src), to)[1])) for to in ("B", "A"))
+    assert to_b.shape == to_a.shape == (30, 50, 3) and not np.array_equal(to_b, to_a)
+
+
+def test_another_address_than_this_machine_is_served_with_a_warning(runs, capsys):
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    page, url, workdir = serve([runs / "dcgan"], host="0.0.0.0", port=_free_port(), block=False)
+    try:
+        assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
+    finally:
+        stop(page, workdir)
+        os.environ.pop("GRADIO_TEMP_DIR", None) if before is None else os.environ.update(
+            GRADIO_TEMP_DIR=before
+        )
+    assert not workdir.exists()
+
+
 def test_classify_with_a_run_and_the_runs_tab(service, runs):
     top = service.classify(str((runs / "ssgan").resolve()), str(_toy_png(runs.parent / "toy.png")))
     conf = list(top.values())  # the 5 most likely of the 10 classes, most likely first
     assert len(top) == 5 and 0 < sum(conf) <= 1 and conf == sorted(conf, reverse=True)
     headers, rows = service.runs_table()
-    assert headers[0] == "run" and len(rows) == 4 and any(r[5] == "accuracy" for r in rows)
+    assert headers[0] == "run" and len(rows) == 5 and any(r[5] == "accuracy" for r in rows)
     preview, loss, text = service.run_details(str((runs / "ssgan").resolve()))
     assert Image.open(preview) and Image.open(loss) and "accuracy" in text.lower()
 
@@ -171,6 +211,14 @@ def test_serve_refuses_bad_options_in_one_line(capsys, tmp_path):
 
 
 # -- in a real browser ---------------------------------------------------------------------------------
+def _restore_upload_dir(before: str | None) -> None:
+    """serve() points Gradio's upload folder into its own; put the variable back for other tests."""
+    if before is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = before
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -184,12 +232,10 @@ def app(runs):
     pytest.importorskip("playwright.sync_api")
     before = os.environ.get("GRADIO_TEMP_DIR")
     page, url, workdir = serve([runs], port=_free_port(), max_pixels=2_000_000, block=False)
+    assert url.startswith("http://127.0.0.1:")  # this machine only, by default
     yield url, workdir
     stop(page, workdir)
-    if before is None:
-        os.environ.pop("GRADIO_TEMP_DIR", None)
-    else:
-        os.environ["GRADIO_TEMP_DIR"] = before
+    _restore_upload_dir(before)
     assert not workdir.exists()  # uploads and results removed with the app
 
 
@@ -293,7 +339,7 @@ def test_browser_runs_table_preview_and_report(browser_page, runs):
     page = browser_page
     _tab(page, "Runs")
     table = page.locator("#runs-table")
-    for name in ("dcgan", "cdcgan", "pix2pix", "ssgan"):
+    for name in ("dcgan", "cdcgan", "pix2pix", "cyclegan", "ssgan"):
         assert table.get_by_text(f"{name} ({name})").count() >= 1
     page.locator("#runs-pick").get_by_label("run").click()
     page.get_by_role("option", name="ssgan (ssgan)").click()
