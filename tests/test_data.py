@@ -85,7 +85,9 @@ def _write_mixed_folder(root):
     Image.new("L", (40, 30), 128).save(root / "gray.png")
     Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(root / "sub" / "transparent.png")
     Image.new("RGB", (50, 40), (0, 0, 255)).save(root / "sub" / "blue.jpg")
-    Image.new("P", (20, 20), 3).save(root / "palette.bmp")
+    palette = Image.new("P", (20, 20), 3)
+    palette.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])  # a real palette: Pillow
+    palette.save(root / "palette.bmp")  # 12.3 (what Gradio pins) writes an unreadable BMP without one
     Image.fromarray(np.full((16, 16), 65535, np.uint16)).save(root / "deep16.png")
     (root / "notes.txt").write_text("ignored: not an image")
 
