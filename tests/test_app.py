@@ -340,7 +340,7 @@ def test_browser_runs_table_preview_and_report(browser_page, runs):
     _tab(page, "Runs")
     table = page.locator("#runs-table")
     for name in ("dcgan", "cdcgan", "pix2pix", "cyclegan", "ssgan"):
-        table.get_by_text(f"{name} ({name})", exact=True).first.wait_for(timeout=30_000)
+        table.get_by_text(f"{name} ({name})", exact=True).first.wait_for(state="attached", timeout=30_000)
     page.locator("#runs-pick").get_by_label("run").click()
     page.get_by_role("option", name="ssgan (ssgan)").click()
     page.wait_for_selector("#runs-preview img", timeout=30_000)
