@@ -39,7 +39,7 @@ def _has_builtin() -> bool:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny runs of each kind the app serves: dcgan, cdcgan (classes), pix2pix, ssgan (classifier)."""
+    """Tiny runs of each kind the app serves: dcgan, cdcgan (classes), pix2pix, cyclegan, ssgan."""
     root = tmp_path_factory.mktemp("app")
     idx = make_idx_dir(root / "idx")
     mnist = dict(data="mnist", data_dir=str(idx), epochs=1, batch_size=64, **SMALL)
@@ -52,16 +52,8 @@ def runs(tmp_path_factory):
             a = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
             (root / "pairs" / split).mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(root / "pairs" / split / f"{i}.png")
-    gankit.train(
-        "pix2pix",
-        out=str(root / "runs" / "pix2pix"),
-        data=str(root / "pairs"),
-        image_size=64,
-        ngf=8,
-        ndf=8,
-        max_steps=2,
-        **SMALL,
-    )
+    tiny = dict(image_size=64, ngf=8, ndf=8, max_steps=2, **SMALL)  # translators: 2 steps, 8 filters
+    gankit.train("pix2pix", out=str(root / "runs" / "pix2pix"), data=str(root / "pairs"), **tiny)
     for split, n in (("train", 3), ("test", 1)):
         for dom in ("A", "B"):
             (root / "domains" / f"{split}{dom}").mkdir(parents=True)
@@ -70,17 +62,8 @@ def runs(tmp_path_factory):
                 Image.fromarray(a if dom == "A" else 255 - a).save(
                     root / "domains" / f"{split}{dom}" / f"{i}.png"
                 )
-    gankit.train(
-        "cyclegan",
-        out=str(root / "runs" / "cyclegan"),
-        data=str(root / "domains"),
-        image_size=64,
-        load_size=72,
-        ngf=8,
-        ndf=8,
-        max_steps=2,
-        **SMALL,
-    )
+    cyclegan = dict(data=str(root / "domains"), load_size=72)
+    gankit.train("cyclegan", out=str(root / "runs" / "cyclegan"), **cyclegan, **tiny)
     api.evaluate(root / "runs" / "ssgan")
     return root / "runs"
 
