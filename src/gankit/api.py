@@ -316,6 +316,14 @@ def translate(
     return results
 
 
+def run_dirs(folder: str | Path) -> list[Path]:
+    """`folder` itself if it is a run directory, else the run directories directly inside it, sorted."""
+    root = Path(folder)
+    if (root / "config.json").is_file():
+        return [root]
+    return sorted(p.parent for p in root.glob("*/config.json"))
+
+
 def runs(folder: str | Path = "runs") -> list[dict]:
     """One row per run directory under `folder` (or `folder` itself): recipe, data, steps, training wall
     time and the headline number of its last evaluation."""
@@ -324,11 +332,8 @@ def runs(folder: str | Path = "runs") -> list[dict]:
     root = Path(folder)
     if not root.is_dir():
         raise GankitError(f"{root}: no such folder")
-    dirs = (
-        [root] if (root / "config.json").is_file() else sorted(p.parent for p in root.glob("*/config.json"))
-    )
     rows = []
-    for run in dirs:
+    for run in run_dirs(root):
         rd = RunDir(run)
         try:
             cfg = json.loads(rd.config.read_text())

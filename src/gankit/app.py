@@ -67,12 +67,10 @@ def find_runs(paths: list[str | Path]) -> list[RunInfo]:
 
     found: list[Path] = []
     for p in map(Path, paths):
-        if (p / "config.json").is_file():
-            found.append(p)
-        elif p.is_dir() and any(p.glob("*/config.json")):
-            found.extend(sorted(c.parent for c in p.glob("*/config.json")))
-        else:
+        dirs = api.run_dirs(p)
+        if not dirs:
             raise GankitError(f"{p}: not a gankit run directory nor a folder of runs (no config.json)")
+        found.extend(dirs)
     runs = []
     for p in dict.fromkeys(q.resolve() for q in found):
         try:
@@ -121,12 +119,12 @@ class Service:
         return builtin + self.choices("classify")
 
     # -- checks ---------------------------------------------------------------------------------
-    def run(self, path: str | None, capability: str) -> RunInfo:
-        """The run `path` names, if the app was started with it and it offers `capability`."""
+    def run(self, path: str | None, capability: str | None = None) -> RunInfo:
+        """The run `path` names, if the app was started with it (and it offers `capability`)."""
         if not path:
             raise GankitError("choose a run first")
         info = self.runs.get(str(path))
-        if info is None or capability not in info.capabilities:
+        if info is None or (capability is not None and capability not in info.capabilities):
             raise GankitError(f"{path}: not one of the runs this app serves for this tab")
         if not (Path(info.path) / "config.json").is_file():
             raise GankitError(f"{info.path}: the run directory is gone (it was there when the app started)")
@@ -263,7 +261,7 @@ class Service:
         the saved, re-decoded PNG). Returns the original, amplified perturbation and adversarial PNGs,
         the labels before/after and the report."""
         from . import viz
-        from .attacks.files import attack_files, load_image_tensor, resolve_target
+        from .attacks.files import amplified, attack_files, load_image_tensor, read_png, resolve_target
 
         if method not in ATTACK_METHODS:
             raise GankitError(f"attack {method!r}: expected one of {', '.join(ATTACK_METHODS)}")
@@ -280,18 +278,15 @@ class Service:
         result = entry["results"][0]
         x = load_image_tensor(src, clf)
         viz.save_image(x, out / "original.png")
-        adv = torch.from_numpy(_read_png(result["png"])).permute(2, 0, 1).float().div(255)
-        delta = adv - x
-        peak = float(delta.abs().max())
-        amplified = 0.5 + delta / (2 * peak) if peak > 0 else torch.full_like(delta, 0.5)
-        viz.save_image(amplified, out / "perturbation.png")
+        perturbation, factor = amplified(read_png(Path(result["png"])) - x)
+        viz.save_image(perturbation, out / "perturbation.png")
         return {
             "original": str(out / "original.png"),
             "perturbation": str(out / "perturbation.png"),
             "adversarial": result["png"],
             "before": entry["clean"],
             "after": {k: result[k] for k in ("label", "confidence", "success", "linf_saved")},
-            "amplification": 0.5 / peak if peak > 0 else None,
+            "amplification": factor,
             "report": report,
         }
 
@@ -349,12 +344,8 @@ class Service:
 
     def run_details(self, run: str) -> tuple[str | None, str | None, str]:
         """(latest preview PNG, loss plot PNG, the evaluation report as Markdown) of a run."""
-        info = self.runs.get(str(run))
-        if info is None:
-            raise GankitError(f"{run}: not one of the runs this app serves")
+        info = self.run(run)
         root = Path(info.path)
-        if not (root / "config.json").is_file():
-            raise GankitError(f"{info.path}: the run directory is gone (it was there when the app started)")
         previews = sorted((root / "previews").glob("*.png"))
         loss = root / "loss.png"
         report = root / "evaluation" / "report.json"
@@ -372,17 +363,11 @@ class Service:
 
 
 def _latest_stamp(run: str) -> tuple:
-    ckpts = sorted((Path(run) / "checkpoints").glob("*.safetensors"))
-    return (ckpts[-1].name, ckpts[-1].stat().st_mtime_ns) if ckpts else ()
+    """(name, mtime) of a run's latest checkpoint: a cached model is reloaded when it changes."""
+    from .engine.checkpoint import list_checkpoints
 
-
-def _read_png(path: str):
-    """An 8-bit PNG that gankit wrote (L or RGB) as an (H, W, C) uint8 array."""
-    import numpy as np
-
-    with Image.open(path) as img:
-        a = np.array(img)
-    return a[:, :, None] if a.ndim == 2 else a
+    ckpts = list_checkpoints(Path(run) / "checkpoints")
+    return (ckpts[-1][1].name, ckpts[-1][1].stat().st_mtime_ns) if ckpts else ()
 
 
 # -- the page ----------------------------------------------------------------------------------------

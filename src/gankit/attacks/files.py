@@ -65,12 +65,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
 
 
+def read_png(path: Path) -> torch.Tensor:
+    """An 8-bit PNG (L or RGB, as gankit writes them) as a [0, 1] float CHW tensor."""
+    with Image.open(path) as img:
+        a = np.asarray(img, dtype=np.float32) / 255
+    a = a[:, :, None] if a.ndim == 2 else a
+    return torch.from_numpy(a).permute(2, 0, 1)
+
+
 def _save_png(image: torch.Tensor, path: Path) -> torch.Tensor:
     """Save as PNG (rounded to 8 bits) and return the re-decoded [0, 1] tensor."""
     viz.save_image(image, path)
-    a = np.asarray(Image.open(path), dtype=np.float32) / 255
-    a = a[:, :, None] if a.ndim == 2 else a
-    return torch.from_numpy(a).permute(2, 0, 1)
+    return read_png(path)
+
+
+def amplified(delta: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+    """A perturbation made visible: 0.5 + delta scaled so its largest entry reaches 0 or 1, and the
+    factor (None, and plain grey, for no perturbation)."""
+    peak = float(delta.abs().max())
+    if peak == 0:
+        return torch.full_like(delta, 0.5), None
+    return 0.5 + delta / (2 * peak), 0.5 / peak
 
 
 def attack_files(
@@ -169,10 +184,9 @@ def _panel(x: torch.Tensor, clean: dict, results: list, path: Path) -> Path:
     for i, (eps, adv, label, conf) in enumerate(results, start=1):
         show(axes[0, i], adv)
         axes[0, i].set_title(f"eps {eps:.4f}\n{label[:18]} {conf:.2f}", fontsize=8)
-        delta = adv - x
-        peak = float(delta.abs().max())
-        show(axes[1, i], 0.5 + delta / (2 * peak) if peak > 0 else torch.full_like(delta, 0.5))
-        axes[1, i].set_title(f"perturbation x{0.5 / peak:.0f}" if peak > 0 else "no perturbation", fontsize=8)
+        image, factor = amplified(adv - x)
+        show(axes[1, i], image)
+        axes[1, i].set_title(f"perturbation x{factor:.0f}" if factor else "no perturbation", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

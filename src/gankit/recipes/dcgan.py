@@ -70,8 +70,9 @@ class DCGAN(GANRecipe):
 
     name = "dcgan"
     Config = DCGANConfig
-    # --diffaugment auto leaves DiffAugment off here: on 1,000 and 5,000 Fashion-MNIST images, 3,000
-    # steps, it raised the FID (README, benchmarks/small_data.py). Users can still ask for it.
+    # --diffaugment auto leaves DiffAugment off here: on 1,000 and 5,000 Fashion-MNIST images (3,000
+    # steps) and on 1,000 (6,000 steps, every policy) it raised the FID (README, benchmarks/small_data.py).
+    # Users can still ask for it.
     diffaugment_auto = False
     data_format = "images"
     capabilities = frozenset({"sample", "evaluate", "monitor"})
