@@ -46,11 +46,13 @@ def measure(
     """Images/s of `steps` training steps after `warmup`; `around`: a context manager entered for the
     timed steps only (run_all.py profiles them with it)."""
     from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
-    from gankit.device import pick_device
+    from gankit.device import keep_freed_host_memory, pick_device
     from gankit.recipes import get_recipe
 
     torch.manual_seed(0)
     dev = pick_device(device)
+    if dev.type == "cpu":  # as gankit train does (Trainer.fit)
+        keep_freed_host_memory()
     cls = get_recipe(recipe)
     cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
     apply_sets(cfg, sets)

@@ -3,8 +3,12 @@ import copy
 import pytest
 import torch
 
-from gankit.nn.dcgan import SeedDiscriminator, SeedGenerator, build_dcgan
+import torch.nn.functional as F
+
+from gankit.nn.cdcgan import ProjectionDiscriminator
+from gankit.nn.dcgan import PaperDiscriminator, SeedDiscriminator, SeedGenerator, build_dcgan
 from gankit.nn.layers import fast_dropout
+from gankit.nn.ssgan import SharedDiscriminator
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 1), (32, 3), (64, 3), (64, 1)])
@@ -50,6 +54,56 @@ def test_fast_dropout_rate_scale_and_gradient():
     a = fast_dropout(torch.ones(100), 0.5, True)
     torch.manual_seed(1)
     assert torch.equal(a, fast_dropout(torch.ones(100), 0.5, True))  # driven by the seeded RNG
+
+
+def test_fast_dropout_keeps_a_channels_last_layout_and_drops_each_channel_alike():
+    x = torch.ones(64, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    y = fast_dropout(x, 0.3, True)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    kept = (y != 0).float().mean(dim=(0, 2, 3))  # 1,600 draws per channel
+    assert ((kept - 0.7).abs() < 0.05).all(), kept
+
+
+def _chw_logits(d, x):
+    """The logits as computed before features were flattened in H, W, C order (flatten(1))."""
+    if isinstance(d, SeedDiscriminator):
+        h = F.leaky_relu(d.conv2(F.leaky_relu(d.conv1(x), 0.2)), 0.2)
+        return d.fc(h.flatten(1))
+    if isinstance(d, PaperDiscriminator):
+        return d.net(x).flatten(1)
+    h = x
+    for conv in d.convs:
+        h = F.leaky_relu(conv(h), 0.2)
+    return d.head(h.flatten(1))
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: SeedDiscriminator(1, 28), (3, 1, 28, 28)),
+        (lambda: PaperDiscriminator(3), (3, 3, 64, 64)),
+        (lambda: SharedDiscriminator(weight_norm=True), (3, 1, 28, 28)),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_heads_read_hwc_features_with_weights_stored_as_before(make, shape, channels_last):
+    torch.manual_seed(0)
+    d = make().eval()
+    x = torch.randn(shape)
+    if channels_last:
+        d, x = d.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    out = d(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    assert torch.allclose(logits, _chw_logits(d, x), atol=1e-5)  # old checkpoints give the same logits
+
+
+def test_projection_term_reads_the_embedding_in_feature_order():
+    torch.manual_seed(0)
+    d = ProjectionDiscriminator(10, 1, 28).eval()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 3, 3, 9])
+    h = F.leaky_relu(d.net.conv2(F.leaky_relu(d.net.conv1(x), 0.2)), 0.2).flatten(1)
+    expected = d.net.fc(h) + (d.embed(y) * h).sum(1, keepdim=True)
+    assert torch.allclose(d(x, y), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import sys
 
 import pytest
 import torch
@@ -63,3 +66,37 @@ def test_a_run_stores_its_choice_and_a_resume_keeps_it(monkeypatch, idx_dir, tmp
     monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")  # the machine would now choose fp32
     r = gankit.api.load_recipe(run, "cpu")
     assert r.amp_dtype == torch.bfloat16
+
+
+_STEPS_FAULTS = """
+import resource, torch
+from gankit.device import keep_freed_host_memory
+kept = keep_freed_host_memory()
+def step():  # a training step's activations: many blocks alive together, all freed at its end
+    blocks = [torch.ones(1 << 20) for _ in range(32)]  # 32 x 4 MiB
+    del blocks
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
+)
+def test_freed_host_memory_is_reused_instead_of_faulted_in_again():
+    import subprocess
+
+    def run(env_value):
+        env = {**os.environ, "GANKIT_KEEP_HOST_MEMORY": env_value}
+        out = subprocess.run([sys.executable, "-c", _STEPS_FAULTS], env=env, capture_output=True, text=True)
+        kept, faults = out.stdout.split()
+        return kept == "True", int(faults)
+
+    kept, faults = run("1")
+    left_alone, default_faults = run("0")
+    assert kept and not left_alone
+    # 5 steps of 128 MiB: glibc's defaults hand the pages back and fault ~160k of them in again
+    assert default_faults > 5 * 16_000 and faults < default_faults / 20, (faults, default_faults)

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .. import viz
+from ..device import keep_freed_host_memory
 from ..errors import GankitError, TrainingInterrupted
 from ..io import write_json_atomic
 from ..nn.syncbn import convert_batchnorm
@@ -164,6 +165,8 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the run's total steps; return a summary of the run."""
         p = self.progress
+        if self.recipe.device.type == "cpu":
+            keep_freed_host_memory()
         start_step, start_time = p.step, time.perf_counter()
         with self._signals_caught(), self._progress_bar() as bar, self._session_recorded():
             self._start_replicas()

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import FastDropout, glorot_init, keras_bn, normal_init
+from .layers import FastDropout, flatten_hwc, glorot_init, hwc_columns, keras_bn, normal_init
 
 SIZES = (28, 32, 64)
 
@@ -48,16 +48,18 @@ class SeedDiscriminator(nn.Module):
         self.conv1 = nn.Conv2d(channels, 64, 5, 2, 2)
         self.conv2 = nn.Conv2d(64, 128, 5, 2, 2)
         self.drop = FastDropout(dropout)
+        self.feature_shape = (128, size // 4, size // 4)
         self.fc = nn.Linear(128 * (size // 4) ** 2, 1)
         glorot_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, F) features the final linear layer reads (a projection head reads them too)."""
+        """The (N, F) features the final linear layer reads (a projection head reads them too), in
+        `flatten_hwc` order; the layer's weight is stored in C, H, W order (`hwc_columns`)."""
         x = self.drop(F.leaky_relu(self.conv1(x), 0.2))
-        return self.drop(F.leaky_relu(self.conv2(x), 0.2)).flatten(1)
+        return flatten_hwc(self.drop(F.leaky_relu(self.conv2(x), 0.2)))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
+        return F.linear(features, hwc_columns(self.fc.weight, self.feature_shape), self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -111,15 +113,16 @@ class PaperDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(w * 8, 1, 4, 1, 0, bias=False),
         )
+        self.feature_shape = (w * 8, 4, 4)
         normal_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, 8w * 4 * 4) features the final 4x4 convolution reads."""
-        return self.net[:-1](x).flatten(1)
+        """The (N, 8w * 4 * 4) features the final 4x4 convolution reads, in `flatten_hwc` order."""
+        return flatten_hwc(self.net[:-1](x))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         last = self.net[-1]  # a 4x4 convolution over a 4x4 map: a linear layer over the flat features
-        return features @ last.weight.flatten(1).t()
+        return features @ hwc_columns(last.weight.flatten(1), self.feature_shape).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1)

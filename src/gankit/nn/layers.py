@@ -19,9 +19,34 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if x.device.type != "cpu":
         return nn.functional.dropout(x, p, True)
     n = x.numel()
-    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= int(-32768 + round(p * 65536))
+    # random_(-2**63, None) fills all 64 bits from one draw (randint's full range takes a modulo:
+    # 9.1 vs 6.8 ms for 1.6M draws on the AMD EPYC)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    # the mask takes x's strides (the bits are i.i.d., so any order is as good): a channels-last x
+    # times an NCHW mask runs torch's slow mixed-layout loop (4.8 vs 0.5 ms for 6.4M bf16 elements)
+    bits = bits.view(torch.int16)[:n]
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        b, c, h, w = x.shape
+        bits = bits.view(b, h, w, c).permute(0, 3, 1, 2)
+    else:
+        bits = bits.view(x.shape)
+    keep = bits >= int(-32768 + round(p * 65536))
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+def flatten_hwc(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H*W*C), pixels outer and channels inner: a free view of a channels-last
+    tensor (Keras' Flatten order). `flatten(1)` would copy it into C, H, W order, and its gradient
+    would come back in that layout to a channels-last network: mixed-layout elementwise kernels and a
+    reorder in the convolution's backward, 12% of the DCGAN step at batch 512 on the AMD EPYC."""
+    return x.permute(0, 2, 3, 1).flatten(1)
+
+
+def hwc_columns(weight: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A (K, C*H*W) matrix whose columns follow C, H, W order, with its columns put in the H, W, C
+    order of `flatten_hwc` features. Parameters stay stored in C, H, W order (checkpoints unchanged)."""
+    c, h, w = shape
+    return weight.view(-1, c, h, w).permute(0, 2, 3, 1).reshape(weight.shape[0], c * h * w)
 
 
 class FastDropout(nn.Module):

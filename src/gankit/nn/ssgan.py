@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import FastDropout, NarrowConv2d, glorot_init
+from .layers import FastDropout, NarrowConv2d, flatten_hwc, glorot_init, hwc_columns
 
 
 class SharedDiscriminator(nn.Module):
@@ -40,6 +40,7 @@ class SharedDiscriminator(nn.Module):
         for _ in range(3):
             side = (side + 1) // 2
         self.drop = FastDropout(0.4)
+        self.feature_shape = (width, side, side)
         self.head = nn.Linear(width * side * side, num_classes)
         glorot_init(self)
         if weight_norm:
@@ -47,19 +48,21 @@ class SharedDiscriminator(nn.Module):
                 nn.utils.parametrizations.weight_norm(layer)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The flattened trunk output (used by the feature-matching generator loss)."""
+        """The flattened trunk output (used by the feature-matching generator loss), in `flatten_hwc`
+        order; the head's weight is stored in C, H, W order (`hwc_columns`)."""
         if self.training and self.input_noise > 0:
             x = x + self.input_noise * torch.randn_like(x)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
             if self.training and self.hidden_noise > 0:
                 x = x + self.hidden_noise * torch.randn_like(x)
-        return x.flatten(1)
+        return flatten_hwc(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (class logits, trunk features)."""
         f = self.features(x)
-        return self.head(self.drop(f)), f
+        weight = hwc_columns(self.head.weight, self.feature_shape)
+        return F.linear(self.drop(f), weight, self.head.bias), f
 
 
 def real_fake_logit(class_logits: torch.Tensor) -> torch.Tensor:
