@@ -2,7 +2,6 @@ import copy
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from gankit.nn.cdcgan import ProjectionDiscriminator
