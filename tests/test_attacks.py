@@ -263,6 +263,29 @@ def test_efficientnet_lite0_on_real_photos(lite0):
     assert r.success.all() and (r.linf <= 2 / 255 + 1e-6).all()
 
 
+def test_efficientnet_lite0_folded_for_attacks_gives_its_logits_and_input_gradients(lite0):
+    from gankit.attacks.base import attack_mode
+    from gankit.attacks.files import load_image_tensor
+
+    x = load_image_tensor(_photo("coffee.png"), lite0)[None]
+    with attack_mode(lite0):
+        runner = lite0._runner(x)
+        assert runner is not lite0.model  # every one of its 49 batch norms folded
+        called = {n.target for n in runner.graph.nodes if n.op == "call_module"}
+        assert not any("bn" in str(t) for t in called)
+        grads = []
+        for fold in (True, False):
+            lite0.fold = fold
+            xg = x.clone().requires_grad_()
+            logits = lite0(xg)
+            grads.append((logits.detach(), torch.autograd.grad(logits.logsumexp(1).sum(), xg)[0]))
+        lite0.fold = True
+    (lf, gf), (lu, gu) = grads
+    assert torch.allclose(lf, lu, atol=1e-3 * lu.abs().max())
+    assert torch.allclose(gf, gu, atol=1e-3 * gu.abs().max())
+    assert (gf.sign() == gu.sign()).float().mean() > 0.99  # what FGSM steps along
+
+
 def test_attack_cli_reports_labels_of_saved_pngs(lite0, tmp_path, capsys):
     from PIL import Image
 

@@ -28,19 +28,22 @@ AUTO_ENV = "GANKIT_AUTO_PRECISION"
 
 # Set to 0 to leave the C allocator as the process has it (see keep_freed_host_memory).
 HOST_MEMORY_ENV = "GANKIT_KEEP_HOST_MEMORY"
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 _host_memory_kept = False
 
 
 def keep_freed_host_memory() -> bool:
     """Let glibc keep freed tensor memory for reuse instead of handing it back to the OS at once.
 
-    By default glibc serves large blocks with fresh mmaps and trims the heap's top when it is freed,
-    so every training step faults in its activations' pages anew. Serving blocks up to 32 MiB (glibc's
-    ceiling) from the heap and trimming only past 1 GiB free made the DCGAN step at batch 512 5-10%
-    faster in bf16 and fp32 on the 2-core AMD EPYC (benchmarks/README.md), at no extra peak memory.
-    Process-wide and idempotent; only on Linux with glibc; returns whether it is in effect.
-    `GANKIT_KEEP_HOST_MEMORY=0` leaves the allocator alone (e.g. under jemalloc or tcmalloc).
+    glibc serves every block over 32 MiB (and, by its default dynamic threshold, many smaller ones)
+    with a fresh mmap and unmaps it when freed, so each training step or attack step faults all of its
+    large activations in again, page by page, and the kernel zeroes each page. Here large blocks come
+    from the heap and the heap is trimmed only past 1 GiB free: on the 2-core AMD EPYC an FGSM attack
+    on EfficientNet-Lite0 at batch 32 ran 2.5x faster and PGD-10 3x, the DCGAN step at batch 512 5-10%
+    (benchmarks/README.md), for a few percent more peak memory; memory freed inside the heap stays with
+    the process for its next step. Process-wide and idempotent; Linux with glibc only (elsewhere a
+    no-op); returns whether it is in effect. `GANKIT_KEEP_HOST_MEMORY=0` leaves the allocator alone
+    (e.g. under jemalloc or tcmalloc, which need none of this).
     """
     global _host_memory_kept
     if _host_memory_kept:
@@ -53,7 +56,8 @@ def keep_freed_host_memory() -> bool:
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+        # no mmap for blocks (threads' arenas still fall back to it), trim only past 1 GiB
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
     except (OSError, AttributeError):
         return False
     _host_memory_kept = ok

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import keep_freed_host_memory
 from ..errors import GankitError
 from ..nn.modes import modes_kept
 
@@ -180,6 +181,8 @@ class Attack:
                 "attack input must lie in [0, 1] (pixel scale); normalisation belongs to the model"
             )
         x = images.detach().clone()
+        if x.device.type == "cpu":
+            keep_freed_host_memory()
         with attack_mode(self.model):
             clean_logits = None
             if (

