@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from gankit.nn.cdcgan import ProjectionDiscriminator
 from gankit.nn.dcgan import PaperDiscriminator, SeedDiscriminator, SeedGenerator, build_dcgan
-from gankit.nn.layers import fast_dropout
+from gankit.nn.layers import ConvTranspose2d, fast_dropout
 from gankit.nn.ssgan import SharedDiscriminator
 
 
@@ -149,3 +149,20 @@ def test_narrow_conv_equals_conv2d(out_channels, precision):
     tol = 1e-4 if precision == "fp32" else 5e-2
     for a, b in zip(*outs):
         assert torch.allclose(a, b, rtol=tol, atol=tol * float(a.detach().abs().max())), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("kernel,output_padding", [(4, 0), (3, 1)])
+def test_conv_transpose_with_the_bias_added_after_equals_the_stock_layer(kernel, output_padding):
+    torch.manual_seed(0)
+    ours = ConvTranspose2d(8, 5, kernel, 2, 1, output_padding=output_padding)
+    stock = torch.nn.ConvTranspose2d(8, 5, kernel, 2, 1, output_padding=output_padding)
+    stock.load_state_dict(ours.state_dict())  # same parameters, same keys
+    x = torch.randn(3, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y, y_ref = ours(x), stock(x)
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    grads = torch.autograd.grad(y.square().sum(), [x, ours.weight, ours.bias])
+    ref = torch.autograd.grad(y_ref.square().sum(), [x, stock.weight, stock.bias])
+    for g, r in zip(grads, ref):
+        assert torch.allclose(g, r, rtol=1e-5, atol=1e-4)
+    if output_padding == 0:  # output_size picks the output padding as in torch
+        assert ours(x, output_size=[13, 13]).shape == stock(x, output_size=[13, 13]).shape == (3, 5, 13, 13)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import normal_init
+from .layers import ConvTranspose2d, normal_init
 from .unet import norm_layer
 
 
@@ -63,7 +63,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResidualBlock(w * 4, norm) for _ in range(n_blocks)]
         for m in (4, 2):
             layers += [
-                nn.ConvTranspose2d(w * m, w * m // 2, 3, 2, 1, output_padding=1, bias=bias),
+                ConvTranspose2d(w * m, w * m // 2, 3, 2, 1, output_padding=1, bias=bias),
                 norm_layer(norm, w * m // 2),
                 nn.ReLU(True),
             ]

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import FastDropout, NarrowConv2d, flatten_hwc, glorot_init, hwc_columns
+from .layers import ConvTranspose2d, FastDropout, NarrowConv2d, flatten_hwc, glorot_init, hwc_columns
 
 
 class SharedDiscriminator(nn.Module):
@@ -77,8 +77,8 @@ class SSGANGenerator(nn.Module):
         super().__init__()
         self.latent_dim, self.base, self.width = latent_dim, size // 4, width
         self.fc = nn.Linear(latent_dim, width * self.base * self.base)
-        self.up1 = nn.ConvTranspose2d(width, width, 4, 2, 1)
-        self.up2 = nn.ConvTranspose2d(width, width, 4, 2, 1)
+        self.up1 = ConvTranspose2d(width, width, 4, 2, 1)
+        self.up2 = ConvTranspose2d(width, width, 4, 2, 1)
         self.out = NarrowConv2d(width, channels, 7, 1, 3)  # an nn.Conv2d, faster on CPU
         glorot_init(self)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import InstanceNorm2d, normal_init
+from .layers import ConvTranspose2d, InstanceNorm2d, normal_init
 
 
 class PerImageBatchNorm2d(nn.BatchNorm2d):
@@ -86,14 +86,14 @@ class UNetGenerator(nn.Module):
         for i, f in enumerate(skips):
             self.up.append(
                 nn.Sequential(
-                    nn.ConvTranspose2d(prev, f, 4, 2, 1, bias=norm == "instance"),
+                    ConvTranspose2d(prev, f, 4, 2, 1, bias=norm == "instance"),
                     norm_layer(norm, f),
                     nn.Dropout(dropout if i < 3 else 0.0),
                     nn.ReLU(inplace=True),
                 )
             )
             prev = 2 * f  # concatenated with the skip
-        self.last = nn.ConvTranspose2d(prev, out_channels, 4, 2, 1)
+        self.last = ConvTranspose2d(prev, out_channels, 4, 2, 1)
         normal_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
