@@ -127,6 +127,31 @@ def test_instance_norm_gradients_do_not_depend_on_the_memory_layout(batch):
     assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_instance_norm_equals_torchs_in_float64_and_stays_channels_last(batch):
+    from gankit.nn.layers import InstanceNorm2d
+
+    torch.manual_seed(0)
+    ours = InstanceNorm2d(6, affine=True)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-1, 1)
+    ref = torch.nn.InstanceNorm2d(6, affine=True).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(batch, 6, 9, 7, dtype=torch.float64) * 3 + 1
+    g = torch.randn_like(x)
+    xr = x.clone().requires_grad_()
+    ref(xr).backward(g)  # float64, NCHW: torch's kernel is right there
+    xc = x.float().contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = ours(xc)
+    y.backward(g.float().contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y.double(), ref(x).detach(), atol=1e-5)
+    assert torch.allclose(xc.grad.double(), xr.grad, atol=1e-5)
+    assert torch.allclose(ours.weight.grad.double(), ref.weight.grad, atol=1e-4)
+    assert torch.allclose(ours.bias.grad.double(), ref.bias.grad, atol=1e-4)
+
+
 @pytest.mark.parametrize("out_channels", [1, 3])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_narrow_conv_equals_conv2d(out_channels, precision):

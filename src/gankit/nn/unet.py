@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ConvTranspose2d, InstanceNorm2d, normal_init
+from .layers import ConvTranspose2d, InstanceNorm2d, normal_init, per_image_norm
 
 
 class PerImageBatchNorm2d(nn.BatchNorm2d):
@@ -29,7 +29,8 @@ class PerImageBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return super().forward(x)
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        y = per_image_norm(x, self.weight, self.bias, self.eps)  # channels-last kept on CPU
+        return y if y is not None else F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
