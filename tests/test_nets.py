@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from gankit.nn.cdcgan import ProjectionDiscriminator
 from gankit.nn.dcgan import PaperDiscriminator, SeedDiscriminator, SeedGenerator, build_dcgan
-from gankit.nn.layers import ConvTranspose2d, fast_dropout
+from gankit.nn.layers import Conv2d, ConvTranspose2d, fast_dropout
 from gankit.nn.ssgan import SharedDiscriminator
 
 
@@ -191,3 +191,46 @@ def test_conv_transpose_with_the_bias_added_after_equals_the_stock_layer(kernel,
         assert torch.allclose(g, r, rtol=1e-5, atol=1e-4)
     if output_padding == 0:  # output_size picks the output padding as in torch
         assert ours(x, output_size=[13, 13]).shape == stock(x, output_size=[13, 13]).shape == (3, 5, 13, 13)
+
+
+@pytest.mark.parametrize(
+    "ours,stock,shape",
+    [
+        (
+            lambda: Conv2d(16, 8, 4, 2, 1, bias=False),
+            lambda: torch.nn.Conv2d(16, 8, 4, 2, 1, bias=False),
+            (2, 16, 8, 8),
+        ),
+        (lambda: Conv2d(16, 8, 4, 2, 1), lambda: torch.nn.Conv2d(16, 8, 4, 2, 1), (1, 16, 2, 2)),
+        (lambda: Conv2d(16, 8, 3, 1, 1), lambda: torch.nn.Conv2d(16, 8, 3, 1, 1), (3, 16, 5, 7)),
+        (
+            lambda: ConvTranspose2d(16, 8, 4, 2, 1),
+            lambda: torch.nn.ConvTranspose2d(16, 8, 4, 2, 1),
+            (2, 16, 1, 1),
+        ),
+        (
+            lambda: ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1, bias=False),
+            lambda: torch.nn.ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1, bias=False),
+            (2, 16, 3, 5),
+        ),
+    ],
+)
+def test_small_map_layers_run_as_gemm_and_equal_the_stock_layers(ours, stock, shape):
+    """Maps of at most SMALL_MAP_PIXELS pixels take the GEMM + im2col/col2im path on CPU."""
+    torch.manual_seed(0)
+    a, b = ours(), stock()
+    b.load_state_dict(a.state_dict())  # same parameters, same keys
+    a, b = a.to(memory_format=torch.channels_last), b.to(memory_format=torch.channels_last)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y, y_ref = a(x), b(x)
+    assert y.shape == y_ref.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y_ref)
+    for got, want in zip(
+        torch.autograd.grad(y, [x, *a.parameters()], g), torch.autograd.grad(y_ref, [x, *b.parameters()], g)
+    ):
+        assert torch.allclose(got, want, atol=1e-4)
+    with torch.autocast("cpu", torch.bfloat16):
+        yb, yb_ref = a(x), b(x)
+    assert yb.dtype == yb_ref.dtype == torch.bfloat16
+    assert (yb.float() - yb_ref.float()).abs().max() <= 1e-2 * yb_ref.float().abs().max()

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ConvTranspose2d, InstanceNorm2d, normal_init, per_image_norm
+from .layers import Conv2d, ConvTranspose2d, InstanceNorm2d, normal_init, per_image_norm
 
 
 class PerImageBatchNorm2d(nn.BatchNorm2d):
@@ -76,7 +76,7 @@ class UNetGenerator(nn.Module):
             use_norm = 0 < i < len(filters) - 1
             self.down.append(
                 nn.Sequential(
-                    nn.Conv2d(prev, f, 4, 2, 1, bias=not use_norm or norm == "instance"),
+                    Conv2d(prev, f, 4, 2, 1, bias=not use_norm or norm == "instance"),
                     norm_layer(norm, f) if use_norm else nn.Identity(),
                     nn.LeakyReLU(0.2, inplace=True),
                 )
