@@ -89,6 +89,19 @@ def normal_init(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _exporting() -> bool:
+    """True while torch.jit traces or torch.export/ONNX captures a graph: the CPU-only fast paths
+    below read Python sizes off their input, which a graph would freeze, so the stock layers run."""
+    compiler = torch.compiler
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or compiler.is_compiling()
+        or compiler.is_exporting()
+        or getattr(compiler, "_is_non_strict_tracing", lambda: False)()
+    )
+
+
 def per_image_norm(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor | None:
@@ -96,7 +109,7 @@ def per_image_norm(
     statistics, no running averages) per (1, C, H, W) image: the same statistics as instance norm, in
     the input's memory layout (see InstanceNorm2d). None where this does not apply (other devices,
     larger batches): the caller runs the stock layer."""
-    if x.device.type != "cpu" or x.dim() != 4 or len(x) > 16:
+    if _exporting() or x.device.type != "cpu" or x.dim() != 4 or len(x) > 16:
         return None
     parts = [F.batch_norm(x[i : i + 1], None, None, weight, bias, True, 0.0, eps) for i in range(len(x))]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -164,7 +177,8 @@ SMALL_MAP_PIXELS = 64
 
 def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
     return (
-        x.device.type == "cpu"
+        not _exporting()
+        and x.device.type == "cpu"
         and x.dim() == 4
         and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
         and layer.groups == 1
