@@ -216,9 +216,12 @@ def test_conv_transpose_with_the_bias_added_after_equals_the_stock_layer(kernel,
     ],
 )
 def test_small_map_layers_run_as_gemm_and_equal_the_stock_layers(ours, stock, shape):
-    """Maps of at most SMALL_MAP_PIXELS pixels take the GEMM + im2col/col2im path on CPU."""
+    """Batches of at most SMALL_MAP_PIXELS pixels (N x H x W) take the GEMM + im2col/col2im path on CPU."""
+    from gankit.nn.layers import _small_map
+
     torch.manual_seed(0)
     a, b = ours(), stock()
+    assert _small_map(a, torch.empty(shape)) and not _small_map(a, torch.empty(100, shape[1], 7, 7))
     b.load_state_dict(a.state_dict())  # same parameters, same keys
     a, b = a.to(memory_format=torch.channels_last), b.to(memory_format=torch.channels_last)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()

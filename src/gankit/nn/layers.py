@@ -171,8 +171,9 @@ class NarrowConv2d(nn.Conv2d):
         return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
 
 
-# Input maps of at most this many pixels run as GEMM + im2col/col2im on CPU (Conv2d, ConvTranspose2d).
-SMALL_MAP_PIXELS = 64
+# Batches of input maps with at most this many pixels in all (N x H x W) run as GEMM + im2col/col2im
+# on CPU (Conv2d, ConvTranspose2d): weight-bound layers, few outputs per weight.
+SMALL_MAP_PIXELS = 128
 
 
 def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
@@ -180,7 +181,7 @@ def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
         not _exporting()
         and x.device.type == "cpu"
         and x.dim() == 4
-        and x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+        and x.shape[0] * x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
         and layer.groups == 1
         and layer.padding_mode == "zeros"
         and not isinstance(layer.padding, str)
@@ -188,8 +189,9 @@ def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d that runs on small input maps (the inner layers of a U-Net, 8x8 px and below) as
-    im2col (`F.unfold`) + one GEMM on CPU, with a channels-last output.
+    """nn.Conv2d that runs on small batches of small input maps (the inner layers of a U-Net at batch 1
+    or 2, 8x8 px and below: N x H x W <= SMALL_MAP_PIXELS) as im2col (`F.unfold`) + one GEMM on CPU,
+    with a channels-last output.
 
     There the layer is all weights and no pixels (a 512 -> 512, 4x4 layer on a 2x2 map: 8 M weights,
     16 outputs per image), and oneDNN's kernels, built for the opposite, spent most of their time
