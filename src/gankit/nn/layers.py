@@ -123,7 +123,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     exactly instance norm's, and batch norm's CPU kernels read and write channels-last directly.
     torch's instance norm reshapes to (1, N*C, H, W), so it returns an NCHW tensor that every following
     convolution converts back, forward and backward: CycleGAN spent 9% of its step in those copies on
-    the AMD EPYC, and a conv-norm-conv block ran 1.3-1.9x faster this way (benchmarks/README.md).
+    the AMD EPYC, and a conv-norm-conv block ran 1.1-1.9x faster this way (benchmarks/README.md).
     Elsewhere the stock layer runs, handing its backward a contiguous gradient: with PyTorch 2.13 on
     CPU its backward is wrong for a single image when that gradient is channels-last (0.09 max error on
     a conv-norm-conv stack; tests/test_nets.py).
@@ -195,7 +195,7 @@ class Conv2d(nn.Conv2d):
 
     There the layer is all weights and no pixels (a 512 -> 512, 4x4 layer on a 2x2 map: 8 M weights,
     16 outputs per image), and oneDNN's kernels, built for the opposite, spent most of their time
-    converting weight gradients; the GEMM form was 10-25% faster at 2x2 to 8x8 under bf16 autocast on
+    converting weight gradients; the GEMM form was 8-30% faster at 2x2 to 8x8 under bf16 autocast on
     the AMD EPYC (benchmarks/README.md). Same parameters; larger maps and other devices run the stock
     layer."""
 
