@@ -207,7 +207,10 @@ class Conv2d(nn.Conv2d):
         out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C*k*k, L)
-        y = cols.transpose(1, 2) @ self.weight.reshape(self.out_channels, -1).t()  # (N, L, out)
+        # columns in (kh, kw, C) order, the memory order of a channels-last weight: its (out, k*k*C)
+        # matrix is then a view (no per-step copy of the weight or of its gradient)
+        cols = cols.view(n, -1, kh * kw, out_h * out_w).permute(0, 3, 2, 1).reshape(n, out_h * out_w, -1)
+        y = cols @ self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1).t()  # (N, L, out)
         y = y.view(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)  # channels-last, no copy
         return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
 
@@ -243,9 +246,11 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + output_padding[0] + 1
         out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + output_padding[1] + 1
         pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        cols = pixels @ self.weight.reshape(c, -1)  # (N, h*w, out*k*k); autocast: bf16
+        # (Cin, kh*kw*out): a view of a channels-last weight (no per-step copy of it or its gradient)
+        cols = pixels @ self.weight.permute(0, 2, 3, 1).reshape(c, -1)  # (N, h*w, k*k*out); autocast: bf16
+        cols = cols.view(n, h * w, kh * kw, self.out_channels).permute(0, 3, 2, 1)  # (N, out, k*k, h*w)
         y = F.fold(
-            cols.transpose(1, 2).float(),
+            cols.reshape(n, -1, h * w).float(),
             (out_h, out_w),
             self.kernel_size,
             self.dilation,
