@@ -39,7 +39,7 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return PerImageBatchNorm2d(channels)
     if kind == "instance":
-        return InstanceNorm2d(channels, affine=True)  # a gradient-layout fix of nn.InstanceNorm2d
+        return InstanceNorm2d(channels, affine=True)  # channels-last on CPU, correct batch-1 gradients
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}: expected batch, instance or none")
