@@ -77,6 +77,7 @@ def step():  # a step's activations: blocks alive together, all freed at its end
     blocks += [torch.ones(12 << 20) for _ in range(2)]  # 2 x 48 MiB: over glibc's mmap ceiling
     del blocks
 step()
+step()  # the heap has grown to a step's size
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     step()
@@ -99,5 +100,6 @@ def test_freed_host_memory_is_reused_instead_of_faulted_in_again():
     kept, faults = run("1")
     left_alone, default_faults = run("0")
     assert kept and not left_alone
-    # 5 steps of 160 MiB: glibc's defaults hand the pages back and fault ~200k of them in again
-    assert default_faults > 5 * 20_000 and faults < default_faults / 20, (faults, default_faults)
+    # 5 steps of 160 MiB: glibc's defaults hand the pages back and fault ~200k of them in again; kept,
+    # none or the pages of one 48 MiB block (12,288, as the heap settles) are faulted again
+    assert default_faults > 5 * 20_000 and faults < default_faults / 8, (faults, default_faults)
