@@ -102,6 +102,24 @@ def _exporting() -> bool:
     )
 
 
+def _cpu_fast_path(layer: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the CPU-only rewrites of the convolution layers below apply: a 4-D CPU input outside
+    graph capture, an ungrouped layer whose zero padding is given as numbers."""
+    return (
+        not _exporting()
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and layer.groups == 1
+        and layer.padding_mode == "zeros"
+        and not isinstance(layer.padding, str)
+    )
+
+
+def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """y + bias per channel, in place and in y's dtype (bf16 under autocast)."""
+    return y if bias is None else y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
+
+
 def per_image_norm(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor | None:
@@ -152,9 +170,8 @@ class NarrowConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size[0]
         if (
-            x.device.type != "cpu"
+            not _cpu_fast_path(self, x)
             or self.stride != (1, 1)
-            or self.groups != 1
             or self.dilation != (1, 1)
             or self.padding != (k // 2, k // 2)
             or self.kernel_size != (k, k)
@@ -167,8 +184,7 @@ class NarrowConv2d(nn.Conv2d):
         wf = self.weight.flip(2, 3).permute(1, 0, 2, 3).reshape(c, -1)
         pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # free for channels-last x
         cols = (pixels @ wf).view(n, h * w, -1).transpose(1, 2)  # (N, out*k*k, H*W); autocast: bf16
-        y = F.fold(cols, (h, w), k, padding=k // 2)
-        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
+        return _add_bias(F.fold(cols, (h, w), k, padding=k // 2), self.bias)
 
 
 # Batches of input maps with at most this many pixels in all (N x H x W) run as GEMM + im2col/col2im
@@ -177,15 +193,7 @@ SMALL_MAP_PIXELS = 128
 
 
 def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
-    return (
-        not _exporting()
-        and x.device.type == "cpu"
-        and x.dim() == 4
-        and x.shape[0] * x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
-        and layer.groups == 1
-        and layer.padding_mode == "zeros"
-        and not isinstance(layer.padding, str)
-    )
+    return _cpu_fast_path(layer, x) and x.shape[0] * x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
 
 
 class Conv2d(nn.Conv2d):
@@ -212,7 +220,7 @@ class Conv2d(nn.Conv2d):
         cols = cols.view(n, -1, kh * kw, out_h * out_w).permute(0, 3, 2, 1).reshape(n, out_h * out_w, -1)
         y = cols @ self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1).t()  # (N, L, out)
         y = y.view(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)  # channels-last, no copy
-        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
+        return _add_bias(y, self.bias)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -227,7 +235,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         small = _small_map(self, x)
-        if (self.bias is None and not small) or x.device.type != "cpu" or self.padding_mode != "zeros":
+        if not _cpu_fast_path(self, x) or (self.bias is None and not small):
             return super().forward(x, output_size)
         output_padding = self._output_padding(
             x, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
@@ -235,9 +243,9 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         if small:
             return self._small_map_forward(x, output_padding)
         y = F.conv_transpose2d(
-            x, self.weight, None, self.stride, self.padding, output_padding, self.groups, self.dilation
+            x, self.weight, None, self.stride, self.padding, output_padding, 1, self.dilation
         )
-        return y.add_(self.bias.to(y.dtype).view(1, -1, 1, 1))
+        return _add_bias(y, self.bias)
 
     def _small_map_forward(self, x: torch.Tensor, output_padding: list[int]) -> torch.Tensor:
         """A small input map (see Conv2d) as one GEMM + col2im (`F.fold`, summed in fp32)."""
@@ -257,5 +265,4 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             self.padding,
             self.stride,
         )
-        y = y.to(cols.dtype).contiguous(memory_format=torch.channels_last)
-        return y if self.bias is None else y.add_(self.bias.to(y.dtype).view(1, -1, 1, 1))
+        return _add_bias(y.to(cols.dtype).contiguous(memory_format=torch.channels_last), self.bias)
