@@ -29,6 +29,8 @@ def apply_sets(cfg, sets: list[str]) -> None:
             value = value.lower() in ("1", "true", "yes", "on")
         elif old is not None and not isinstance(old, str):
             value = type(old)(value)
+        elif old is None and value.lstrip("-").isdigit():
+            value = int(value)  # an optional integer (e.g. image_size)
         setattr(cfg, key, value)
 
 

@@ -174,6 +174,18 @@ def test_narrow_conv_equals_conv2d(out_channels, precision):
     tol = 1e-4 if precision == "fp32" else 5e-2
     for a, b in zip(*outs):
         assert torch.allclose(a, b, rtol=tol, atol=tol * float(a.detach().abs().max())), (a - b).abs().max()
+    assert outs[1][1].is_contiguous(memory_format=torch.channels_last)  # the next layer's layout
+    # a first layer (input without gradient) and a frozen layer (weight without gradient)
+    fast.zero_grad()
+    fast(x).square().sum().backward()
+    ref_grad = torch.autograd.grad(ref(x).square().sum(), ref.weight)[0]
+    assert torch.allclose(fast.weight.grad, ref_grad, atol=1e-3)
+    fast.requires_grad_(False)
+    xi = x.clone().requires_grad_()
+    fast(xi).square().sum().backward()
+    xr = x.clone().requires_grad_()
+    ref(xr).square().sum().backward()
+    assert torch.allclose(xi.grad, xr.grad, atol=1e-4)
 
 
 @pytest.mark.parametrize("kernel,output_padding", [(4, 0), (3, 1)])

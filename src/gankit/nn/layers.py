@@ -159,13 +159,56 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         return y
 
 
+class _NarrowConv(torch.autograd.Function):
+    """y = conv2d(x, weight), stride 1, 'same' padding, for a channels-last CPU `x` and few output
+    channels, with each of its three products done the fastest way measured (NarrowConv2d)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        k = weight.shape[-1]
+        # fold adds patch (o, i, j) of pixel p at p + (i, j) - pad: a transposed convolution, so the
+        # kernel is flipped to give the correlation Conv2d computes
+        wf = weight.flip(2, 3).permute(1, 0, 2, 3).reshape(c, -1)  # (C, out*k*k)
+        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view of channels-last x
+        cols = (pixels @ wf).view(n, h * w, -1)
+        # col2im in fp32 (torch's bf16 col2im is twice as slow), the transpose and the cast one copy
+        cols32 = torch.empty(n, cols.shape[2], h * w, dtype=torch.float32).copy_(cols.transpose(1, 2))
+        ctx.save_for_backward(x, weight)
+        return F.fold(cols32, (h, w), k, padding=k // 2).to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        n, c, h, w = x.shape
+        out, k = weight.shape[0], weight.shape[-1]
+        gy = gy.to(x.dtype)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:  # oneDNN's backward-data kernel is fast here (its forward is not)
+            gx = torch.ops.aten.convolution_backward(
+                gy, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:  # per image (out*k*k, H*W) @ (H*W, C), summed over the batch
+            # im2col of the output gradient as a convolution with one-hot kernels (exact: one non-zero
+            # product per output), twice as fast as torch's im2col on CPU
+            pick = torch.eye(out * k * k, dtype=gy.dtype).view(out * k * k, out, k, k)
+            gcols = F.conv2d(gy, pick, padding=k // 2).reshape(n, out * k * k, h * w)
+            gwf = torch.bmm(gcols, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).sum(0, dtype=torch.float32)
+            gw = gwf.view(out, k, k, c).permute(0, 3, 1, 2).flip(2, 3).to(weight.dtype)
+        return gx, gw
+
+
 class NarrowConv2d(nn.Conv2d):
     """A stride-1, 'same'-padded Conv2d with few output channels (an image-producing last layer), run
-    on CPU as one GEMM over channels-last pixels followed by col2im (`F.fold`, which sums the
-    shifted contributions). oneDNN's kernel is poor at 1-3 output channels: SSGAN's 128 -> 1, 7x7
-    layer at 28 px, batch 100, forward + backward on the 2-core AMD EPYC took 42 instead of 64 ms in
-    fp32 and 30 instead of 49 ms under bf16 autocast (same weights, same result to rounding).
-    Elsewhere (CUDA, MPS) the stock convolution runs."""
+    on CPU by an autograd function that picks each product's fastest form: forward as one GEMM over
+    channels-last pixels then col2im (`F.fold`, in fp32), the input gradient by oneDNN's
+    backward-data kernel, the weight gradient as per-image GEMMs against im2col of the output
+    gradient. oneDNN is poor at 1-3 output channels in the other two: SSGAN's 128 -> 1, 7x7 layer at
+    28 px, batch 100, under bf16 autocast on the 2-core AMD EPYC took 15.5 ms forward and 17.2 ms for
+    the weight gradient with oneDNN (2.5 ms for the input gradient); forward + backward: stock layer
+    35-36 ms, GEMM + col2im all through autograd 16 ms, this layer 13 ms (same weights, same result
+    to rounding). Elsewhere (CUDA, MPS) the stock convolution runs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size[0]
@@ -178,13 +221,11 @@ class NarrowConv2d(nn.Conv2d):
             or k % 2 == 0
         ):
             return super().forward(x)
-        n, c, h, w = x.shape
-        # fold adds patch (o, i, j) of pixel p at p + (i, j) - pad: a transposed convolution, so the
-        # kernel is flipped to give the correlation Conv2d computes
-        wf = self.weight.flip(2, 3).permute(1, 0, 2, 3).reshape(c, -1)
-        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # free for channels-last x
-        cols = (pixels @ wf).view(n, h * w, -1).transpose(1, 2)  # (N, out*k*k, H*W); autocast: bf16
-        return _add_bias(F.fold(cols, (h, w), k, padding=k // 2), self.bias)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", enabled=False):
+            y = _NarrowConv.apply(x, self.weight.to(dtype))
+        return _add_bias(y, self.bias)
 
 
 # Batches of input maps with at most this many pixels in all (N x H x W) run as GEMM + im2col/col2im
