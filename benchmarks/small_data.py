@@ -5,16 +5,18 @@
 
 Protocol. A fixed random permutation (seed 0) of the 60,000 training images: the first N form the
 training subset, the last 1,000 a held-out real set that no run trains on. Every run: DCGAN 28 px
-(the seed's networks), batch 64, Adam 2e-4 / beta1 0.5, generator EMA 0.999, the same seed and the
-same number of steps; only --diffaugment differs (none vs color,translation,cutout). Every
---chunk steps the run stops and resumes (exactly: see the resume tests), and the discriminator (eval
-mode) is scored on 1,000 of its training images, on the 1,000 held-out images and on 1,000 fresh
-fakes: mean D(x) = sigmoid(logit). Overfitting shows as D(train) pulling away from D(held-out).
-Selection (--policies with more than one DiffAugment policy): each run's validation FID, 1,000 EMA
-samples (seed 0) against the 1,000 held-out training images, picks the best policy per size; the test
-set is then read for `none` and that policy only. At the end: FID of 10,000 EMA samples (seed 0)
-against the 10,000 test images (standard protocol: Inception pool3, 299 px, fp32 features).
-Writes JSON + Markdown to benchmarks/results/ and the figure docs/small_data.png.
+(the seed's networks; --image-size 64: the DCGAN paper's, on images resized to 64 px), batch 64,
+Adam 2e-4 / beta1 0.5, generator EMA 0.999, the same seed and the same number of steps; only
+--diffaugment differs (none vs color,translation,cutout). Every --chunk steps the run stops and
+resumes (exactly: see the resume tests), and the discriminator (eval mode) is scored on 1,000 of its
+training images, on the 1,000 held-out images and on 1,000 fresh fakes: mean D(x) = sigmoid(logit).
+Overfitting shows as D(train) pulling away from D(held-out). Selection (--policies with more than
+one DiffAugment policy): each run's validation FID, 1,000 EMA samples (seed 0) against the 1,000
+held-out training images, picks the best policy per size; the test set is then read for `none` and
+that policy only. At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images
+(standard protocol: Inception pool3, 299 px, fp32 features).
+Writes JSON + Markdown to benchmarks/results/ and the figure docs/small_data.png (small_data_64px.png
+for --image-size 64).
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ def main() -> None:
     ap.add_argument(
         "--policies", nargs="+", default=DEFAULT_POLICIES, help="none and DiffAugment policies to compare"
     )
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=28,
+        choices=[28, 64],
+        help="28: the seed's networks; 64: the DCGAN paper's (batch-norm discriminator, no dropout)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-samples", type=int, default=10000)
     ap.add_argument("--extractor", default=None)
@@ -109,7 +118,14 @@ def main() -> None:
 
     train = load_dataset("fashion-mnist", "train", args.data_dir)
     perm = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
-    held_out = train.images[perm[-1000:]]
+    # the run's resolution: the discriminator is scored and FID measured against real images resized
+    # the way the recipe resizes them (the training folder itself holds the 28 px originals)
+    sized = (
+        train
+        if args.image_size == 28
+        else load_dataset("fashion-mnist", "train", args.data_dir, args.image_size)
+    )
+    held_out = sized.images[perm[-1000:]]
     out = Path(args.out)
     rows = []
     for n in args.sizes:
@@ -117,15 +133,16 @@ def main() -> None:
         folder = out / f"data-{n}"
         if not folder.is_dir():
             write_idx(folder, train.images[subset], train.labels[subset])
-        scored_train = train.images[subset[:1000]]
+        scored_train = sized.images[subset[:1000]]
         held = RealSet(held_out, "fashion-mnist:train-held-out", "validation")
         candidates = []
         for policy in args.policies:
-            run = out / f"dcgan-{n}-{policy.replace(',', '+')}"
+            size_tag = "" if args.image_size == 28 else f"-{args.image_size}px"
+            run = out / f"dcgan-{n}{size_tag}-{policy.replace(',', '+')}"
             opts = dict(
                 data=str(folder),
                 epochs=100_000,  # the length is --steps (max_steps), whatever the subset size
-                image_size=28,
+                image_size=args.image_size,
                 batch_size=64,
                 lr=2e-4,
                 beta1=0.5,
@@ -156,6 +173,7 @@ def main() -> None:
             candidates.append(
                 {
                     "images": n,
+                    "image_size": args.image_size,
                     "diffaugment": policy,
                     "steps": args.steps,
                     "train_s": round(train_s, 1),
@@ -173,7 +191,7 @@ def main() -> None:
             if not c["selected"]:
                 rows.append({k: v for k, v in c.items() if k != "run"})
                 continue
-            test = load_dataset("fashion-mnist", "test", args.data_dir)
+            test = load_dataset("fashion-mnist", "test", args.data_dir, args.image_size)
             real = RealSet(test.images, "fashion-mnist:test", "test")
             fake = to_uint8(api.load_recipe(c["run"]).sample(args.num_samples, seed=0))
             report = evaluate_samples(fake, real, args.extractor, "fp32", progress=False)
@@ -197,9 +215,10 @@ def main() -> None:
         "",
         f"`{result['command']}`",
         "",
-        "| train images | DiffAugment | steps | validation FID (1k vs held-out 1k) | FID (10k vs test 10k) "
-        "| KID x1e3 | precision | recall | D(train) - D(held-out) at end | D(fake) at end |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| train images | size | DiffAugment | steps | validation FID (1k vs held-out 1k) "
+        "| FID (10k vs test 10k) | KID x1e3 | precision | recall "
+        "| D(train) - D(held-out) at end | D(fake) at end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         end = r["curve"][-1]
@@ -210,12 +229,16 @@ def main() -> None:
             else "not selected | | |"
         )
         lines.append(
-            f"| {r['images']} | {r['diffaugment']} | {r['steps']} | {r['validation_fid']:.2f} | {test} "
+            f"| {r['images']} | {r.get('image_size', 28)} px | {r['diffaugment']} | {r['steps']} "
+            f"| {r['validation_fid']:.2f} | {test} "
             f"| {gap:+.3f} | {end['d_fake']:.3f} |"
         )
     (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(rows, Path("docs/small_data.png"))
+    plot(
+        rows,
+        Path("docs/small_data.png" if args.image_size == 28 else f"docs/small_data_{args.image_size}px.png"),
+    )
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -231,7 +254,7 @@ def plot(rows: list[dict], path: Path) -> None:
         style = "-" if r["diffaugment"] != "none" else "--"
         kind = r["diffaugment"] if r["diffaugment"] != "none" else "plain"
         score = f"FID {r['fid']:.1f}" if "fid" in r else f"val FID {r['validation_fid']:.1f}"
-        label = f"{r['images']} imgs, {kind}: {score}"
+        label = f"{r['images']} imgs, {r.get('image_size', 28)} px, {kind}: {score}"
         axes[0].plot(
             steps, [c["d_train_real"] - c["d_held_out_real"] for c in r["curve"]], style, label=label
         )
