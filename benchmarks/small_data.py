@@ -114,7 +114,10 @@ def main() -> None:
     earlier = {}
     if args.continue_from:
         for row in json.loads(Path(args.continue_from).read_text())["rows"]:
-            earlier[(row["images"], row["diffaugment"])] = row["curve"]
+            curve = row["curve"]
+            if curve and "validation_fid" not in curve[-1]:  # its final validation FID
+                curve[-1]["validation_fid"] = row["validation_fid"]
+            earlier[(row["images"], row["diffaugment"])] = curve
 
     train = load_dataset("fashion-mnist", "train", args.data_dir)
     perm = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
