@@ -171,6 +171,11 @@ def main() -> None:
                     point["validation_fid"] = validation_fid(run, held, args.extractor)
                 curve.append(point)
                 print(json.dumps({"run": run.name, **curve[-1]}), flush=True)
+            if not curve:  # nothing trained here and nothing recorded for the stored steps
+                raise SystemExit(
+                    f"{run}: already trained to step {done} (--steps {args.steps}); pass --continue-from "
+                    "the results JSON that recorded it, or a larger --steps"
+                )
             train_s = time.perf_counter() - t0
             val_fid = curve[-1].get("validation_fid") or validation_fid(run, held, args.extractor)
             candidates.append(
