@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -44,9 +45,11 @@ def measure(
     device: str,
     sets: list[str] = (),
     around=None,
+    compile_mode: str | None = None,
 ):
     """Images/s of `steps` training steps after `warmup`; `around`: a context manager entered for the
-    timed steps only (run_all.py profiles them with it)."""
+    timed steps only (run_all.py profiles them with it); `compile_mode`: the networks the step calls
+    are wrapped in torch.compile(mode=compile_mode) first (compilation happens in the warm-up)."""
     from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
     from gankit.device import keep_freed_host_memory, pick_device
     from gankit.recipes import get_recipe
@@ -59,11 +62,11 @@ def measure(
     cfg = cls.Config(precision=precision, batch_size=batch_size, device=device)
     apply_sets(cfg, sets)
     if recipe in ("pix2pix", "cyclegan"):
-        return measure_translation(cls, cfg, dev, steps, warmup, loader, around)
+        return measure_translation(cls, cfg, dev, steps, warmup, loader, around, compile_mode)
     cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
     if recipe == "ssgan":
         cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
-    r = cls(cfg, dev)
+    r = compiled(cls(cfg, dev), compile_mode)
     n = max(batch_size * (steps + warmup), 4096)
     images = torch.randint(0, 256, (n, cfg.channels, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     if recipe == "ssgan":
@@ -78,6 +81,18 @@ def measure(
         batches = r.batches.epoch(0)
     dt = time_steps(lambda _: r.train_step(next(batches)), warmup, steps, dev, around)
     return _result(cfg, dev, loader, batch_size, steps, dt, None)
+
+
+def compiled(r, mode: str | None):
+    """The recipe with each network its step calls (the EMA copy aside) replaced by
+    torch.compile(network, mode=mode); parameters, optimisers and checkpoints are untouched."""
+    if mode is None:
+        return r
+    trained = {id(m) for name, m in r.modules.items() if not name.startswith("ema")}
+    for attr, value in list(vars(r).items()):
+        if id(value) in trained:
+            setattr(r, attr, torch.compile(value, mode=None if mode == "default" else mode))
+    return r
 
 
 def time_steps(step, warmup: int, steps: int, dev: torch.device, around=None) -> float:
@@ -106,7 +121,7 @@ def peak_memory(dev: torch.device) -> tuple[int, str]:
 
 
 def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=None):
-    from gankit.device import autocast_dtype
+    from gankit.device import autocast_dtype, memory_format
 
     peak, kind = peak_memory(dev)
     return {
@@ -120,17 +135,19 @@ def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=Non
         "peak_memory_mb": round(peak / 2**20, 1),
         "peak_memory_kind": kind,
         "threads": torch.get_num_threads(),
+        "memory_format": "channels_last" if memory_format() == torch.channels_last else "contiguous",
+        "compile": _COMPILE_MODE,
     }
 
 
-def measure_translation(r_cls, cfg, dev, steps, warmup, loader, around=None):
+def measure_translation(r_cls, cfg, dev, steps, warmup, loader, around=None, compile_mode=None):
     """pix2pix / cyclegan at 256x256 from uint8 pairs stored at the 286 px load size (as `gankit train`
     keeps them), jitter included. `loader=reference` times the reference PyTorch code's pix2pix step
     instead: D on the detached fake, then G through a fresh D pass, fp32, NCHW, same networks."""
     cfg.in_channels = cfg.out_channels = 3
     if hasattr(cfg, "channels_a"):
         cfg.channels_a = cfg.channels_b = 3
-    r = r_cls(cfg, dev)
+    r = compiled(r_cls(cfg, dev), compile_mode)
     n = cfg.batch_size * 4
     a = torch.randint(0, 256, (n, 3, 286, 286), dtype=torch.uint8, device=dev)
     b = torch.randint(0, 256, (n, 3, 286, 286), dtype=torch.uint8, device=dev)
@@ -184,7 +201,11 @@ def reference_pix2pix_step(r):
     return step
 
 
+_COMPILE_MODE = None  # what --compile asked for, recorded with each result
+
+
 def main() -> None:
+    global _COMPILE_MODE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", nargs="+", default=["dcgan"])
     ap.add_argument(
@@ -209,8 +230,24 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], help="config override KEY=VALUE, e.g. generator=resnet"
     )
+    ap.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        help="wrap the networks in torch.compile (optionally a mode: default, reduce-overhead, max-autotune)",
+    )
+    ap.add_argument(
+        "--memory-format",
+        choices=["channels_last", "contiguous"],
+        default=None,
+        help="layout of networks and batches (sets $GANKIT_MEMORY_FORMAT; gankit's default: channels_last)",
+    )
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args()
+    _COMPILE_MODE = args.compile
+    if args.memory_format:
+        os.environ["GANKIT_MEMORY_FORMAT"] = args.memory_format  # inherited by the child processes
     if args.one:
         print(
             json.dumps(
@@ -223,6 +260,7 @@ def main() -> None:
                     args.warmup,
                     args.device,
                     args.set,
+                    compile_mode=args.compile,
                 )
             )
         )
@@ -255,6 +293,7 @@ def main() -> None:
                         "--device",
                         args.device,
                         *[f"--set={x}" for x in args.set],
+                        *([f"--compile={args.compile}"] if args.compile else []),
                     ]
                     res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                     if args.json:

@@ -103,3 +103,15 @@ def test_freed_host_memory_is_reused_instead_of_faulted_in_again():
     # 5 steps of 160 MiB: glibc's defaults hand the pages back and fault ~200k of them in again; kept,
     # none or the pages of one 48 MiB block (12,288, as the heap settles) are faulted again
     assert default_faults > 5 * 20_000 and faults < default_faults / 8, (faults, default_faults)
+
+
+def test_the_memory_format_knob(monkeypatch):
+    from gankit.device import memory_format
+
+    monkeypatch.delenv("GANKIT_MEMORY_FORMAT", raising=False)
+    assert memory_format() == torch.channels_last
+    monkeypatch.setenv("GANKIT_MEMORY_FORMAT", "contiguous")
+    assert memory_format() == torch.contiguous_format
+    monkeypatch.setenv("GANKIT_MEMORY_FORMAT", "nchw")
+    with pytest.raises(GankitError, match="MEMORY_FORMAT='nchw': expected channels_last or contiguous"):
+        memory_format()

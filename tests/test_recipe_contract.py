@@ -211,6 +211,10 @@ def kill_at(monkeypatch, step: int) -> None:
     monkeypatch.setattr(trainer_module.Trainer, "_step", step_then_die)
 
 
+def last_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
 def weights(run: Path) -> tuple[str, dict]:
     ckpt = sorted((run / "checkpoints").glob("step-*.safetensors"))[-1]
     state = load_checkpoint(ckpt)
@@ -300,6 +304,37 @@ def test_kill_and_resume_equals_uninterrupted(recipe, tmp_path, idx_dir, monkeyp
     assert name_a == name_b == f"step-{total:08d}.safetensors"
     assert_same_state(a, b)
     assert lr_trace(tmp_path / "ref") == lr_trace(tmp_path / "killed")
+
+
+@pytest.mark.parametrize("recipe", NAMES, indirect=True)
+def test_the_contiguous_layout_trains_the_same(recipe, tmp_path, idx_dir, monkeypatch, one_thread):
+    # $GANKIT_MEMORY_FORMAT=contiguous (the NCHW column of the CUDA benchmark) changes layouts only:
+    # one step in either layout gives the same losses and gradients (the optimisers' moments after
+    # one step are fixed multiples of them), up to float rounding. Dropout is switched off: its masks
+    # are drawn in memory order (same distribution, other draws in another layout).
+    import gankit.nn.layers as layers
+
+    monkeypatch.setattr(layers, "fast_dropout", lambda x, p, training: x)
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, p=0.5, training=True, inplace=False: x)
+    opts = options(recipe, tmp_path, idx_dir, max_steps=1)
+    gankit.train(recipe.name, progress=False, out=str(tmp_path / "nhwc"), **opts)
+    monkeypatch.setenv("GANKIT_MEMORY_FORMAT", "contiguous")
+    gankit.train(recipe.name, progress=False, out=str(tmp_path / "nchw"), **opts)
+    runs = [last_metrics(tmp_path / r) for r in ("nhwc", "nchw")]
+    for key in (k for k in runs[0] if k.startswith("loss")):
+        assert runs[1][key] == pytest.approx(runs[0][key], rel=1e-4, abs=1e-5), key
+    (_, a), (_, b) = weights(tmp_path / "nhwc"), weights(tmp_path / "nchw")
+    fa, fb = dict(flat(a["optimizers"])), dict(flat(b["optimizers"]))
+    assert fa.keys() == fb.keys() and fa
+    floats = {k: t for k, t in fa.items() if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    moments = {k: t for k, t in floats.items() if not k.endswith(".step")}
+    assert moments
+    scale = max(t.abs().max().item() for t in moments.values())
+    # Per tensor, in norm: a LeakyReLU input within rounding of its kink may take the other slope in
+    # the other layout and move one filter's gradient a little; a layout mistake moves everything.
+    for k, t in moments.items():
+        allowed = 1e-2 * t.norm() + 1e-4 * scale * t.numel() ** 0.5  # a zero-but-rounding gradient
+        assert (fb[k] - t).norm() <= allowed, (k, (fb[k] - t).norm().item(), t.norm().item())
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)

@@ -26,6 +26,21 @@ BF16_MIN_SPEEDUP = 1.1
 AUTO_ENV = "GANKIT_AUTO_PRECISION"
 
 
+# Layout of networks and image batches: channels_last (default) or contiguous (NCHW), for measuring.
+MEMORY_FORMAT_ENV = "GANKIT_MEMORY_FORMAT"
+_MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def memory_format() -> torch.memory_format:
+    """The layout the recipes give their networks and image batches: channels-last (NHWC), which
+    oneDNN on CPUs and cuDNN's tensor-core kernels run fastest, unless `$GANKIT_MEMORY_FORMAT` is
+    `contiguous` (NCHW: the benchmarks' way of measuring the difference)."""
+    name = os.environ.get(MEMORY_FORMAT_ENV, "channels_last")
+    if name not in _MEMORY_FORMATS:
+        raise GankitError(f"{MEMORY_FORMAT_ENV}={name!r}: expected channels_last or contiguous")
+    return _MEMORY_FORMATS[name]
+
+
 # Set to 0 to leave the C allocator as the process has it (see keep_freed_host_memory).
 HOST_MEMORY_ENV = "GANKIT_KEEP_HOST_MEMORY"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import memory_format
 from .layers import FastDropout, flatten_hwc, glorot_init, hwc_columns, keras_bn, normal_init
 
 SIZES = (28, 32, 64)
@@ -34,7 +35,7 @@ class SeedGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(self.fc(z), 0.2).view(-1, 256, self.base, self.base)
-        x = self.bn0(x.contiguous(memory_format=torch.channels_last))
+        x = self.bn0(x.contiguous(memory_format=memory_format()))
         x = self.bn1(F.leaky_relu(self.up1(x), 0.2))
         x = self.bn2(F.leaky_relu(self.up2(x), 0.2))
         return torch.tanh(self.up3(x))

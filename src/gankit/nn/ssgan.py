@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import memory_format
 from .layers import ConvTranspose2d, FastDropout, NarrowConv2d, flatten_hwc, glorot_init, hwc_columns
 
 
@@ -84,7 +85,7 @@ class SSGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(self.fc(z), 0.2).view(-1, self.width, self.base, self.base)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format())
         x = F.leaky_relu(self.up1(x), 0.2)
         x = F.leaky_relu(self.up2(x), 0.2)
         return torch.tanh(self.out(x))

@@ -31,6 +31,7 @@ from ..data.unpaired import (
     domain_folders,
     load_domains,
 )
+from ..device import memory_format
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
@@ -144,7 +145,7 @@ class CycleGAN(Recipe):
                 return ResnetGenerator(cin, cout, cfg.resnet_blocks, "instance", width=cfg.ngf)
             return UNetGenerator(cin, cout, cfg.image_size, "instance", width=cfg.ngf)
 
-        cl = torch.channels_last
+        cl = memory_format()
         self.g_ab = generator(ca, cb).to(device, memory_format=cl)
         self.g_ba = generator(cb, ca).to(device, memory_format=cl)
         self.d_a = PatchDiscriminator(ca, "instance", width=cfg.ndf).to(device, memory_format=cl)
@@ -196,8 +197,8 @@ class CycleGAN(Recipe):
         if cfg.resolved_load_size != cfg.image_size or cfg.flip:
             a = jitter(a, cfg.resolved_load_size, cfg.image_size, cfg.flip)
             b = jitter(b, cfg.resolved_load_size, cfg.image_size, cfg.flip)
-        x = to_tanh_range(a).contiguous(memory_format=torch.channels_last)
-        y = to_tanh_range(b).contiguous(memory_format=torch.channels_last)
+        x = to_tanh_range(a).contiguous(memory_format=memory_format())
+        y = to_tanh_range(b).contiguous(memory_format=memory_format())
         kind = cfg.gan_loss
         with self.autocast():
             t = cycle_losses(self.g_ab, self.g_ba, x, y, cfg.lambda_cycle, cfg.lambda_identity)
@@ -241,7 +242,7 @@ class CycleGAN(Recipe):
         """uint8 images of the other domain -> images of domain `to` in [0, 1]."""
         g = self.g_ab if to == "B" else self.g_ba
         with modes_kept(g):
-            x = to_tanh_range(images.to(self.device)).contiguous(memory_format=torch.channels_last)
+            x = to_tanh_range(images.to(self.device)).contiguous(memory_format=memory_format())
             return from_tanh_range(g.eval()(x))
 
     def preview(self) -> torch.Tensor:
@@ -271,7 +272,7 @@ class CycleGAN(Recipe):
         to = to or "B"
         g = self.translator_module(to)
         cin, cout = (self.cfg.channels_a, self.cfg.channels_b)[:: 1 if to == "B" else -1]
-        return (lambda t: g(t.to(self.device).contiguous(memory_format=torch.channels_last))), (
+        return (lambda t: g(t.to(self.device).contiguous(memory_format=memory_format()))), (
             self.cfg.image_size,
             cin,
             cout,

@@ -21,6 +21,7 @@ from ..data import ImageSet, known_datasets, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
+from ..device import memory_format
 from ..errors import GankitError
 from ..nn.dcgan import SIZES, build_dcgan
 from ..nn.modes import modes_kept
@@ -124,7 +125,7 @@ class DCGAN(GANRecipe):
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         images, labels = batch  # labels: only where the batches carry them (a conditional subclass)
-        real = to_tanh_range(images).contiguous(memory_format=torch.channels_last)
+        real = to_tanh_range(images).contiguous(memory_format=memory_format())
         z = torch.randn(len(real), self.cfg.latent_dim, device=self.device)
         given, drawn = self.conditions(labels), self.conditions(self.draw_classes(len(real)))
         with self.autocast():
