@@ -97,3 +97,29 @@ def test_channels_last_in_channels_last_out():
     x = ramp(4, 3, 16).contiguous(memory_format=torch.channels_last)
     y = diff_augment(x, parse_policy(DEFAULT_POLICY))
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("recipe", ["dcgan", "cdcgan"])
+def test_auto_turns_it_on_where_it_was_measured_to_pay(recipe):
+    """--diffaugment auto: on for a small set trained on long enough for the discriminator to memorise
+    it (DCGAN's measured thresholds: 300 passes at 64 px, 1,500 at 28/32 px), off otherwise."""
+    from gankit.recipes import get_recipe
+
+    cls = get_recipe(recipe)
+
+    def resolved(count, **options):
+        cfg = cls.Config(**{"diffaugment": "auto", "batch_size": 64, **options})
+        note = cls.resolve_diffaugment(cfg, count)
+        return cfg.diffaugment, note
+
+    policy, note = resolved(1000, image_size=64, epochs=400)
+    assert policy == "color,translation,cutout"
+    assert "1000 training images" in note and "~400 times" in note and "--diffaugment none" in note
+    assert resolved(1000, image_size=64, epochs=200) == ("none", None)  # the seed's 200 epochs: too short
+    assert resolved(20_000, image_size=64, epochs=400) == ("none", None)  # not a small set
+    assert resolved(1000, image_size=64, epochs=1000, max_steps=3000)[0] == "none"  # 192 passes
+    assert resolved(1000, image_size=64, epochs=1000, max_steps=6000)[0] == "color,translation,cutout"
+    assert resolved(1000, image_size=28, epochs=1000) == ("none", None)
+    assert resolved(1000, image_size=28, epochs=2000)[0] == "translation"
+    assert resolved(1000, image_size=32, epochs=2000)[0] == "translation"
+    assert resolved(1000, image_size=64, epochs=400, diffaugment="none") == ("none", None)  # asked for

@@ -62,9 +62,12 @@ class ToyRecipe(Recipe):
     name = "contract-toy"
     Config = ToyConfig
     data_format = "images"
-    diffaugment_auto = True  # --diffaugment auto switches it on for small data (no built-in recipe does yet)
     capabilities = frozenset({"sample"})
     smoke_options = dict(epochs=2, checkpoint_every=3)
+
+    @classmethod
+    def diffaugment_auto(cls, cfg):  # --diffaugment auto: on for any small set, however short the run
+        return 0.0, "color,translation,cutout"
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
@@ -361,8 +364,10 @@ def test_diffaugment_reaches_every_discriminator_input(recipe, tmp_path, idx_dir
     assert seen and {p for p, _ in seen} == {()}
     seen.clear()
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "auto"), **opts)
-    stored = json.loads((tmp_path / "auto" / "config.json").read_text())["diffaugment"]
-    assert stored == ("color,translation,cutout" if recipe.diffaugment_auto else "none")
+    cfg = api.load_recipe(tmp_path / "auto").cfg
+    count, rule = len(recipe.load_data(cfg)), recipe.diffaugment_auto(cfg)
+    on = rule is not None and count < recipe.SMALL_DATA and cfg.planned_passes(count) >= rule[0]
+    assert cfg.diffaugment == (rule[1] if on else "none")
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)

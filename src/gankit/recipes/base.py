@@ -12,7 +12,8 @@ Declares (class attributes)
   data in that format.
 - `capabilities`: what a trained run offers beyond training, from CAPABILITIES; each one promises the
   method named there. The API and CLI ask `offers(...)`, never the recipe's name or `hasattr`.
-- `diffaugment_auto` (optional): True where `--diffaugment auto` turns DiffAugment on for small data.
+- `diffaugment_auto(cfg)` (optional classmethod): (passes, policy) where `--diffaugment auto` turns
+  DiffAugment on for a small set seen at least that many times; None (the default): never.
 - `smoke_options`: options for a tiny run (a few steps on a few small images), used by the contract tests.
 - `demo_options` (optional): the options of `gankit demo --recipe NAME` on the embedded data.
 - A one-line class docstring: it is the recipe's line in `gankit train --help`.
@@ -43,8 +44,9 @@ import torch.nn as nn
 
 from ..config import TrainConfig
 from ..device import autocast_dtype
+from ..engine import distributed
 from ..errors import GankitError
-from ..nn.diffaugment import DEFAULT_POLICY, diff_augment, parse_policy
+from ..nn.diffaugment import diff_augment, parse_policy
 
 # What `load_data` returns, by data format.
 DATA_FORMATS = {
@@ -87,7 +89,6 @@ class Recipe:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     smoke_options: ClassVar[dict] = {}
     demo_options: ClassVar[dict | None] = None
-    diffaugment_auto: ClassVar[bool] = False
     preview_columns: ClassVar[int] = 4  # images per row of the preview grid
     SMALL_DATA: ClassVar[int] = 10_000  # --diffaugment auto: "small" is fewer training images than this
 
@@ -126,18 +127,28 @@ class Recipe:
         raise NotImplementedError
 
     @classmethod
+    def diffaugment_auto(cls, cfg: TrainConfig) -> tuple[float, str] | None:
+        """(passes, policy): `--diffaugment auto` turns `policy` on when a set of fewer than
+        SMALL_DATA images is trained on for at least `passes` passes, the point from which it was
+        measured to pay for this recipe and configuration; None: never (the default)."""
+        return None
+
+    @classmethod
     def resolve_diffaugment(cls, cfg: TrainConfig, count: int) -> str | None:
-        """Replace `--diffaugment auto` by what it means for `count` training images; return a note to
-        show the user when that turned augmentation on (None otherwise)."""
+        """Replace `--diffaugment auto` by what it means for `count` training images and the run's
+        length; return a note to show the user when that turned augmentation on (None otherwise)."""
         if cfg.diffaugment != "auto":
             return None
-        small = cls.diffaugment_auto and count < cls.SMALL_DATA
-        cfg.diffaugment = DEFAULT_POLICY if small else "none"
-        if not small:
+        rule = cls.diffaugment_auto(cfg) if count < cls.SMALL_DATA else None
+        passes = cfg.planned_passes(count, distributed.world_size())
+        if rule is None or passes < rule[0]:
+            cfg.diffaugment = "none"
             return None
+        cfg.diffaugment = rule[1]
         return (
-            f"{count} training images (fewer than {cls.SMALL_DATA:,}): DiffAugment {DEFAULT_POLICY} is on "
-            "against discriminator overfitting (--diffaugment none turns it off)"
+            f"{count} training images (fewer than {cls.SMALL_DATA:,}), each seen ~{passes:,.0f} times "
+            f"(from {rule[0]:,.0f} on, the discriminator memorises them): DiffAugment {rule[1]} is on "
+            "(--diffaugment none turns it off)"
         )
 
     @functools.cached_property
