@@ -71,6 +71,46 @@ def test_ema_generator_is_used_for_sampling(idx_dir, tmp_path):
     assert max(diff) > 0  # the average differs from the last weights
 
 
+def first_norm(net: torch.nn.Module) -> torch.nn.Module:
+    return next(m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+@pytest.mark.parametrize("recipe", ["dcgan", "cdcgan"])
+def test_the_ema_generator_normalises_with_its_own_statistics(recipe, idx_dir, tmp_path):
+    """update_ema copies the live generator's batch-norm statistics; the EMA generator users get has
+    them recomputed from its own activations (standing statistics), reproducibly, without touching
+    training randomness, the weights or the live generator, and again after further steps."""
+    opts = dict(data="mnist", data_dir=str(idx_dir), epochs=2, ema=0.9, **FAST)
+    gankit.train(recipe, out=str(tmp_path / "r"), **opts)
+    r = gankit.api.load_recipe(tmp_path / "r")
+    live = {k: v.clone() for k, v in r.generator.state_dict().items()}
+    ema_weights = [p.clone() for p in r.ema.parameters()]
+    rng = torch.get_rng_state()
+    g = r.inference_module()
+    assert g is r.ema and not any(m.training for m in g.modules())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) for a, b in zip(ema_weights, r.ema.parameters()))
+    assert all(torch.equal(v, r.generator.state_dict()[k]) for k, v in live.items())
+    norm = first_norm(g)
+    assert not torch.allclose(norm.running_mean, first_norm(r.generator).running_mean)
+    # the first batch norm's mean is the mean of its input over the 16 x 64 standing latents
+    seen = []
+    hook = norm.register_forward_hook(lambda m, args, out: seen.append(args[0].float()))
+    gen = torch.Generator().manual_seed(r.cfg.seed + 1)
+    with torch.no_grad():
+        for _ in range(r.STANDING_BATCHES):
+            z = torch.randn(r.STANDING_BATCH_SIZE, r.cfg.latent_dim, generator=gen)
+            g(z, *r.standing_conditions(r.STANDING_BATCH_SIZE, gen))
+    hook.remove()
+    torch.testing.assert_close(norm.running_mean, torch.cat(seen).mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert torch.equal(r.sample(8, seed=3), gankit.api.load_recipe(tmp_path / "r").sample(8, seed=3))
+    r.attach_data(r.load_data(r.cfg))
+    r.train_step(next(iter(r.batches.epoch(0))))  # copies the live statistics again ...
+    assert torch.equal(norm.running_mean, first_norm(r.generator).running_mean)
+    r.inference_module()  # ... and using the EMA generator recomputes them
+    assert not torch.allclose(norm.running_mean, first_norm(r.generator).running_mean)
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(idx_dir, tmp_path, monkeypatch):
     real_step = DCGAN.train_step
     calls = {"n": 0}

@@ -141,6 +141,10 @@ class CDCGAN(DCGAN):
             return torch.cat([half, half, odd])
         return torch.randint(0, self.cfg.num_classes, (n,), device=self.device)
 
+    def standing_conditions(self, n: int, g: torch.Generator) -> tuple:
+        """Uniform classes from `g` for the EMA generator's standing statistics."""
+        return (torch.randint(0, self.cfg.num_classes, (n,), generator=g).to(self.device),)
+
     def generator_regulariser(self, z: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
         if self.cfg.mode_seeking <= 0 or len(z) < 2:
             return None
