@@ -88,6 +88,9 @@ def compiled(r, mode: str | None):
     torch.compile(network, mode=mode); parameters, optimisers and checkpoints are untouched."""
     if mode is None:
         return r
+    # The GAN steps run two backward passes through one forward graph (retain_graph=True), which
+    # AOTAutograd's donated buffers refuse.
+    torch._functorch.config.donated_buffer = False
     trained = {id(m) for name, m in r.modules.items() if not name.startswith("ema")}
     for attr, value in list(vars(r).items()):
         if id(value) in trained:
