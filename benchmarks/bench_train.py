@@ -80,7 +80,7 @@ def measure(
     else:
         batches = r.batches.epoch(0)
     dt = time_steps(lambda _: r.train_step(next(batches)), warmup, steps, dev, around)
-    return _result(cfg, dev, loader, batch_size, steps, dt, None)
+    return _result(cfg, dev, loader, batch_size, steps, dt, None, compile_mode=compile_mode)
 
 
 def compiled(r, mode: str | None):
@@ -123,7 +123,7 @@ def peak_memory(dev: torch.device) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process max RSS"
 
 
-def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=None):
+def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=None, compile_mode=None):
     from gankit.device import autocast_dtype, memory_format
 
     peak, kind = peak_memory(dev)
@@ -139,7 +139,7 @@ def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=Non
         "peak_memory_kind": kind,
         "threads": torch.get_num_threads(),
         "memory_format": "channels_last" if memory_format() == torch.channels_last else "contiguous",
-        "compile": _COMPILE_MODE,
+        "compile": compile_mode,
     }
 
 
@@ -165,7 +165,15 @@ def measure_translation(r_cls, cfg, dev, steps, warmup, loader, around=None, com
     if getattr(cfg, "generator", None):
         variant = variant or cfg.generator
     return _result(
-        cfg, dev, loader, cfg.batch_size, steps, dt, "fp32" if loader == "reference" else None, variant
+        cfg,
+        dev,
+        loader,
+        cfg.batch_size,
+        steps,
+        dt,
+        "fp32" if loader == "reference" else None,
+        variant,
+        compile_mode=compile_mode,
     )
 
 
@@ -204,11 +212,7 @@ def reference_pix2pix_step(r):
     return step
 
 
-_COMPILE_MODE = None  # what --compile asked for, recorded with each result
-
-
 def main() -> None:
-    global _COMPILE_MODE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", nargs="+", default=["dcgan"])
     ap.add_argument(
@@ -248,7 +252,6 @@ def main() -> None:
     )
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args()
-    _COMPILE_MODE = args.compile
     if args.memory_format:
         os.environ["GANKIT_MEMORY_FORMAT"] = args.memory_format  # inherited by the child processes
     if args.one:

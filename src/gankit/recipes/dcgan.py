@@ -205,13 +205,13 @@ class DCGAN(GANRecipe):
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the batches below
         g = torch.Generator().manual_seed(self.cfg.seed + 1)
-        self.ema.train()
         try:
-            for _ in range(self.STANDING_BATCHES):
-                z = torch.randn(self.STANDING_BATCH_SIZE, self.cfg.latent_dim, generator=g)
-                self.ema(z.to(self.device), *self.standing_conditions(self.STANDING_BATCH_SIZE, g))
+            with modes_kept(self.ema):
+                self.ema.train()
+                for _ in range(self.STANDING_BATCHES):
+                    z = torch.randn(self.STANDING_BATCH_SIZE, self.cfg.latent_dim, generator=g)
+                    self.ema(z.to(self.device), *self.standing_conditions(self.STANDING_BATCH_SIZE, g))
         finally:
-            self.ema.eval()
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
 
