@@ -10,7 +10,9 @@ Adam 2e-4 / beta1 0.5, generator EMA 0.999, the same seed and the same number of
 --diffaugment differs (none vs color,translation,cutout). Every --chunk steps the run stops and
 resumes (exactly: see the resume tests), and the discriminator (eval mode) is scored on 1,000 of its
 training images, on the 1,000 held-out images and on 1,000 fresh fakes: mean D(x) = sigmoid(logit).
-Overfitting shows as D(train) pulling away from D(held-out). Selection (--policies with more than
+Overfitting shows as D(train) pulling away from D(held-out). The policies advance a chunk each in
+turn and each run records its curve in its folder, so a stopped script continues with the same
+command (--no-test for a stage of a longer run: validation only). Selection (--policies with more than
 one DiffAugment policy): each run's validation FID, 1,000 EMA samples (seed 0) against the 1,000
 held-out training images, picks the best policy per size; the test set is then read for `none` and
 that policy only. At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images
@@ -74,6 +76,22 @@ def stored_step(run: Path) -> int:
     return max(steps, default=0)
 
 
+CURVE = "small-data-curve.json"
+
+
+def read_curve(run: Path) -> list[dict]:
+    """The curve points a run of this script recorded in its folder (none: an empty list)."""
+    path = run / CURVE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def write_curve(run: Path, curve: list[dict]) -> None:
+    """Record the curve beside the run's checkpoints, atomically (a killed script leaves the last one)."""
+    tmp = run / (CURVE + ".tmp")
+    tmp.write_text(json.dumps(curve))
+    tmp.replace(run / CURVE)
+
+
 def validation_fid(run: Path, held: RealSet, extractor: str | None) -> float:
     """FID of 1,000 EMA samples (seed 0) against the 1,000 held-out training images."""
     fake = to_uint8(api.load_recipe(run).sample(1000, seed=0))
@@ -110,6 +128,11 @@ def main() -> None:
         help="an earlier results JSON whose runs (still under --out) this one continues to --steps: "
         "their curves are kept, the runs resumed",
     )
+    ap.add_argument(
+        "--no-test",
+        action="store_true",
+        help="stop at the validation curves (a run to be continued): the test set is read once, at the end",
+    )
     args = ap.parse_args()
     earlier = {}
     if args.continue_from:
@@ -138,53 +161,64 @@ def main() -> None:
             write_idx(folder, train.images[subset], train.labels[subset])
         scored_train = sized.images[subset[:1000]]
         held = RealSet(held_out, "fashion-mnist:train-held-out", "validation")
-        candidates = []
-        for policy in args.policies:
-            size_tag = "" if args.image_size == 28 else f"-{args.image_size}px"
-            run = out / f"dcgan-{n}{size_tag}-{policy.replace(',', '+')}"
-            opts = dict(
-                data=str(folder),
-                epochs=100_000,  # the length is --steps (max_steps), whatever the subset size
-                image_size=args.image_size,
-                batch_size=64,
-                lr=2e-4,
-                beta1=0.5,
-                ema=0.999,
-                seed=args.seed,
-                diffaugment=policy,
-                preview_every=1000,
-                checkpoint_every=args.chunk,
-                log_every=50,
-            )
+        size_tag = "" if args.image_size == 28 else f"-{args.image_size}px"
+        runs = {p: out / f"dcgan-{n}{size_tag}-{p.replace(',', '+')}" for p in args.policies}
+        opts = dict(
+            data=str(folder),
+            epochs=100_000,  # the length is --steps (max_steps), whatever the subset size
+            image_size=args.image_size,
+            batch_size=64,
+            lr=2e-4,
+            beta1=0.5,
+            ema=0.999,
+            seed=args.seed,
+            preview_every=1000,
+            checkpoint_every=args.chunk,
+            log_every=50,
+        )
+        curves, train_s = {}, dict.fromkeys(args.policies, 0.0)
+        for policy, run in runs.items():
             done = stored_step(run)
-            curve = [c for c in earlier.get((n, policy), []) if c["step"] <= done]
-            t0 = time.perf_counter()
-            for stop in range(args.chunk, args.steps + 1, args.chunk):
+            kept = read_curve(run) or earlier.get((n, policy), [])
+            curves[policy] = [c for c in kept if c["step"] <= done]
+        # the policies advance a chunk each in turn: a run stopped at any point leaves them at the same
+        # step (or one chunk apart), and the same command continues them
+        for stop in range(args.chunk, args.steps + 1, args.chunk):
+            for policy, run in runs.items():
+                done = stored_step(run)
                 if stop <= done:
                     continue  # a longer run continues a stored one (resume is exact: tests/test_resume*)
-                if done == 0 and stop == args.chunk:
-                    gankit.train("dcgan", progress=False, out=str(run), max_steps=stop, **opts)
+                t0 = time.perf_counter()
+                if done == 0:
+                    gankit.train(
+                        "dcgan", progress=False, out=str(run), max_steps=stop, diffaugment=policy, **opts
+                    )
                 else:
                     gankit.resume(run, progress=False, max_steps=stop)
+                train_s[policy] += time.perf_counter() - t0
                 point = {"step": stop, **d_scores(run, scored_train, held_out)}
                 if args.curve_fid:
                     point["validation_fid"] = validation_fid(run, held, args.extractor)
-                curve.append(point)
-                print(json.dumps({"run": run.name, **curve[-1]}), flush=True)
+                curves[policy].append(point)
+                write_curve(run, curves[policy])
+                print(json.dumps({"run": run.name, **point}), flush=True)
+        candidates = []
+        for policy, run in runs.items():
+            curve = curves[policy]
             if not curve:  # nothing trained here and nothing recorded for the stored steps
                 raise SystemExit(
-                    f"{run}: already trained to step {done} (--steps {args.steps}); pass --continue-from "
-                    "the results JSON that recorded it, or a larger --steps"
+                    f"{run}: already trained to step {stored_step(run)} (--steps {args.steps}) with no "
+                    f"{CURVE} there; pass --continue-from the results JSON that recorded it, "
+                    "or a larger --steps"
                 )
-            train_s = time.perf_counter() - t0
             val_fid = curve[-1].get("validation_fid") or validation_fid(run, held, args.extractor)
             candidates.append(
                 {
                     "images": n,
                     "image_size": args.image_size,
                     "diffaugment": policy,
-                    "steps": args.steps,
-                    "train_s": round(train_s, 1),
+                    "steps": curve[-1]["step"],
+                    "train_s": round(train_s[policy], 1),
                     "validation_fid": val_fid,
                     "curve": curve,
                     "auto_precision": json.loads((run / "config.json").read_text())["auto_precision"],
@@ -196,7 +230,7 @@ def main() -> None:
         chosen = min(augmented, key=lambda c: c["validation_fid"]) if augmented else None
         for c in candidates:
             c["selected"] = c is chosen or c["diffaugment"] == "none"
-            if not c["selected"]:
+            if not c["selected"] or args.no_test:
                 rows.append({k: v for k, v in c.items() if k != "run"})
                 continue
             test = load_dataset("fashion-mnist", "test", args.data_dir, args.image_size)
@@ -234,7 +268,7 @@ def main() -> None:
         test = (
             f"{r['fid']:.2f} | {r['kid'] * 1000:.2f} | {r['precision']:.3f} | {r['recall']:.3f}"
             if "fid" in r
-            else "not selected | | |"
+            else f"{'not read' if args.no_test else 'not selected'} | | |"
         )
         lines.append(
             f"| {r['images']} | {r.get('image_size', 28)} px | {r['diffaugment']} | {r['steps']} "
