@@ -50,11 +50,21 @@ def idx_dir(tmp_path: Path) -> Path:
 def _isolate(tmp_path, monkeypatch):
     """Every test gets its own download cache and working directory; torch uses its default seed;
     `--precision auto` means fp32 (the same on every CPU, unmeasured; tests/test_precision.py
-    measures)."""
+    measures); torch's CPU thread count is restored after it (a test that leaked one thread once ran
+    every later test single-threaded: the suite took a third longer)."""
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise comparisons need deterministic kernels: one CPU thread (see tests/test_resume.py)."""
+    torch.set_num_threads(1)  # _isolate restores the count
 
 
 def standard_extractor_file() -> Path | None:

@@ -99,7 +99,7 @@ def test_two_processes_write_once_and_resume_in_one(name, tmp_path, idx_dir):
     assert resumed["from_step"] * (epochs + 1) == resumed["to_step"] * epochs
 
 
-def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(tmp_path, idx_dir):
+def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(tmp_path, idx_dir, one_thread):
     cls = RECIPES["cyclegan"]
     common = dict(
         make_data(cls.data_format, tmp_path, idx_dir),
@@ -116,7 +116,6 @@ def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(tmp_path, 
         device="cpu",
     )
     torchrun("train", {"recipe": "cyclegan", **common, "batch_size": 1, "out": str(tmp_path / "two")})
-    torch.set_num_threads(1)
     gankit.train("cyclegan", progress=False, **common, batch_size=2, out=str(tmp_path / "one"))
     two, one = last_state(tmp_path / "two"), last_state(tmp_path / "one")
     assert two["progress"]["step"] == one["progress"]["step"] == 2

@@ -166,12 +166,12 @@ def test_translate_restores_any_size():
 
 @pytest.mark.slow
 def test_train_lowers_l1_then_translate_and_evaluate(tmp_path):
-    root = make_aligned(tmp_path / "pairs", (("train", 8), ("val", 3)), size=128)
+    root = make_aligned(tmp_path / "pairs", (("train", 8), ("val", 3)), size=64)
     run = tmp_path / "run"
     s = gankit.train(
         "pix2pix",
         data=str(root),
-        image_size=128,
+        image_size=64,
         max_steps=48,
         batch_size=4,
         lr=1e-3,

@@ -148,15 +148,6 @@ def recipe(request):
     return RECIPES[name]
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise comparisons need deterministic kernels: one CPU thread (see tests/test_resume.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- tiny data in every declared format -------------------------------------------------------------
 def _toy_rgb(n: int, size: int, seed: int) -> list[np.ndarray]:
     images, _ = toy_images(n, size, seed)
