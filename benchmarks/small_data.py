@@ -36,6 +36,7 @@ import gankit
 from gankit import api
 from gankit.data import load_dataset
 from gankit.data.transforms import to_tanh_range
+from gankit.io import write_json_atomic
 from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -83,13 +84,6 @@ def read_curve(run: Path) -> list[dict]:
     """The curve points a run of this script recorded in its folder (none: an empty list)."""
     path = run / CURVE
     return json.loads(path.read_text()) if path.is_file() else []
-
-
-def write_curve(run: Path, curve: list[dict]) -> None:
-    """Record the curve beside the run's checkpoints, atomically (a killed script leaves the last one)."""
-    tmp = run / (CURVE + ".tmp")
-    tmp.write_text(json.dumps(curve))
-    tmp.replace(run / CURVE)
 
 
 def validation_fid(run: Path, held: RealSet, extractor: str | None) -> float:
@@ -200,7 +194,7 @@ def main() -> None:
                 if args.curve_fid:
                     point["validation_fid"] = validation_fid(run, held, args.extractor)
                 curves[policy].append(point)
-                write_curve(run, curves[policy])
+                write_json_atomic(run / CURVE, curves[policy])  # a killed script leaves the last one
                 print(json.dumps({"run": run.name, **point}), flush=True)
         candidates = []
         for policy, run in runs.items():
