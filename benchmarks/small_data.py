@@ -18,7 +18,7 @@ held-out training images, picks the best policy per size; the test set is then r
 that policy only. At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images
 (standard protocol: Inception pool3, 299 px, fp32 features).
 Writes JSON + Markdown to benchmarks/results/ and the figure docs/small_data.png (small_data_64px.png
-for --image-size 64).
+for --image-size 64; --figure elsewhere).
 """
 
 from __future__ import annotations
@@ -126,6 +126,11 @@ def main() -> None:
         "--no-test",
         action="store_true",
         help="stop at the validation curves (a run to be continued): the test set is read once, at the end",
+    )
+    ap.add_argument(
+        "--figure",
+        default=None,
+        help="where the figure goes (default docs/small_data.png, docs/small_data_64px.png at 64 px)",
     )
     args = ap.parse_args()
     earlier = {}
@@ -271,10 +276,8 @@ def main() -> None:
         )
     (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(
-        rows,
-        Path("docs/small_data.png" if args.image_size == 28 else f"docs/small_data_{args.image_size}px.png"),
-    )
+    default = "docs/small_data.png" if args.image_size == 28 else f"docs/small_data_{args.image_size}px.png"
+    plot(rows, Path(args.figure or default))
 
 
 def plot(rows: list[dict], path: Path) -> None:
