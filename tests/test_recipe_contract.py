@@ -357,7 +357,7 @@ def test_diffaugment_reaches_every_discriminator_input(recipe, tmp_path, idx_dir
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "auto"), **opts)
     cfg = api.load_recipe(tmp_path / "auto").cfg
     count, rule = len(recipe.load_data(cfg)), recipe.diffaugment_auto(cfg)
-    on = rule is not None and count < recipe.SMALL_DATA and cfg.planned_passes(count) >= rule[0]
+    on = rule is not None and count < recipe.SMALL_DATA and cfg.planned_passes(count) * count >= rule[0]
     assert cfg.diffaugment == (rule[1] if on else "none")
 
 

@@ -12,8 +12,9 @@ Declares (class attributes)
   data in that format.
 - `capabilities`: what a trained run offers beyond training, from CAPABILITIES; each one promises the
   method named there. The API and CLI ask `offers(...)`, never the recipe's name or `hasattr`.
-- `diffaugment_auto(cfg)` (optional classmethod): (passes, policy) where `--diffaugment auto` turns
-  DiffAugment on for a small set seen at least that many times; None (the default): never.
+- `diffaugment_auto(cfg)` (optional classmethod): (images, policy) where `--diffaugment auto` turns
+  DiffAugment on for a small set once the run shows the discriminator at least that many real images
+  (passes x set size); None (the default): never.
 - `smoke_options`: options for a tiny run (a few steps on a few small images), used by the contract tests.
 - `demo_options` (optional): the options of `gankit demo --recipe NAME` on the embedded data.
 - A one-line class docstring: it is the recipe's line in `gankit train --help`.
@@ -128,9 +129,10 @@ class Recipe:
 
     @classmethod
     def diffaugment_auto(cls, cfg: TrainConfig) -> tuple[float, str] | None:
-        """(passes, policy): `--diffaugment auto` turns `policy` on when a set of fewer than
-        SMALL_DATA images is trained on for at least `passes` passes, the point from which it was
-        measured to pay for this recipe and configuration; None: never (the default)."""
+        """(images, policy): `--diffaugment auto` turns `policy` on when a set of fewer than
+        SMALL_DATA images is trained on until the discriminator has been shown at least `images` real
+        images (passes x set size), the point from which it was measured to pay for this recipe and
+        configuration; None: never (the default)."""
         return None
 
     @classmethod
@@ -141,14 +143,14 @@ class Recipe:
             return None
         rule = cls.diffaugment_auto(cfg) if count < cls.SMALL_DATA else None
         passes = cfg.planned_passes(count, distributed.world_size())
-        if rule is None or passes < rule[0]:
+        if rule is None or passes * count < rule[0]:
             cfg.diffaugment = "none"
             return None
         cfg.diffaugment = rule[1]
         return (
             f"{count} training images (fewer than {cls.SMALL_DATA:,}), each seen ~{passes:,.0f} times "
-            f"(from {rule[0]:,.0f} on, the discriminator memorises them): DiffAugment {rule[1]} is on "
-            "(--diffaugment none turns it off)"
+            f"(from {rule[0] / count:,.0f} on, the discriminator memorises them): DiffAugment {rule[1]} "
+            "is on (--diffaugment none turns it off)"
         )
 
     @functools.cached_property
