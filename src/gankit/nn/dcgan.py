@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..device import memory_format
-from .layers import FastDropout, flatten_hwc, glorot_init, hwc_columns, keras_bn, normal_init
+from .layers import ConvTranspose2d, FastDropout, flatten_hwc, glorot_init, hwc_columns, keras_bn, normal_init
 
 SIZES = (28, 32, 64)
 
@@ -26,7 +26,7 @@ class SeedGenerator(nn.Module):
         self.fc = nn.Linear(latent_dim, self.base * self.base * 256, bias=False)
         self.bn0 = keras_bn(256)
         # padding=2, output_padding=1 reproduces TF's 'same' output size for 5x5 stride-2 kernels.
-        self.up1 = nn.ConvTranspose2d(256, 128, 5, 1, 2, bias=False)
+        self.up1 = ConvTranspose2d(256, 128, 5, 1, 2, bias=False)  # frequency domain in fp32 on CPU
         self.bn1 = keras_bn(128)
         self.up2 = nn.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1, bias=False)
         self.bn2 = keras_bn(64)
