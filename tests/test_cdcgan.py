@@ -76,12 +76,14 @@ def test_classes_come_from_sub_folders_and_unlabeled_is_ignored_with_a_note(tmp_
 
 
 def test_generated_images_follow_the_requested_class(run):
-    bright = api.sample(run, 32, seed=3, labels="bright")
-    dark = api.sample(run, 32, seed=3, labels=1)
-    assert bright.shape == (32, 1, 28, 28) and 0 <= bright.min() and bright.max() <= 1
+    bright = api.sample(run, 256, seed=3, labels="bright")
+    dark = api.sample(run, 256, seed=3, labels=1)
+    assert bright.shape == (256, 1, 28, 28) and 0 <= bright.min() and bright.max() <= 1
     # Learned in 120 steps, judged as benchmarks/cdcgan_classes.py judges Fashion-MNIST (there: 75% of
     # the samples recognised; the judge gets 80.5% of real images): by the midpoint of the real classes'
-    # brightness (200 and 40 of 255), at least two in three images show the class asked for.
+    # brightness (200 and 40 of 255), at least two in three images show the class asked for. 256
+    # samples: at 32 one binomial sd is 8%, and a change of rounding in training (the frequency-domain
+    # convolution) moved seed 3's share to 0.656; at 256, 0.68-0.77 bright over seeds 0-3 either way.
     midpoint = (200 + 40) / 2 / 255
     assert (bright.mean((1, 2, 3)) > midpoint).float().mean() >= 2 / 3
     assert (dark.mean((1, 2, 3)) < midpoint).float().mean() >= 2 / 3
