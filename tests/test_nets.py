@@ -253,50 +253,56 @@ def test_small_map_layers_run_as_gemm_and_equal_the_stock_layers(ours, stock, sh
 
 @pytest.mark.parametrize(
     "c_in,c_out,kernel,padding,shape",
-    [(256, 128, 5, 2, (3, 7, 7)), (96, 64, 5, 2, (2, 8, 9)), (16, 24, 7, 3, (2, 5, 4)), (16, 8, 5, 0, (2, 6, 6))],
+    [(256, 128, 5, 2, (3, 7, 7)), (32, 16, 5, 2, (2, 8, 9)), (16, 24, 7, 3, (2, 5, 4)), (16, 8, 5, 0, (2, 6, 6))],
 )
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_frequency_domain_transposed_conv_equals_the_stock_layer(c_in, c_out, kernel, padding, shape, channels_last):
-    """Stride-1 transposed convolutions with large kernels on small fp32 maps run as products of
-    spectra (DFTs as matrices): same outputs and gradients as torch's layer, to fp32 rounding."""
-    from gankit.nn.layers import _frequency_domain_pays, frequency_conv_transpose2d
+def test_frequency_domain_transposed_conv_equals_the_stock_one(c_in, c_out, kernel, padding, shape, channels_last):
+    """A stride-1 transposed convolution as products of spectra (DFTs as matrices): same output and
+    gradients as torch's, to fp32 rounding, in either input layout, for any padding below the kernel."""
+    from gankit.nn.layers import frequency_conv_transpose2d
 
     torch.manual_seed(0)
     n, h, w = shape
-    stock = torch.nn.ConvTranspose2d(c_in, c_out, kernel, 1, padding)
     x = torch.randn(n, c_in, h, w)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    y = frequency_conv_transpose2d(x, stock.weight, (padding, padding))
-    y_ref = torch.nn.functional.conv_transpose2d(x, stock.weight, None, 1, padding)
+    x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+    weight = torch.randn(c_in, c_out, kernel, kernel, requires_grad=True)
+    y = frequency_conv_transpose2d(x, weight, (padding, padding))
+    y_ref = torch.nn.functional.conv_transpose2d(x, weight, None, 1, padding)
     assert y.shape == y_ref.shape and y.is_contiguous(memory_format=torch.channels_last)
     assert (y - y_ref).abs().max() <= 1e-5 * y_ref.abs().max()
-    ours = ConvTranspose2d(c_in, c_out, kernel, 1, padding)
-    ours.load_state_dict(stock.state_dict())
-    if padding == 0:  # a 16 x 10 x 10 output from 6 x 6 maps: more work in the spectra than direct
-        assert not _frequency_domain_pays(ours, x, [0, 0])
-        return
-    assert _frequency_domain_pays(ours, x, [0, 0])
-    xs = x.clone().requires_grad_()
-    y, y_ref = ours(xs), stock(xs)
-    assert (y - y_ref).abs().max() <= 1e-5 * y_ref.abs().max()
     g = torch.randn_like(y_ref)
-    for got, want in zip(
-        torch.autograd.grad(y, [xs, *ours.parameters()], g), torch.autograd.grad(y_ref, [xs, *stock.parameters()], g)
-    ):
-        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    for got, want in zip(torch.autograd.grad(y, [x, weight], g), torch.autograd.grad(y_ref, [x, weight], g)):
+        assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
-def test_frequency_domain_path_is_taken_only_in_fp32_and_can_be_turned_off(monkeypatch):
-    """DCGAN's 256 -> 128, 5x5 layer at 7 px takes it in fp32; under bf16 autocast, for 3x3 kernels,
-    on larger maps and with GANKIT_FREQUENCY_CONV=0 the direct convolution runs."""
+def test_frequency_domain_path_is_taken_where_it_pays_and_can_be_turned_off(monkeypatch):
+    """DCGAN's 256 -> 128, 5x5 layer at 7 px runs in the frequency domain in fp32 at the seed's batch
+    (512), with its bias and gradients as the stock layer's; the direct convolution runs at batch 64,
+    under bf16 autocast, for 3x3 kernels, on larger maps and with GANKIT_FREQUENCY_CONV=0."""
     from gankit.nn.dcgan import SeedGenerator
     from gankit.nn.layers import FREQUENCY_CONV_ENV, _frequency_domain_pays
 
-    layer, x = SeedGenerator().up1, torch.empty(4, 256, 7, 7)
+    layer, x = SeedGenerator().up1, torch.empty(512, 256, 7, 7)
     assert _frequency_domain_pays(layer, x, [0, 0])
-    assert not _frequency_domain_pays(layer, torch.empty(4, 256, 32, 32), [0, 0])
+    assert not _frequency_domain_pays(layer, x[:64], [0, 0])
+    assert not _frequency_domain_pays(layer, torch.empty(512, 256, 32, 32), [0, 0])
     assert not _frequency_domain_pays(ConvTranspose2d(256, 128, 3, 1, 1), x, [0, 0])
     with torch.autocast("cpu", torch.bfloat16):
         assert not _frequency_domain_pays(layer, x, [0, 0])
     monkeypatch.setenv(FREQUENCY_CONV_ENV, "0")
     assert not _frequency_domain_pays(layer, x, [0, 0])
+    monkeypatch.delenv(FREQUENCY_CONV_ENV)
+
+    torch.manual_seed(0)
+    ours = ConvTranspose2d(256, 128, 5, 1, 2).to(memory_format=torch.channels_last)
+    stock = torch.nn.ConvTranspose2d(256, 128, 5, 1, 2)
+    stock.load_state_dict(ours.state_dict())  # same parameters, same keys
+    x = torch.randn(160, 256, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert _frequency_domain_pays(ours, x, [0, 0])
+    y, y_ref = ours(x), stock(x)
+    assert (y - y_ref).abs().max() <= 1e-5 * y_ref.abs().max()
+    g = torch.randn_like(y_ref)
+    for got, want in zip(
+        torch.autograd.grad(y, [x, *ours.parameters()], g), torch.autograd.grad(y_ref, [x, *stock.parameters()], g)
+    ):
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()

@@ -337,12 +337,15 @@ def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_pa
     """Whether `layer` (already on the CPU fast path) runs in the frequency domain: a stride-1,
     undilated, square-kernel layer computing in fp32 (not under autocast: bf16 kernels are faster than
     this fp32 arithmetic on CPUs with bf16 units) on a map of at most FREQUENCY_MAX_SIDE px a side,
-    where the multiply-adds it needs (4 per frequency for each input-output channel pair, plus the
-    transforms) are under a third of the direct convolution's (map pixels x kernel taps). The rule is
-    arithmetic, not a timing, so every process of a run (and a resumed run) takes the same path.
-    DCGAN's 256 -> 128, 5x5 layer at 7 px: 231 against 1,225 per channel pair."""
+    where the multiply-adds it needs per image and channel pair (4 per frequency, the map's and the
+    output's transforms, the kernel's transforms shared by the batch) are under a quarter of the
+    direct convolution's (map pixels x kernel taps). The rule is arithmetic, not a timing, so every
+    process of a run (and a resumed run) takes the same path. DCGAN's 256 -> 128, 5x5 layer at 7 px:
+    231 + 9,000 / batch against 1,225; the generator's forward and backward on the 2-core AMD EPYC,
+    direct vs frequency: batch 64 109 vs 119 ms, 128 200 vs 195, 256 436 vs 299, 512 926 vs 532,
+    hence the factor 4 (the crossover near batch 128)."""
     k = layer.kernel_size[0]
-    h, w = x.shape[-2:]
+    n, (h, w) = x.shape[0], x.shape[-2:]
     if (
         os.environ.get(FREQUENCY_CONV_ENV, "1") == "0"
         or layer.stride != (1, 1)
@@ -359,57 +362,69 @@ def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_pa
         return False
     _, _, nf = _frequency_sizes(h, w, k, layer.padding[0])
     c_in, c_out = layer.in_channels, layer.out_channels
-    frequency = 4 * nf + 2 * nf * h * w / c_out + 2 * nf * h * w / c_in
-    return 3 * frequency < h * w * k * k
+    frequency = 4 * nf + 2 * nf * h * w / c_out + 2 * nf * h * w / c_in + 8 * nf * k * k / n
+    return 4 * frequency < h * w * k * k
 
 
 @functools.lru_cache(maxsize=32)
 def _dft_matrices(h: int, w: int, k: int, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real matrices of the transforms of `frequency_conv_transpose2d`, computed in float64 and stored
     in fp32: `din` (2F, h*w) maps a map to its rfft2 on the (P, Q) grid (rows: frequency, then real
-    and imaginary part), `dk` (2F, k*k) does the same for a kernel, `dout` (h_out*w_out, 2F) is irfft2
-    followed by the crop to the layer's output."""
+    and imaginary part); `dk` (4F, k*k) maps a kernel to the 2 x 2 real blocks [[Re, Im], [-Im, Re]]
+    of its spectrum, so that a row vector [Re x, Im x] times the block is [Re xw, Im xw]; `dout`
+    (h_out*w_out, 2F) is irfft2 followed by the crop to the layer's output."""
     p, q, nf = _frequency_sizes(h, w, k, pad)
     f64 = torch.float64
     din = torch.view_as_real(torch.fft.rfft2(torch.eye(h * w, dtype=f64).view(-1, h, w), s=(p, q)))
     dk = torch.view_as_real(torch.fft.rfft2(torch.eye(k * k, dtype=f64).view(-1, k, k), s=(p, q)))
+    re, im = dk.reshape(k * k, nf, 2).unbind(-1)
+    dk = torch.stack([re, im, -im, re], -1)  # (k*k, F, 4)
     unit = torch.view_as_complex(torch.eye(2 * nf, dtype=f64).view(2 * nf, nf, 2))
     h_out, w_out = h + k - 1 - 2 * pad, w + k - 1 - 2 * pad
     out = torch.fft.irfft2(unit.view(2 * nf, p, q // 2 + 1), s=(p, q))[:, pad : pad + h_out, pad : pad + w_out]
     return (
         din.reshape(h * w, 2 * nf).t().float().contiguous(),
-        dk.reshape(k * k, 2 * nf).t().float().contiguous(),
+        dk.reshape(k * k, 4 * nf).t().float().contiguous(),
         out.reshape(2 * nf, h_out * w_out).t().float().contiguous(),
     )
 
 
 class _FrequencyProduct(torch.autograd.Function):
-    """y (N, h_out*w_out, Co) = dout @ [per frequency f: X_f @ blk_f] with X = din @ x, for x
-    (N, h*w, C) (a channels-last map's pixels) and blk (F, 2C, 2Co): the complex product of each
-    frequency's (N, C) spectra with the (C, Co) kernel spectra as one real GEMM,
-    [Re X, Im X] @ [[Re W, Im W], [-Im W, Re W]] = [Re Y, Im Y]. Every product is a (batched) GEMM
-    in the layouts that need no copy but two transposes of the spectra."""
+    """y (N, h_out*w_out, Co) for x (N, h*w, C) (a channels-last map's pixels) and a transposed
+    convolution's weight (C, Co, k, k): spectra X = din @ x, per frequency f the complex product of
+    the (N, C) spectra with the kernel's (C, Co) spectra as one real GEMM,
+    [Re X_f, Im X_f] @ [[Re W_f, Im W_f], [-Im W_f, Re W_f]] = [Re Y_f, Im Y_f], then y = dout @ Y.
+    Every product is a (batched) GEMM; the kernel's blocks are built here, not through autograd
+    (whose graph of slices and concatenations held ~5 copies of them: +114 MB at batch 64)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, blk: torch.Tensor, din: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
-        n, nf = x.shape[0], blk.shape[0]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, din: torch.Tensor, dk: torch.Tensor, dout: torch.Tensor):
+        n, c, c_out, nf = x.shape[0], weight.shape[0], weight.shape[1], din.shape[0] // 2
+        kk = weight.shape[2] * weight.shape[3]
+        taps = weight.permute(2, 3, 0, 1).reshape(kk, c * c_out)
+        blk = (dk @ taps).view(nf, 2, 2, c, c_out).transpose(2, 3).reshape(nf, 2 * c, 2 * c_out)
         spectra = torch.matmul(din, x)  # (N, 2F, C): frequency-major rows, re/im, channels
         y = torch.bmm(spectra.view(n, nf, -1).transpose(0, 1), blk)  # (F, N, 2Co)
-        ctx.save_for_backward(spectra, blk, din, dout)
+        ctx.save_for_backward(spectra, blk, din, dk, dout)
+        ctx.kernel = weight.shape[2:]
         return torch.matmul(dout, y.transpose(0, 1).reshape(n, 2 * nf, -1))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        spectra, blk, din, dout = ctx.saved_tensors
+    def backward(ctx, gy: torch.Tensor):
+        spectra, blk, din, dk, dout = ctx.saved_tensors
         n, nf = spectra.shape[0], blk.shape[0]
+        c, c_out = blk.shape[1] // 2, blk.shape[2] // 2
         g = torch.matmul(dout.t(), gy).view(n, nf, -1).transpose(0, 1)  # (F, N, 2Co), a view
-        gblk = torch.bmm(spectra.view(n, nf, -1).permute(1, 2, 0), g) if ctx.needs_input_grad[1] else None
-        gx = None
+        gx = gw = None
+        if ctx.needs_input_grad[1]:
+            gblk = torch.bmm(spectra.view(n, nf, -1).permute(1, 2, 0), g)  # (F, 2C, 2Co)
+            gblk = gblk.view(nf, 2, c, 2, c_out).transpose(2, 3).reshape(4 * nf, c * c_out)
+            gw = (dk.t() @ gblk).view(*ctx.kernel, c, c_out).permute(2, 3, 0, 1)
         if ctx.needs_input_grad[0]:
             gspectra = torch.bmm(g, blk.transpose(1, 2))  # (F, N, 2C)
             gx = torch.matmul(din.t(), gspectra.transpose(0, 1).reshape(n, 2 * nf, -1))
-        return gx, gblk, None, None
+        return gx, gw, None, None, None
 
 
 def frequency_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
@@ -425,11 +440,7 @@ def frequency_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, padding: t
     n, c, h, w = x.shape
     c_out, k, pad = weight.shape[1], weight.shape[-1], padding[0]
     din, dk, dout = _dft_matrices(h, w, k, pad)
-    nf = din.shape[0] // 2
-    spec = (dk @ weight.permute(2, 3, 0, 1).reshape(k * k, c * c_out)).view(nf, 2, c, c_out)
-    re, im = spec.unbind(1)
-    blk = torch.cat([torch.cat([re, im], 2), torch.cat([-im, re], 2)], 1)  # (F, 2C, 2Co)
     pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of a channels-last x
-    y = _FrequencyProduct.apply(pixels, blk, din, dout)
+    y = _FrequencyProduct.apply(pixels, weight, din, dk, dout)
     h_out, w_out = h + k - 1 - 2 * pad, w + k - 1 - 2 * pad
     return y.view(n, h_out, w_out, c_out).permute(0, 3, 1, 2)
