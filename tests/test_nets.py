@@ -253,10 +253,17 @@ def test_small_map_layers_run_as_gemm_and_equal_the_stock_layers(ours, stock, sh
 
 @pytest.mark.parametrize(
     "c_in,c_out,kernel,padding,shape",
-    [(256, 128, 5, 2, (3, 7, 7)), (32, 16, 5, 2, (2, 8, 9)), (16, 24, 7, 3, (2, 5, 4)), (16, 8, 5, 0, (2, 6, 6))],
+    [
+        (256, 128, 5, 2, (3, 7, 7)),
+        (32, 16, 5, 2, (2, 8, 9)),
+        (16, 24, 7, 3, (2, 5, 4)),
+        (16, 8, 5, 0, (2, 6, 6)),
+    ],
 )
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_frequency_domain_transposed_conv_equals_the_stock_one(c_in, c_out, kernel, padding, shape, channels_last):
+def test_frequency_domain_transposed_conv_equals_the_stock_one(
+    c_in, c_out, kernel, padding, shape, channels_last
+):
     """A stride-1 transposed convolution as products of spectra (DFTs as matrices): same output and
     gradients as torch's, to fp32 rounding, in either input layout, for any padding below the kernel."""
     from gankit.nn.layers import frequency_conv_transpose2d
@@ -303,6 +310,7 @@ def test_frequency_domain_path_is_taken_where_it_pays_and_can_be_turned_off(monk
     assert (y - y_ref).abs().max() <= 1e-5 * y_ref.abs().max()
     g = torch.randn_like(y_ref)
     for got, want in zip(
-        torch.autograd.grad(y, [x, *ours.parameters()], g), torch.autograd.grad(y_ref, [x, *stock.parameters()], g)
+        torch.autograd.grad(y, [x, *ours.parameters()], g),
+        torch.autograd.grad(y_ref, [x, *stock.parameters()], g),
     ):
         assert (got - want).abs().max() <= 1e-5 * want.abs().max()

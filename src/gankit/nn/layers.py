@@ -381,7 +381,9 @@ def _dft_matrices(h: int, w: int, k: int, pad: int) -> tuple[torch.Tensor, torch
     dk = torch.stack([re, im, -im, re], -1)  # (k*k, F, 4)
     unit = torch.view_as_complex(torch.eye(2 * nf, dtype=f64).view(2 * nf, nf, 2))
     h_out, w_out = h + k - 1 - 2 * pad, w + k - 1 - 2 * pad
-    out = torch.fft.irfft2(unit.view(2 * nf, p, q // 2 + 1), s=(p, q))[:, pad : pad + h_out, pad : pad + w_out]
+    out = torch.fft.irfft2(unit.view(2 * nf, p, q // 2 + 1), s=(p, q))[
+        :, pad : pad + h_out, pad : pad + w_out
+    ]
     return (
         din.reshape(h * w, 2 * nf).t().float().contiguous(),
         dk.reshape(k * k, 4 * nf).t().float().contiguous(),
@@ -398,7 +400,9 @@ class _FrequencyProduct(torch.autograd.Function):
     (whose graph of slices and concatenations held ~5 copies of them: +114 MB at batch 64)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, din: torch.Tensor, dk: torch.Tensor, dout: torch.Tensor):
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, din: torch.Tensor, dk: torch.Tensor, dout: torch.Tensor
+    ):
         n, c, c_out, nf = x.shape[0], weight.shape[0], weight.shape[1], din.shape[0] // 2
         kk = weight.shape[2] * weight.shape[3]
         taps = weight.permute(2, 3, 0, 1).reshape(kk, c * c_out)
@@ -427,16 +431,19 @@ class _FrequencyProduct(torch.autograd.Function):
         return gx, gw, None, None, None
 
 
-def frequency_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+def frequency_conv_transpose2d(
+    x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]
+) -> torch.Tensor:
     """`F.conv_transpose2d(x, weight, None, 1, padding)` for a fp32 CPU map of at most 16 px a side,
     computed in the frequency domain: a circular convolution on a grid just large enough that the
     kept output does not wrap, with the DFTs as small dense matrices (`_dft_matrices`) and, per
     frequency, one real GEMM for the complex channel mixing (`_FrequencyProduct`).
 
     For DCGAN's 256 -> 128, 5x5 layer at 7 px that is 45 frequencies instead of 49 x 25
-    pixel-taps: ~5x fewer multiply-adds. Forward and backward at batch 512 on the 2-core AMD EPYC:
-    222-226 ms against oneDNN's 648-657 (its bf16 kernel: 254-263); equal to the direct convolution
-    to fp32 rounding (max error ~4e-6 of the largest value). Returns a channels-last tensor."""
+    pixel-taps: ~5x fewer multiply-adds. Forward and backward at batch 512 on the 2-core AMD EPYC
+    (channels-last layer): 219-235 ms against oneDNN's 483-489 (its bf16 kernel: 264-269); equal to
+    the direct convolution to fp32 rounding (max error ~4e-6 of the largest value). Returns a
+    channels-last tensor."""
     n, c, h, w = x.shape
     c_out, k, pad = weight.shape[1], weight.shape[-1], padding[0]
     din, dk, dout = _dft_matrices(h, w, k, pad)

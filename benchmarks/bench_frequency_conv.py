@@ -1,0 +1,64 @@
+"""Direct (oneDNN) vs frequency-domain transposed convolution on CPU, side by side in one process.
+
+    python benchmarks/bench_frequency_conv.py [--rounds 2] [--batches 64 128 256 512]
+
+Times DCGAN's 256 -> 128, 5x5, stride-1 layer alone at batch 512 (forward + backward, fp32, then the
+direct bf16 kernel for reference) and the seed's whole generator (forward + backward) at each batch,
+switching `GANKIT_FREQUENCY_CONV` between interleaved measurements (the rule that picks the path
+applies unless the variable is "0", so "frequency" rows at batches the rule refuses time the direct
+path too: their `path` column says which ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from gankit.device import keep_freed_host_memory
+from gankit.nn.dcgan import SeedGenerator
+from gankit.nn.layers import FREQUENCY_CONV_ENV, _frequency_domain_pays
+
+
+def _ms(fn, repeats: int = 5) -> float:
+    fn()  # warm-up (allocations, DFT matrices)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256, 512])
+    args = ap.parse_args()
+    keep_freed_host_memory()
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    gen = SeedGenerator().to(memory_format=cl)
+    layer = gen.up1
+    x = torch.randn(512, 256, 7, 7).contiguous(memory_format=cl).requires_grad_()
+    g = torch.randn(512, 128, 7, 7).contiguous(memory_format=cl)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| what | batch | path | ms (forward + backward) |")
+    print("| --- | ---: | --- | ---: |")
+    for r in range(args.rounds):
+        for mode in ("direct", "frequency", "direct bf16"):
+            os.environ[FREQUENCY_CONV_ENV] = "1" if mode == "frequency" else "0"
+            with torch.autocast("cpu", torch.bfloat16, enabled=mode == "direct bf16"):
+                t = _ms(lambda: torch.autograd.grad(layer(x), [x, layer.weight], g))
+            print(f"| layer, round {r} | 512 | {mode} | {t:.0f} |")
+        for b in args.batches:
+            z = torch.randn(b, 100)
+            for mode in ("direct", "frequency"):
+                os.environ[FREQUENCY_CONV_ENV] = "1" if mode == "frequency" else "0"
+                ran = "frequency" if _frequency_domain_pays(layer, x[:b], [0, 0]) else "direct"
+                t = _ms(lambda z=z: gen(z).square().mean().backward())
+                print(f"| generator, round {r} | {b} | {ran} | {t:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
