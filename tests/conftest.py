@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist (`-n auto` in pyproject.toml): one torch thread per worker, and one in the CLI
+    # processes the tests start, so N workers share N cores instead of oversubscribing them
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:

@@ -89,7 +89,8 @@ def test_generated_images_follow_the_requested_class(run):
     assert (dark.mean((1, 2, 3)) < midpoint).float().mean() >= 2 / 3
     assert bright.mean() > dark.mean() + 0.1
     mixed = api.sample(run, 4, seed=3, labels=["dark", "bright", 1, 0])
-    assert torch.equal(mixed[1], bright[1]) and torch.equal(mixed[0], dark[0])  # same seed -> same latents
+    # same seed -> same latents (to rounding: a batch of 4 and one of 256 run different GEMM blockings)
+    assert torch.allclose(mixed[1], bright[1], atol=1e-5) and torch.allclose(mixed[0], dark[0], atol=1e-5)
     default = api.sample(run, 6, seed=3)  # every class, in class order
     assert default[:3].mean() > default[3:].mean()
 
