@@ -335,8 +335,10 @@ def _frequency_sizes(h: int, w: int, k: int, pad: int) -> tuple[int, int, int]:
 
 def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_padding: list[int]) -> bool:
     """Whether `layer` (already on the CPU fast path) runs in the frequency domain: a stride-1,
-    undilated, square-kernel layer computing in fp32 (not under autocast: bf16 kernels are faster than
-    this fp32 arithmetic on CPUs with bf16 units) on a map of at most FREQUENCY_MAX_SIDE px a side,
+    undilated, square-kernel layer computing in fp32 (not under autocast: on AMX CPUs bf16
+    convolutions are several times faster than this fp32 arithmetic; on the AMD EPYC without AMX it
+    beat oneDNN's bf16 kernel for DCGAN's layer, 196-236 vs 269-289 ms, which an arithmetic rule
+    cannot tell apart) on a map of at most FREQUENCY_MAX_SIDE px a side,
     where the multiply-adds it needs per image and channel pair (4 per frequency, the map's and the
     output's transforms, the kernel's transforms shared by the batch) are under a quarter of the
     direct convolution's (map pixels x kernel taps). The rule is arithmetic, not a timing, so every
