@@ -61,6 +61,7 @@ def _isolate(tmp_path, monkeypatch):
     every later test single-threaded: the suite took a third longer)."""
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")
+    monkeypatch.setenv("GANKIT_FREQUENCY_CONV", "1")  # unmeasured (tests/test_nets.py measures)
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     threads = torch.get_num_threads()

@@ -314,3 +314,31 @@ def test_frequency_domain_path_is_taken_where_it_pays_and_can_be_turned_off(monk
         torch.autograd.grad(y_ref, [x, *stock.parameters()], g),
     ):
         assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_frequency_domain_path_is_measured_once_per_machine_and_cached(monkeypatch, capsys):
+    """Unforced, the path is timed against the direct kernel the first time a layer qualifies, the
+    verdict cached per machine (and kept in the process); a cached verdict is obeyed without timing."""
+    import json
+
+    from gankit.data.download import cache_dir
+    from gankit.device import machine_key
+    from gankit.nn import layers
+
+    monkeypatch.delenv(layers.FREQUENCY_CONV_ENV)
+    monkeypatch.setattr(layers, "_frequency_verdicts", {})
+    layer, x = ConvTranspose2d(256, 128, 5, 1, 2), torch.empty(512, 256, 7, 7)
+    before = torch.get_rng_state()
+    with torch.no_grad():  # as when sampling: the measurement still runs forward and backward
+        use = layers._frequency_domain_pays(layer, x, [0, 0])
+    assert torch.equal(torch.get_rng_state(), before)
+    key = machine_key(torch.device("cpu"))
+    entry = json.loads((cache_dir() / "frequency_conv.json").read_text())[key]
+    assert entry["use"] is use is (entry["speedup"] >= layers.FREQUENCY_MIN_SPEEDUP)
+    assert entry["direct_ms"] > 0 and entry["frequency_ms"] > 0
+    assert "frequency-domain convolutions: " in capsys.readouterr().err
+    monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda: pytest.fail("measured twice"))
+    assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # the process keeps its verdict
+    monkeypatch.setattr(layers, "_frequency_verdicts", {})
+    (cache_dir() / "frequency_conv.json").write_text(json.dumps({key: {"use": not use}}))
+    assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)  # the cache is obeyed
