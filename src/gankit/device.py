@@ -198,10 +198,29 @@ def calibrate(device: torch.device) -> dict:
     }
 
 
-def _cache_file():
+def cached_measurement(name: str, key: str, valid, measure) -> tuple[dict, object]:
+    """A measurement of this machine made once and kept in `<cache>/<name>`, a JSON object by machine
+    key (`machine_key`): the cached entry where `valid(entry)`, else `measure()`'s, written back (a
+    read-only cache only costs the measurement next time). Returns the entry and the file's path when
+    it was just measured, None when it came from the cache."""
     from .data.download import cache_dir
+    from .io import write_json_atomic
 
-    return cache_dir() / "precision.json"
+    path = cache_dir() / name
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if isinstance(entry, dict) and valid(entry):
+        return entry, None
+    cache[key] = entry = measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, cache)
+    except OSError:
+        pass
+    return entry, path
 
 
 def auto_precision(device: torch.device, quiet: bool = False) -> str:
@@ -218,23 +237,13 @@ def auto_precision(device: torch.device, quiet: bool = False) -> str:
         return "fp32"
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return "fp32"
-    path, key = _cache_file(), machine_key(device)
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache and cache[key].get("precision") in ("fp32", "bf16"):
-        return cache[key]["precision"]
-    result = calibrate(device)
-    cache[key] = result
-    try:
-        from .io import write_json_atomic
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, cache)
-    except OSError:
-        pass  # a read-only cache only costs the measurement next time
-    if not quiet:
+    result, path = cached_measurement(
+        "precision.json",
+        machine_key(device),
+        lambda entry: entry.get("precision") in ("fp32", "bf16"),
+        lambda: calibrate(device),
+    )
+    if path is not None and not quiet:
         print(
             f"precision auto: {result['precision']} (bf16 autocast measured {result['bf16_speedup']:.2f}x "
             f"the speed of fp32 on this {device.type} in {result['seconds']:.1f} s; cached in {path})",

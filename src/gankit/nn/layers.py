@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -397,25 +396,12 @@ def frequency_conv_enabled(quiet: bool = False) -> bool:
 
 
 def _cached_frequency_verdict(key: str, quiet: bool) -> bool:
-    from ..data.download import cache_dir
-    from ..io import write_json_atomic
+    from ..device import cached_measurement
 
-    path = cache_dir() / "frequency_conv.json"
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    entry = cache.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("use"), bool):
-        return entry["use"]
-    entry = calibrate_frequency_conv()
-    cache[key] = entry
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, cache)
-    except OSError:
-        pass  # a read-only cache only costs the measurement next time
-    if not quiet:
+    entry, path = cached_measurement(
+        "frequency_conv.json", key, lambda e: isinstance(e.get("use"), bool), calibrate_frequency_conv
+    )
+    if path is not None and not quiet:
         print(
             f"frequency-domain convolutions: {'on' if entry['use'] else 'off'} (measured "
             f"{entry['speedup']:.2f}x the speed of the direct kernel on this cpu "
