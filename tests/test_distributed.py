@@ -137,3 +137,34 @@ def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(tmp_path, 
     for pool in ("pool_a", "pool_b"):  # one pool for both processes: same draws, same images
         assert torch.equal(one["extra"][pool]["rng"], two["extra"][pool]["rng"])
         assert torch.allclose(one["extra"][pool]["images"], two["extra"][pool]["images"], atol=1e-3)
+
+
+def test_process_0_alone_measures_whether_to_use_the_frequency_domain(tmp_path, idx_dir):
+    """Unforced, a 2-process CPU run measures the frequency-domain verdict once, in process 0, and the
+    other process takes its answer (as with the precision): one message, one cache entry."""
+    env = {k: v for k, v in os.environ.items() if k != "GANKIT_FREQUENCY_CONV"}
+    env.update(OMP_NUM_THREADS="1", GANKIT_AUTO_PRECISION="fp32", GANKIT_DATA=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = [
+        "-m",
+        "gankit",
+        "train",
+        "dcgan",
+        "--data",
+        "mnist",
+        "--data-dir",
+        str(idx_dir),
+        "--max-steps",
+        "1",
+    ]
+    r = subprocess.run(
+        [*cmd, *args, "--batch-size", "128", "--out", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (r.stdout + r.stderr).count("frequency-domain convolutions: ") == 1
+    verdicts = json.loads((tmp_path / "cache" / "frequency_conv.json").read_text())
+    assert len(verdicts) == 1 and isinstance(next(iter(verdicts.values()))["use"], bool)

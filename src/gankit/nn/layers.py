@@ -395,6 +395,14 @@ def frequency_conv_enabled(quiet: bool = False) -> bool:
     return _frequency_verdicts[key]
 
 
+def set_frequency_conv_verdict(use: bool) -> None:
+    """Take `use` as this machine's measured verdict in this process: a data-parallel run's process 0
+    measures (or reads) it alone and hands it to the others (`gankit.api`), as with the precision."""
+    from ..device import machine_key
+
+    _frequency_verdicts[machine_key(torch.device("cpu"))] = use
+
+
 def _cached_frequency_verdict(key: str, quiet: bool) -> bool:
     from ..device import cached_measurement
 
