@@ -144,26 +144,10 @@ def test_process_0_alone_measures_whether_to_use_the_frequency_domain(tmp_path, 
     other process takes its answer (as with the precision): one message, one cache entry."""
     env = {k: v for k, v in os.environ.items() if k != "GANKIT_FREQUENCY_CONV"}
     env.update(OMP_NUM_THREADS="1", GANKIT_AUTO_PRECISION="fp32", GANKIT_DATA=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = [
-        "-m",
-        "gankit",
-        "train",
-        "dcgan",
-        "--data",
-        "mnist",
-        "--data-dir",
-        str(idx_dir),
-        "--max-steps",
-        "1",
-    ]
-    r = subprocess.run(
-        [*cmd, *args, "--batch-size", "128", "--out", str(tmp_path / "run")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = "-m torch.distributed.run --standalone --nproc_per_node=2 -m gankit train dcgan --data mnist"
+    cmd = [sys.executable, *run.split(), "--data-dir", str(idx_dir), "--out", str(tmp_path / "run")]
+    cmd += "--max-steps 1 --batch-size 128".split()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (r.stdout + r.stderr).count("frequency-domain convolutions: ") == 1
     verdicts = json.loads((tmp_path / "cache" / "frequency_conv.json").read_text())
