@@ -9,6 +9,7 @@ chose (`TrainConfig.auto_precision`), so a resumed run keeps it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -110,8 +111,11 @@ def _cpuinfo(field: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows. Read once per
+    process: `machine_key` runs on every forward pass of a layer that may take the frequency-domain
+    path (`gankit.nn.layers.frequency_conv_enabled`)."""
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
