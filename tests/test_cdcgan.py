@@ -82,8 +82,9 @@ def test_generated_images_follow_the_requested_class(run):
     # Learned in 120 steps, judged as benchmarks/cdcgan_classes.py judges Fashion-MNIST (there: 75% of
     # the samples recognised; the judge gets 80.5% of real images): by the midpoint of the real classes'
     # brightness (200 and 40 of 255), at least two in three images show the class asked for. 256
-    # samples: at 32 one binomial sd is 8%, and a change of rounding in training (the frequency-domain
-    # convolution) moved seed 3's share to 0.656; at 256, 0.68-0.77 bright over seeds 0-3 either way.
+    # samples: at 32 one binomial sd is 8%, and a change of rounding in training (a first version of
+    # the frequency-domain convolution, which then ran at batch 32) moved seed 3's share to 0.656; at
+    # 256, 0.68-0.77 bright over seeds 0-3 either way.
     midpoint = (200 + 40) / 2 / 255
     assert (bright.mean((1, 2, 3)) > midpoint).float().mean() >= 2 / 3
     assert (dark.mean((1, 2, 3)) < midpoint).float().mean() >= 2 / 3

@@ -288,8 +288,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             x, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
         if _frequency_domain_pays(self, x, output_padding):
-            y = frequency_conv_transpose2d(x, self.weight, self.padding)
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+            return _add_bias(frequency_conv_transpose2d(x, self.weight, self.padding), self.bias)
         small = _small_map(self, x)
         if self.bias is None and not small:
             return super().forward(x, output_size)
@@ -341,10 +340,10 @@ def _frequency_sizes(h: int, w: int, k: int, pad: int) -> tuple[int, int, int]:
 
 def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_padding: list[int]) -> bool:
     """Whether `layer` (already on the CPU fast path) runs in the frequency domain: a stride-1,
-    undilated, square-kernel layer computing in fp32 (not under autocast: on AMX CPUs bf16
-    convolutions are several times faster than this fp32 arithmetic; on the AMD EPYC without AMX it
-    beat oneDNN's bf16 kernel for DCGAN's layer, 196-236 vs 269-289 ms, which an arithmetic rule
-    cannot tell apart) on a map of at most FREQUENCY_MAX_SIDE px a side,
+    undilated, square-kernel layer computing in fp32 (not under autocast: on the AMD EPYC without AMX
+    this fp32 path beat oneDNN's bf16 kernel for DCGAN's layer, 196-236 vs 269-289 ms, but the default
+    DCGAN step gained 4-12% for 35-43% more peak memory; benchmarks/README.md) on a map of at most
+    FREQUENCY_MAX_SIDE px a side,
     where the multiply-adds it needs per image and channel pair (4 per frequency, the map's and the
     output's transforms, the kernel's transforms shared by the batch) are under a quarter of the
     direct convolution's (map pixels x kernel taps), and the machine measured the path faster
@@ -380,7 +379,7 @@ def frequency_conv_enabled(quiet: bool = False) -> bool:
     `$GANKIT_FREQUENCY_CONV` 1 or 0 decides. Otherwise it is measured, once per machine (CPU model,
     threads, torch version: `gankit.device.machine_key`) the first time a layer qualifies, and cached
     in `<cache>/frequency_conv.json` beside the precision's measurement: DCGAN's 256 -> 128, 5x5 layer
-    at 7 px, batch 256, forward and backward, direct against frequency domain (about a second); the
+    at 7 px, batch 256, forward and backward, direct against frequency domain (2-3 s here); the
     frequency path is used when it is at least FREQUENCY_MIN_SPEEDUP times as fast. Runs on one
     machine, resumed or data-parallel, read the same verdict. The rule's factor was set on the AMD EPYC
     without AMX; this measurement is what keeps the path off a CPU where it would lose."""
