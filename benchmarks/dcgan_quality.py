@@ -6,8 +6,10 @@
 Each variant trains DCGAN on full Fashion-MNIST for the same number of steps from the same seed
 (batch 64, Adam 2e-4/0.5, generator EMA 0.999; only the named thing changes), then `gankit evaluate`
 scores it at one protocol (samples vs the 10,000 test images, standard Inception pool3). Variants:
-`fp32` and `bf16` (--precision), `torch-dropout` (fp32 with the discriminator's FastDropout replaced by
-torch.nn.functional.dropout in this process). `--curve-every N` adds --eval-every N to the first
+`fp32` and `bf16` (--precision; bf16 runs the generator's 7 px layer in the frequency domain where
+this machine measured it faster), `bf16-direct` (bf16 with that layer on oneDNN's direct kernel,
+GANKIT_FREQUENCY_CONV=0 in this process), `torch-dropout` (fp32 with the discriminator's FastDropout
+replaced by torch.nn.functional.dropout in this process). `--curve-every N` adds --eval-every N to the first
 variant: FID of 1,000 samples vs 1,000 training images along training (the README's curve). Variants
 may run in separate processes with the same --out; prints one JSON line per variant.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,11 +26,12 @@ import torch
 import torch.nn.functional as F
 
 import gankit
-from gankit.nn.layers import FastDropout
+from gankit.nn.layers import FREQUENCY_CONV_ENV, FastDropout
 
 VARIANTS = {
     "fp32": {"precision": "fp32"},
     "bf16": {"precision": "bf16"},
+    "bf16-direct": {"precision": "bf16"},
     "torch-dropout": {"precision": "fp32"},
 }
 
@@ -50,10 +54,12 @@ def main() -> None:
     ap.add_argument("--extractor", default=None, help="local TorchScript Inception (default: download)")
     ap.add_argument("--out", default="runs/dcgan-quality")
     args = ap.parse_args()
+    environ_frequency = os.environ.get(FREQUENCY_CONV_ENV, "auto")
     for i, name in enumerate(args.variants):
         run = Path(args.out) / name
         if name == "torch-dropout":
             use_torch_dropout()
+        os.environ[FREQUENCY_CONV_ENV] = "0" if name == "bf16-direct" else environ_frequency
         if not (run / "train_wall_s.txt").exists():
             t0 = time.perf_counter()
             summary = gankit.train(

@@ -151,4 +151,5 @@ def test_process_0_alone_measures_whether_to_use_the_frequency_domain(tmp_path, 
     assert r.returncode == 0, r.stderr[-3000:]
     assert (r.stdout + r.stderr).count("frequency-domain convolutions: ") == 1
     verdicts = json.loads((tmp_path / "cache" / "frequency_conv.json").read_text())
-    assert len(verdicts) == 1 and isinstance(next(iter(verdicts.values()))["use"], bool)
+    entry = next(iter(verdicts.values()))
+    assert len(verdicts) == 1 and all(isinstance(entry[d]["use"], bool) for d in ("fp32", "bf16"))

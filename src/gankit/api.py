@@ -51,10 +51,10 @@ def _agree_on_frequency_conv(device: torch.device) -> None:
     takes its answer: measuring in each would compete for the same cores and could disagree."""
     if device.type != "cpu" or distributed.world_size() < 2:
         return
-    from .nn.layers import frequency_conv_enabled, set_frequency_conv_verdict
+    from .nn.layers import frequency_conv_verdicts, set_frequency_conv_verdicts
 
-    set_frequency_conv_verdict(
-        distributed.from_main(frequency_conv_enabled() if distributed.is_main() else None)
+    set_frequency_conv_verdicts(
+        distributed.from_main(frequency_conv_verdicts() if distributed.is_main() else None)
     )
 
 

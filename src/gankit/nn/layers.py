@@ -120,6 +120,11 @@ def _cpu_fast_path(layer: nn.Module, x: torch.Tensor) -> bool:
     )
 
 
+def _cpu_compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a CPU layer computes `x` in: CPU autocast's (bf16) where it is on, else x's."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+
+
 def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """y + bias per channel, in place and in y's dtype (bf16 under autocast)."""
     return y if bias is None else y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
@@ -226,7 +231,7 @@ class NarrowConv2d(nn.Conv2d):
             or k % 2 == 0
         ):
             return super().forward(x)
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        dtype = _cpu_compute_dtype(x)
         x = x.to(dtype).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", enabled=False):
             y = _NarrowConv.apply(x, self.weight.to(dtype))
@@ -271,8 +276,8 @@ class Conv2d(nn.Conv2d):
 
 class ConvTranspose2d(nn.ConvTranspose2d):
     """nn.ConvTranspose2d whose bias, on CPU, is added after the convolution instead of inside it,
-    and which runs stride-1 layers with large kernels on small fp32 maps in the frequency domain
-    (`frequency_conv_transpose2d`, where `_frequency_domain_pays`).
+    and which runs stride-1 layers with large kernels on small maps in the frequency domain, in fp32
+    or under bf16 autocast (`frequency_conv_transpose2d`, where `_frequency_domain_pays`).
 
     With PyTorch 2.13 on CPU the bias gradient of a transposed convolution, computed inside
     `convolution_backward`, is slower than the convolution: SSGAN's 128 -> 128, 4x4, stride-2 layer at
@@ -288,7 +293,10 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             x, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
         if _frequency_domain_pays(self, x, output_padding):
-            return _add_bias(frequency_conv_transpose2d(x, self.weight, self.padding), self.bias)
+            dtype = _cpu_compute_dtype(x)
+            with torch.autocast("cpu", enabled=False):
+                y = frequency_conv_transpose2d(x.to(dtype), self.weight.to(dtype), self.padding)
+            return _add_bias(y, self.bias)
         small = _small_map(self, x)
         if self.bias is None and not small:
             return super().forward(x, output_size)
@@ -321,11 +329,18 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
 
 # "1" or "0" turns the frequency-domain path below on or off; unset (or "auto"), whether it runs is
-# measured once per machine (`frequency_conv_enabled`).
+# measured once per machine and compute dtype (`frequency_conv_enabled`).
 FREQUENCY_CONV_ENV = "GANKIT_FREQUENCY_CONV"
 # The frequency-domain layer must beat the direct kernel by this factor in the calibration to be used.
 FREQUENCY_MIN_SPEEDUP = 1.1
-_frequency_verdicts: dict[str, bool] = {}  # machine key -> measured verdict, for this process
+# The rule's factor per compute dtype: the path is taken where its multiply-adds are under 1/factor of
+# the direct convolution's. Set where DCGAN's 256 -> 128, 5x5 layer at 7 px crosses over on the 2-core
+# AMD EPYC without AMX (forward + backward, direct vs frequency): fp32 near batch 128 (generator: 200
+# vs 195 ms), bf16 near batch 24 (the layer: batch 16 11-14 vs 14-17 ms, 32 22-24 vs 18-19, 64 39-45
+# vs 24, 128 74-90 vs 39-44), where the fixed cost of the kernel's transforms is paid back sooner.
+FREQUENCY_FACTORS = {torch.float32: 4.0, torch.bfloat16: 2.0}
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+_frequency_verdicts: dict[str, dict[str, bool]] = {}  # machine key -> measured verdicts, this process
 # Largest map side it runs on: its transforms are dense matrices of (map pixels x frequencies).
 FREQUENCY_MAX_SIDE = 16
 
@@ -340,19 +355,17 @@ def _frequency_sizes(h: int, w: int, k: int, pad: int) -> tuple[int, int, int]:
 
 def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_padding: list[int]) -> bool:
     """Whether `layer` (already on the CPU fast path) runs in the frequency domain: a stride-1,
-    undilated, square-kernel layer computing in fp32 (not under autocast: on the AMD EPYC without AMX
-    this fp32 path beat oneDNN's bf16 kernel for DCGAN's layer, 196-236 vs 269-289 ms, but the default
-    DCGAN step gained 4-12% for 35-43% more peak memory; benchmarks/README.md) on a map of at most
-    FREQUENCY_MAX_SIDE px a side,
-    where the multiply-adds it needs per image and channel pair (4 per frequency, the map's and the
-    output's transforms, the kernel's transforms shared by the batch) are under a quarter of the
-    direct convolution's (map pixels x kernel taps), and the machine measured the path faster
-    (`frequency_conv_enabled`, once per machine). DCGAN's 256 -> 128, 5x5 layer at 7 px:
-    231 + 9,000 / batch against 1,225; the generator's forward and backward on the 2-core AMD EPYC,
-    direct vs frequency: batch 64 109 vs 119 ms, 128 200 vs 195, 256 436 vs 299, 512 926 vs 532,
-    hence the factor 4 (the crossover near batch 128)."""
+    undilated, square-kernel layer computing in fp32 or bf16 (under CPU autocast, or a bf16 input and
+    weight) on a map of at most FREQUENCY_MAX_SIDE px a side, where the multiply-adds it needs per image
+    and channel pair (4 per frequency, the map's and the output's transforms, the kernel's transforms
+    shared by the batch) are under 1/FREQUENCY_FACTORS[dtype] of the direct convolution's (map pixels
+    x kernel taps), and the machine measured the path faster in that dtype (`frequency_conv_enabled`,
+    once per machine). DCGAN's 256 -> 128, 5x5 layer at 7 px: 231 + 9,000 / batch against 1,225,
+    so fp32 (factor 4) from batch ~120 (the seed's 512, not cDCGAN's 64) and bf16 (factor 2) from
+    batch ~24 (the demo's 64)."""
     k = layer.kernel_size[0]
     n, (h, w) = x.shape[0], x.shape[-2:]
+    dtype = _cpu_compute_dtype(x)
     if (
         os.environ.get(FREQUENCY_CONV_ENV) == "0"
         or layer.stride != (1, 1)
@@ -362,92 +375,113 @@ def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_pa
         or layer.padding[0] >= k
         or tuple(output_padding) != (0, 0)
         or max(h, w) > FREQUENCY_MAX_SIDE
-        or x.dtype != torch.float32
-        or layer.weight.dtype != torch.float32
-        or torch.is_autocast_enabled("cpu")
+        or dtype not in FREQUENCY_FACTORS
+        or not (torch.is_autocast_enabled("cpu") or x.dtype == layer.weight.dtype == dtype)
     ):
         return False
     _, _, nf = _frequency_sizes(h, w, k, layer.padding[0])
     c_in, c_out = layer.in_channels, layer.out_channels
     frequency = 4 * nf + 2 * nf * h * w / c_out + 2 * nf * h * w / c_in + 8 * nf * k * k / n
-    return 4 * frequency < h * w * k * k and frequency_conv_enabled()
+    return FREQUENCY_FACTORS[dtype] * frequency < h * w * k * k and frequency_conv_enabled(dtype)
 
 
-def frequency_conv_enabled(quiet: bool = False) -> bool:
-    """Whether this machine runs the layers the rule picks in the frequency domain at all.
+def frequency_conv_enabled(dtype: torch.dtype = torch.float32, quiet: bool = False) -> bool:
+    """Whether this machine runs the layers the rule picks in the frequency domain when they compute
+    in `dtype` (fp32 or bf16).
 
-    `$GANKIT_FREQUENCY_CONV` 1 or 0 decides. Otherwise it is measured, once per machine (CPU model,
-    threads, torch version: `gankit.device.machine_key`) the first time a layer qualifies, and cached
-    in `<cache>/frequency_conv.json` beside the precision's measurement: DCGAN's 256 -> 128, 5x5 layer
-    at 7 px, batch 256, forward and backward, direct against frequency domain (2-3 s here); the
-    frequency path is used when it is at least FREQUENCY_MIN_SPEEDUP times as fast. Runs on one
-    machine, resumed or data-parallel, read the same verdict. The rule's factor was set on the AMD EPYC
-    without AMX; this measurement is what keeps the path off a CPU where it would lose."""
-    forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
-    if forced in ("0", "1"):
-        return forced == "1"
+    `$GANKIT_FREQUENCY_CONV` 1 or 0 decides for both. Otherwise it is measured, once per machine (CPU
+    model, threads, torch version: `gankit.device.machine_key`) the first time a layer qualifies, and
+    cached in `<cache>/frequency_conv.json` beside the precision's measurement (`calibrate_frequency_conv`,
+    2-3 s here); the frequency path is used in a dtype where it was at least FREQUENCY_MIN_SPEEDUP times
+    as fast. Runs on one machine, resumed or data-parallel, read the same verdicts. The rule's factors
+    were set on the AMD EPYC without AMX; this measurement is what keeps the path off a CPU where it
+    would lose (an AMX CPU's bf16 kernels, say)."""
+    return frequency_conv_verdicts(quiet)[_DTYPE_NAMES[dtype]]
+
+
+def frequency_conv_verdicts(quiet: bool = False) -> dict[str, bool]:
+    """This machine's verdicts, {"fp32": bool, "bf16": bool}: `$GANKIT_FREQUENCY_CONV`'s where it is 1
+    or 0, else measured or read from the cache once per process."""
     from ..device import machine_key
 
+    forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
+    if forced in ("0", "1"):
+        return dict.fromkeys(_DTYPE_NAMES.values(), forced == "1")
     key = machine_key(torch.device("cpu"))
     if key not in _frequency_verdicts:
-        _frequency_verdicts[key] = _cached_frequency_verdict(key, quiet)
+        _frequency_verdicts[key] = _cached_frequency_verdicts(key, quiet)
     return _frequency_verdicts[key]
 
 
-def set_frequency_conv_verdict(use: bool) -> None:
-    """Take `use` as this machine's measured verdict in this process: a data-parallel run's process 0
-    measures (or reads) it alone and hands it to the others (`gankit.api`), as with the precision."""
+def set_frequency_conv_verdicts(verdicts: dict[str, bool]) -> None:
+    """Take `verdicts` ({"fp32": bool, "bf16": bool}) as this machine's measured ones in this process: a
+    data-parallel run's process 0 measures (or reads) them alone and hands them to the others
+    (`gankit.api`), as with the precision."""
     from ..device import machine_key
 
-    _frequency_verdicts[machine_key(torch.device("cpu"))] = use
+    _frequency_verdicts[machine_key(torch.device("cpu"))] = dict(verdicts)
 
 
-def _cached_frequency_verdict(key: str, quiet: bool) -> bool:
+def _cached_frequency_verdicts(key: str, quiet: bool) -> dict[str, bool]:
     from ..device import cached_measurement
 
-    entry, path = cached_measurement(
-        "frequency_conv.json", key, lambda e: isinstance(e.get("use"), bool), calibrate_frequency_conv
-    )
+    def valid(entry: dict) -> bool:
+        return all(isinstance(entry.get(name, {}).get("use"), bool) for name in _DTYPE_NAMES.values())
+
+    entry, path = cached_measurement("frequency_conv.json", key, valid, calibrate_frequency_conv)
     if path is not None and not quiet:
+        parts = [
+            f"{name} {'on' if entry[name]['use'] else 'off'} ({entry[name]['speedup']:.2f}x)"
+            for name in _DTYPE_NAMES.values()
+        ]
         print(
-            f"frequency-domain convolutions: {'on' if entry['use'] else 'off'} (measured "
-            f"{entry['speedup']:.2f}x the speed of the direct kernel on this cpu "
-            f"in {entry['seconds']:.1f} s; cached in {path})",
+            f"frequency-domain convolutions: {', '.join(parts)} (measured against the direct kernel "
+            f"on this cpu in {entry['seconds']:.1f} s; cached in {path})",
             file=sys.stderr,
         )
-    return entry["use"]
+    return {name: entry[name]["use"] for name in _DTYPE_NAMES.values()}
 
 
 def calibrate_frequency_conv() -> dict:
-    """Time DCGAN's 256 -> 128, 5x5 layer at 7 px (batch 256, fp32, channels-last, forward and
-    backward) as the direct kernel and in the frequency domain, here; return the figures and the
-    verdict. Runs with gradients on and autocast off whatever the caller's modes (it may be called
-    from inside a forward pass), on tensors of its own generator (the caller's random streams stay)."""
+    """Time DCGAN's 256 -> 128, 5x5 layer at 7 px (channels-last, forward and backward) as the direct
+    kernel and in the frequency domain, here, in fp32 at batch 256 and under bf16 autocast at batch 64
+    (the demo's); return the figures and a verdict per dtype. Runs with gradients on whatever the
+    caller's modes (it may be called from inside a forward pass), on tensors of its own generator (the
+    caller's random streams stay)."""
     from ..device import _time
 
     start = time.perf_counter()
-    cl, g = torch.channels_last, torch.Generator().manual_seed(0)
+    cl, g, cpu = torch.channels_last, torch.Generator().manual_seed(0), torch.device("cpu")
+    entry = {}
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
-        x = torch.randn(256, 256, 7, 7, generator=g).contiguous(memory_format=cl).requires_grad_()
         w = (0.02 * torch.randn(256, 128, 5, 5, generator=g)).contiguous(memory_format=cl).requires_grad_()
-        gy = torch.randn(256, 128, 7, 7, generator=g).contiguous(memory_format=cl)
-        cpu = torch.device("cpu")
-        direct = _time(lambda: torch.autograd.grad(F.conv_transpose2d(x, w, None, 1, 2), [x, w], gy), cpu)
-        freq = _time(lambda: torch.autograd.grad(frequency_conv_transpose2d(x, w, (2, 2)), [x, w], gy), cpu)
-    speedup = direct / freq
-    return {
-        "use": speedup >= FREQUENCY_MIN_SPEEDUP,
-        "speedup": round(speedup, 3),
-        "direct_ms": round(1000 * direct, 2),
-        "frequency_ms": round(1000 * freq, 2),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+        for dtype, batch in ((torch.float32, 256), (torch.bfloat16, 64)):
+            x = torch.randn(batch, 256, 7, 7, generator=g).to(dtype).contiguous(memory_format=cl)
+            gy = torch.randn(batch, 128, 7, 7, generator=g).to(dtype).contiguous(memory_format=cl)
+            x.requires_grad_()
+
+            def step(conv, x=x, gy=gy, dtype=dtype):  # the weight cast each time, as autocast does
+                return lambda: torch.autograd.grad(conv(x, w.to(dtype)), [x, w], gy)
+
+            direct = _time(step(lambda x, wd: F.conv_transpose2d(x, wd, None, 1, 2)), cpu)
+            freq = _time(step(lambda x, wd: frequency_conv_transpose2d(x, wd, (2, 2))), cpu)
+            entry[_DTYPE_NAMES[dtype]] = {
+                "use": direct / freq >= FREQUENCY_MIN_SPEEDUP,
+                "speedup": round(direct / freq, 3),
+                "batch": batch,
+                "direct_ms": round(1000 * direct, 2),
+                "frequency_ms": round(1000 * freq, 2),
+            }
+    entry["seconds"] = round(time.perf_counter() - start, 2)
+    return entry
 
 
 @functools.lru_cache(maxsize=32)
-def _dft_matrices(h: int, w: int, k: int, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _dft_matrices(
+    h: int, w: int, k: int, pad: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real matrices of the transforms of `frequency_conv_transpose2d`, computed in float64 and stored
-    in fp32: `din` (2F, h*w) maps a map to its rfft2 on the (P, Q) grid (rows: frequency, then real
+    in `dtype`: `din` (2F, h*w) maps a map to its rfft2 on the (P, Q) grid (rows: frequency, then real
     and imaginary part); `dk` (4F, k*k) maps a kernel to the 2 x 2 real blocks [[Re, Im], [-Im, Re]]
     of its spectrum, so that a row vector [Re x, Im x] times the block is [Re xw, Im xw]; `dout`
     (h_out*w_out, 2F) is irfft2 followed by the crop to the layer's output."""
@@ -463,9 +497,9 @@ def _dft_matrices(h: int, w: int, k: int, pad: int) -> tuple[torch.Tensor, torch
         :, pad : pad + h_out, pad : pad + w_out
     ]
     return (
-        din.reshape(h * w, 2 * nf).t().float().contiguous(),
-        dk.reshape(k * k, 4 * nf).t().float().contiguous(),
-        out.reshape(2 * nf, h_out * w_out).t().float().contiguous(),
+        din.reshape(h * w, 2 * nf).t().to(dtype).contiguous(),
+        dk.reshape(k * k, 4 * nf).t().to(dtype).contiguous(),
+        out.reshape(2 * nf, h_out * w_out).t().to(dtype).contiguous(),
     )
 
 
@@ -512,19 +546,22 @@ class _FrequencyProduct(torch.autograd.Function):
 def frequency_conv_transpose2d(
     x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]
 ) -> torch.Tensor:
-    """`F.conv_transpose2d(x, weight, None, 1, padding)` for a fp32 CPU map of at most 16 px a side,
-    computed in the frequency domain: a circular convolution on a grid just large enough that the
-    kept output does not wrap, with the DFTs as small dense matrices (`_dft_matrices`) and, per
-    frequency, one real GEMM for the complex channel mixing (`_FrequencyProduct`).
+    """`F.conv_transpose2d(x, weight, None, 1, padding)` for a CPU map of at most 16 px a side, x and
+    weight both fp32 or both bf16, computed in the frequency domain: a circular convolution on a grid
+    just large enough that the kept output does not wrap, with the DFTs as small dense matrices
+    (`_dft_matrices`, in x's dtype) and, per frequency, one real GEMM for the complex channel mixing
+    (`_FrequencyProduct`). In bf16 every GEMM reads bf16 and accumulates in fp32, as the direct bf16
+    kernel does; the spectra and the kernel's blocks are rounded to bf16 once each.
 
     For DCGAN's 256 -> 128, 5x5 layer at 7 px that is 45 frequencies instead of 49 x 25
     pixel-taps: ~5x fewer multiply-adds. Forward and backward at batch 512 on the 2-core AMD EPYC
-    (channels-last layer): 219-235 ms against oneDNN's 483-489 (its bf16 kernel: 264-269); equal to
-    the direct convolution to fp32 rounding (max error ~4e-6 of the largest value). Returns a
-    channels-last tensor."""
+    (channels-last layer): fp32 219-235 ms against oneDNN's 483-489; bf16 106-107 against oneDNN's
+    bf16 kernel's 272-284. fp32 equals the direct convolution to rounding (max error ~4e-6 of the
+    largest value); bf16 is off by ~4e-3 of the output's norm (the direct bf16 kernel: ~3e-3).
+    Returns a channels-last tensor."""
     n, c, h, w = x.shape
     c_out, k, pad = weight.shape[1], weight.shape[-1], padding[0]
-    din, dk, dout = _dft_matrices(h, w, k, pad)
+    din, dk, dout = _dft_matrices(h, w, k, pad, x.dtype)
     pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of a channels-last x
     y = _FrequencyProduct.apply(pixels, weight, din, dk, dout)
     h_out, w_out = h + k - 1 - 2 * pad, w + k - 1 - 2 * pad
