@@ -26,7 +26,7 @@ class SeedGenerator(nn.Module):
         self.fc = nn.Linear(latent_dim, self.base * self.base * 256, bias=False)
         self.bn0 = keras_bn(256)
         # padding=2, output_padding=1 reproduces TF's 'same' output size for 5x5 stride-2 kernels.
-        self.up1 = ConvTranspose2d(256, 128, 5, 1, 2, bias=False)  # frequency domain in fp32 on CPU
+        self.up1 = ConvTranspose2d(256, 128, 5, 1, 2, bias=False)  # frequency domain on CPU (fp32 and bf16)
         self.bn1 = keras_bn(128)
         self.up2 = nn.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1, bias=False)
         self.bn2 = keras_bn(64)
