@@ -1,0 +1,88 @@
+"""One CPU code path on and off, alternating every few training steps in one process.
+
+    python benchmarks/bench_interleaved.py --recipe dcgan --batch-size 64 --toggle frequency-conv
+
+For effects of a few percent on a shared VM whose speed drifts by more than that between processes
+(bench_train.py runs each configuration in its own process): the recipe's real `train_step` on the
+in-memory loader, in blocks of `--block` steps, the path switched between blocks (`--blocks` each way,
+after a warm-up of both), reporting the median ms per step of each. Toggles:
+
+- `frequency-conv`: the frequency-domain transposed convolution (GANKIT_FREQUENCY_CONV 1 / 0).
+
+A new CPU path gets its toggle here (a function of the recipe and on/off) to be measured this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from gankit.nn import layers
+
+
+def frequency_conv(recipe, on: bool) -> None:
+    os.environ[layers.FREQUENCY_CONV_ENV] = "1" if on else "0"
+
+
+TOGGLES = {"frequency-conv": frequency_conv}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="dcgan", choices=["dcgan", "ssgan"])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--toggle", required=True, choices=sorted(TOGGLES))
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--blocks", type=int, default=8)
+    args = ap.parse_args()
+    from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
+    from gankit.device import keep_freed_host_memory
+    from gankit.recipes import get_recipe
+
+    keep_freed_host_memory()
+    torch.manual_seed(0)
+    cls = get_recipe(args.recipe)
+    cfg = cls.Config(precision=args.precision, batch_size=args.batch_size, device="cpu")
+    cfg.image_size, cfg.channels = 28, 1
+    if args.recipe == "ssgan":
+        cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
+    r = cls(cfg, torch.device("cpu"))
+    images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8)
+    if args.recipe == "ssgan":
+        labels = torch.randint(0, 10, (1000,))
+        batches = SemiSupervisedBatches(images[:1000], labels, images, args.batch_size // 2, 0, r.device)
+    else:
+        batches = InMemoryBatches(images, args.batch_size, 0, r.device)
+
+    def stream():
+        epoch = 0
+        while True:
+            yield from batches.epoch(epoch)
+            epoch += 1
+
+    feed, toggle, times = stream(), TOGGLES[args.toggle], {True: [], False: []}
+    for i in range(2 * args.blocks + 2):
+        on = i % 2 == 0
+        toggle(r, on)
+        t0 = time.perf_counter()
+        for _ in range(args.block):
+            out = r.train_step(next(feed))
+        torch.stack(list(out.values())).tolist()
+        if i >= 2:  # the first block of each: warm-up
+            times[on].append(1000 * (time.perf_counter() - t0) / args.block)
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(
+        f"{args.recipe} batch {args.batch_size} {args.precision}, {args.toggle}: on {on:.1f} ms/step "
+        f"(blocks {min(times[True]):.1f}-{max(times[True]):.1f}), off {off:.1f} "
+        f"({min(times[False]):.1f}-{max(times[False]):.1f}); off/on {off / on:.3f}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
+if __name__ == "__main__":
+    main()
