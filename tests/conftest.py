@@ -19,9 +19,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `long` first (in their order): pytest-xdist hands tests out in collection order, and
-    a 3-minute test handed out last kept one worker busy alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """Tests marked `long(seconds)` first, longest first: pytest-xdist hands tests out in collection
+    order, and a 3-minute test handed out last kept one worker busy alone at the end."""
+
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("long")
+        return mark.args[0] if mark else 0.0
+
+    items.sort(key=lambda item: -seconds(item))
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:

@@ -51,7 +51,7 @@ def make_domains(root, n_a=6, n_b=5, size=72, seed=0):
     return root
 
 
-@pytest.mark.long
+@pytest.mark.long(42)
 @pytest.mark.slow
 def test_train_resume_translate_and_evaluate(tmp_path):
     root = make_domains(tmp_path / "d")

@@ -80,7 +80,7 @@ def test_kid_is_unbiased_and_precision_recall_behave():
     assert 0.6 < p <= 1 and 0.6 < r <= 1
 
 
-@pytest.mark.long
+@pytest.mark.long(40)
 @needs_inception
 def test_fid_of_a_set_with_itself_is_zero_and_rises_with_noise(inception):
     x = toy_uint8(24)

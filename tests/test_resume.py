@@ -64,7 +64,7 @@ def wait_for_checkpoint(proc, run, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.long
+@pytest.mark.long(40)
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(idx_dir, tmp_path):
     ref = tmp_path / "ref"

@@ -84,7 +84,7 @@ def test_labels_file_checks(tmp_path):
             read_indices(tmp_path / "bad.json", 5, labels)
 
 
-@pytest.mark.long
+@pytest.mark.long(191)
 def test_short_run_beats_chance_by_far_and_its_supervised_control(tmp_path):
     """625 steps on the embedded Fashion-MNIST subset with 100 labels, at the seed's settings (Adam 2e-4,
     no shifts, constant LR): test accuracy over 500 real test images far above chance (10%), and above
@@ -196,7 +196,7 @@ def test_labelled_folder_train_classify_and_errors(tmp_path, capsys):
     assert "nothing: no such file or folder" in capsys.readouterr().err
 
 
-@pytest.mark.long
+@pytest.mark.long(56)
 def test_ssgan_demo_runs_offline(tmp_path, capsys):
     assert (
         main(["demo", "--recipe", "ssgan", "--epochs", "2", "--out", str(tmp_path / "demo"), "--json"]) == 0

@@ -39,7 +39,7 @@ def test_run_directory_contents(idx_dir, tmp_path):
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000016.safetensors"]
 
 
-@pytest.mark.long
+@pytest.mark.long(52)
 def test_generator_learns_the_toy_distribution(idx_dir, tmp_path):
     """Toy data: bright squares in one of four quadrants. Before training, samples are grey noise;
     after 240 steps they must be far darker, with a bright square (87% of real pixels are < 0.1)."""
