@@ -28,7 +28,7 @@ from gankit.engine import trainer as trainer_module
 from gankit.engine.checkpoint import load_checkpoint, save_checkpoint
 from gankit.engine.schedules import constant_then_linear
 from gankit.errors import GankitError
-from gankit.recipes import RECIPES, register
+from gankit.recipes import RECIPES, get_recipe, register
 from gankit.recipes.base import CAPABILITIES, DATA_FORMATS, Recipe
 from gankit.recipes.common import gan_loss, update_ema
 
@@ -298,6 +298,33 @@ def test_kill_and_resume_equals_uninterrupted(recipe, tmp_path, idx_dir, monkeyp
     assert name_a == name_b == f"step-{total:08d}.safetensors"
     assert_same_state(a, b)
     assert lr_trace(tmp_path / "ref") == lr_trace(tmp_path / "killed")
+
+
+@pytest.mark.parametrize("precision,batch", [("fp32", 128), ("bf16", 32)])
+def test_kill_and_resume_equals_uninterrupted_on_the_frequency_path(
+    precision, batch, tmp_path, idx_dir, monkeypatch, one_thread
+):
+    """DCGAN with its generator's 7 px layer in the frequency domain (the rule takes it from batch ~120
+    in fp32 and ~24 in bf16), killed between two checkpoints and resumed: the same final state, bit for
+    bit, as the uninterrupted run."""
+    import gankit.nn.layers as layers
+
+    calls = []
+    original = layers.frequency_conv_transpose2d
+    monkeypatch.setattr(layers, "frequency_conv_transpose2d", lambda *a: calls.append(1) or original(*a))
+    opts = dict(precision=precision, batch_size=batch, epochs=2, checkpoint_every=2)
+    opts = options(get_recipe("dcgan"), tmp_path, idx_dir, **opts)
+    gankit.train("dcgan", progress=False, out=str(tmp_path / "ref"), **opts)
+    assert calls  # the path ran
+    total = last_metrics(tmp_path / "ref")["step"]
+    with monkeypatch.context() as m:
+        kill_at(m, 3)
+        with pytest.raises(Killed):
+            gankit.train("dcgan", progress=False, out=str(tmp_path / "killed"), **opts)
+    gankit.resume(tmp_path / "killed", progress=False)
+    (name_a, a), (name_b, b) = weights(tmp_path / "ref"), weights(tmp_path / "killed")
+    assert name_a == name_b == f"step-{total:08d}.safetensors" and total > 3
+    assert_same_state(a, b)
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)
