@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from bench_train import image_recipe
 
 from gankit.nn import layers
 
@@ -40,7 +41,6 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=8)
     args = ap.parse_args()
-    from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
     from gankit.device import keep_freed_host_memory
     from gankit.recipes import get_recipe
 
@@ -48,21 +48,12 @@ def main() -> None:
     torch.manual_seed(0)
     cls = get_recipe(args.recipe)
     cfg = cls.Config(precision=args.precision, batch_size=args.batch_size, device="cpu")
-    cfg.image_size, cfg.channels = 28, 1
-    if args.recipe == "ssgan":
-        cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
-    r = cls(cfg, torch.device("cpu"))
-    images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8)
-    if args.recipe == "ssgan":
-        labels = torch.randint(0, 10, (1000,))
-        batches = SemiSupervisedBatches(images[:1000], labels, images, args.batch_size // 2, 0, r.device)
-    else:
-        batches = InMemoryBatches(images, args.batch_size, 0, r.device)
+    r = image_recipe(args.recipe, cls, cfg, torch.device("cpu"), 4096)
 
     def stream():
         epoch = 0
         while True:
-            yield from batches.epoch(epoch)
+            yield from r.batches.epoch(epoch)
             epoch += 1
 
     feed, toggle, times = stream(), TOGGLES[args.toggle], {True: [], False: []}

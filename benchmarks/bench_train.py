@@ -50,7 +50,6 @@ def measure(
     """Images/s of `steps` training steps after `warmup`; `around`: a context manager entered for the
     timed steps only (run_all.py profiles them with it); `compile_mode`: the networks the step calls
     are wrapped in torch.compile(mode=compile_mode) first (compilation happens in the warm-up)."""
-    from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
     from gankit.device import keep_freed_host_memory, pick_device
     from gankit.recipes import get_recipe
 
@@ -63,17 +62,7 @@ def measure(
     apply_sets(cfg, sets)
     if recipe in ("pix2pix", "cyclegan"):
         return measure_translation(cls, cfg, dev, steps, warmup, loader, around, compile_mode)
-    cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
-    if recipe == "ssgan":
-        cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
-    r = compiled(cls(cfg, dev), compile_mode)
-    n = max(batch_size * (steps + warmup), 4096)
-    images = torch.randint(0, 256, (n, cfg.channels, cfg.image_size, cfg.image_size), dtype=torch.uint8)
-    if recipe == "ssgan":
-        labels = torch.randint(0, 10, (1000,))
-        r.batches = SemiSupervisedBatches(images[:1000], labels, images, batch_size // 2, 0, dev)
-    else:
-        r.batches = InMemoryBatches(images, batch_size, 0, dev)
+    r = image_recipe(recipe, cls, cfg, dev, max(batch_size * (steps + warmup), 4096), compile_mode)
     if loader == "synthetic":
         fixed = next(r.batches.epoch(0))
         batches = iter(lambda: fixed, None)
@@ -81,6 +70,26 @@ def measure(
         batches = r.batches.epoch(0)
     dt = time_steps(lambda _: r.train_step(next(batches)), warmup, steps, dev, around)
     return _result(cfg, dev, loader, batch_size, steps, dt, None, compile_mode=compile_mode)
+
+
+def image_recipe(name: str, cls, cfg, dev: torch.device, n_images: int, compile_mode: str | None = None):
+    """An image-generation recipe (dcgan, cdcgan, ssgan; 28 px, 1 channel unless `cfg` says otherwise)
+    built as `gankit train` builds it, with `batches` the in-memory loader over `n_images` random uint8
+    images (SSGAN: the first 1,000 labelled)."""
+    from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
+
+    cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
+    if name == "ssgan":
+        cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
+    r = compiled(cls(cfg, dev), compile_mode)
+    shape = (n_images, cfg.channels, cfg.image_size, cfg.image_size)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    if name == "ssgan":
+        labels = torch.randint(0, 10, (1000,))
+        r.batches = SemiSupervisedBatches(images[:1000], labels, images, cfg.batch_size // 2, 0, dev)
+    else:
+        r.batches = InMemoryBatches(images, cfg.batch_size, 0, dev)
+    return r
 
 
 def compiled(r, mode: str | None):
