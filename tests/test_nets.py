@@ -390,7 +390,8 @@ def test_frequency_domain_path_is_measured_once_per_machine_and_cached(monkeypat
     assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)  # the cache is obeyed
     with torch.autocast("cpu", torch.bfloat16):
         assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # per dtype
-    monkeypatch.setattr(layers, "_frequency_verdicts", {})  # an entry of an older version: measured again
-    (cache_dir() / "frequency_conv.json").write_text(json.dumps({key: {"use": use}}))
     monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda: {**verdicts, "seconds": 0.0})
-    assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)
+    for stale in ({"use": use}, {"fp32": True, "bf16": None}):  # an older version's entry, a damaged one
+        monkeypatch.setattr(layers, "_frequency_verdicts", {})  # measured again
+        (cache_dir() / "frequency_conv.json").write_text(json.dumps({key: stale}))
+        assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)

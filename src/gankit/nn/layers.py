@@ -425,8 +425,9 @@ def set_frequency_conv_verdicts(verdicts: dict[str, bool]) -> None:
 def _cached_frequency_verdicts(key: str, quiet: bool) -> dict[str, bool]:
     from ..device import cached_measurement
 
-    def valid(entry: dict) -> bool:
-        return all(isinstance(entry.get(name, {}).get("use"), bool) for name in _DTYPE_NAMES.values())
+    def valid(entry: dict) -> bool:  # a damaged or older entry is measured again, not trusted
+        parts = [entry.get(name) for name in _DTYPE_NAMES.values()]
+        return all(isinstance(part, dict) and isinstance(part.get("use"), bool) for part in parts)
 
     entry, path = cached_measurement("frequency_conv.json", key, valid, calibrate_frequency_conv)
     if path is not None and not quiet:
