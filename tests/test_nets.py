@@ -152,18 +152,19 @@ def test_instance_norm_equals_torchs_in_float64_and_stays_channels_last(batch):
     assert torch.allclose(ours.bias.grad.double(), ref.bias.grad, atol=1e-4)
 
 
-@pytest.mark.parametrize("out_channels", [1, 3])
+@pytest.mark.parametrize("out_channels,kernel", [(1, 7), (3, 7), (3, 3)])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_narrow_conv_equals_conv2d(out_channels, precision):
-    """NarrowConv2d (GEMM + col2im on CPU) computes what nn.Conv2d computes, gradients included."""
+def test_narrow_conv_equals_conv2d(out_channels, kernel, precision):
+    """NarrowConv2d (GEMM + col2im on CPU) computes what nn.Conv2d computes, gradients included
+    (a map that is not square, so that rows and columns cannot be swapped unseen)."""
     from gankit.nn.layers import NarrowConv2d
 
     torch.manual_seed(0)
-    ref = torch.nn.Conv2d(16, out_channels, 7, 1, 3)
-    fast = NarrowConv2d(16, out_channels, 7, 1, 3)
+    ref = torch.nn.Conv2d(16, out_channels, kernel, 1, kernel // 2)
+    fast = NarrowConv2d(16, out_channels, kernel, 1, kernel // 2)
     fast.load_state_dict(ref.state_dict())
-    x = torch.randn(3, 16, 12, 12).contiguous(memory_format=torch.channels_last)
-    g = torch.randn(3, out_channels, 12, 12)
+    x = torch.randn(3, 16, 12, 9).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, out_channels, 12, 9)
     outs = []
     for net in (ref, fast):
         xi = x.clone().requires_grad_()

@@ -169,6 +169,27 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         return y
 
 
+def _narrow_taps(weight: torch.Tensor) -> torch.Tensor:
+    """(out*k*k, C): row (o, e) holds weight[o, :, k-1-e], the flipped kernel tap e of output o."""
+    out, c, k = weight.shape[0], weight.shape[1], weight.shape[-1]
+    return weight.flip(2, 3).reshape(out, c, k * k).transpose(1, 2).reshape(out * k * k, c)
+
+
+def _scatter_taps(cols: torch.Tensor, h: int, w: int, k: int) -> torch.Tensor:
+    """col2im of (N, out*k*k, H*W) tap maps, stride 1, 'same' padding, summed in fp32: tap (i, j) of
+    pixel p lands on p + (i, j) - k//2. Separable: k shifted adds along x, then k along y; 4-6x faster
+    than torch's col2im (`F.fold`) plus the transposing copy it needs, on the AMD EPYC."""
+    n, pad = cols.shape[0], k // 2
+    taps = cols.view(n, -1, k, k, h, w)
+    rows = cols.new_zeros((n, taps.shape[1], k, h, w + 2 * pad), dtype=torch.float32)
+    for j in range(k):
+        rows[..., j : j + w] += taps[:, :, :, j]
+    y = cols.new_zeros((n, taps.shape[1], h + 2 * pad, w + 2 * pad), dtype=torch.float32)
+    for i in range(k):
+        y[:, :, i : i + h] += rows[:, :, i]
+    return y[:, :, pad : pad + h, pad : pad + w]
+
+
 class _NarrowConv(torch.autograd.Function):
     """y = conv2d(x, weight), stride 1, 'same' padding, for a channels-last CPU `x` and few output
     channels, with each of its three products done the fastest way measured (NarrowConv2d)."""
@@ -176,16 +197,11 @@ class _NarrowConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        k = weight.shape[-1]
-        # fold adds patch (o, i, j) of pixel p at p + (i, j) - pad: a transposed convolution, so the
-        # kernel is flipped to give the correlation Conv2d computes
-        wf = weight.flip(2, 3).permute(1, 0, 2, 3).reshape(c, -1)  # (C, out*k*k)
-        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view of channels-last x
-        cols = (pixels @ wf).view(n, h * w, -1)
-        # col2im in fp32 (torch's bf16 col2im is twice as slow), the transpose and the cast one copy
-        cols32 = torch.empty(n, cols.shape[2], h * w, dtype=torch.float32).copy_(cols.transpose(1, 2))
+        # per image (out*k*k, C) @ (C, H*W): x.reshape is a view of channels-last x, and the tap maps
+        # come out tap-major, as the shifted adds read them
+        cols = torch.matmul(_narrow_taps(weight), x.reshape(n, c, h * w))
         ctx.save_for_backward(x, weight)
-        return F.fold(cols32, (h, w), k, padding=k // 2).to(x.dtype)
+        return _scatter_taps(cols, h, w, weight.shape[-1]).to(x.dtype).contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -194,18 +210,21 @@ class _NarrowConv(torch.autograd.Function):
         n, c, h, w = x.shape
         out, k = weight.shape[0], weight.shape[-1]
         gy = gy.to(x.dtype)
-        gx = gw = None
-        if ctx.needs_input_grad[0]:  # oneDNN's backward-data kernel is fast here (its forward is not)
+        if not ctx.needs_input_grad[1]:  # oneDNN's backward-data kernel alone is as fast as the GEMM
             gx = torch.ops.aten.convolution_backward(
                 gy, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, False, False]
             )[0]
-        if ctx.needs_input_grad[1]:  # per image (out*k*k, H*W) @ (H*W, C), summed over the batch
-            # im2col of the output gradient as a convolution with one-hot kernels (exact: one non-zero
-            # product per output), twice as fast as torch's im2col on CPU
-            pick = torch.eye(out * k * k, dtype=gy.dtype).view(out * k * k, out, k, k)
-            gcols = F.conv2d(gy, pick, padding=k // 2).reshape(n, out * k * k, h * w)
-            gwf = torch.bmm(gcols, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).sum(0, dtype=torch.float32)
-            gw = gwf.view(out, k, k, c).permute(0, 3, 1, 2).flip(2, 3).to(weight.dtype)
+            return gx, None
+        # im2col of the output gradient as a convolution with one-hot kernels (exact: one non-zero
+        # product per output), twice as fast as torch's im2col on CPU; both gradients are GEMMs on it
+        pick = torch.eye(out * k * k, dtype=gy.dtype).view(out * k * k, out, k, k)
+        gcols = F.conv2d(gy, pick, padding=k // 2).reshape(n, out * k * k, h * w)
+        gx = None
+        if ctx.needs_input_grad[0]:  # per image (H*W, out*k*k) @ (out*k*k, C), channels-last
+            gx = torch.matmul(gcols.transpose(1, 2), _narrow_taps(weight)).view(n, h, w, c).permute(0, 3, 1, 2)
+        # per image (out*k*k, H*W) @ (H*W, C), summed over the batch
+        gwf = torch.bmm(gcols, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).sum(0, dtype=torch.float32)
+        gw = gwf.view(out, k, k, c).permute(0, 3, 1, 2).flip(2, 3).to(weight.dtype)
         return gx, gw
 
 
