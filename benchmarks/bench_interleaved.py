@@ -8,6 +8,8 @@ in-memory loader, in blocks of `--block` steps, the path switched between blocks
 after a warm-up of both), reporting the median ms per step of each. Toggles:
 
 - `frequency-conv`: the frequency-domain transposed convolution (GANKIT_FREQUENCY_CONV 1 / 0).
+- `narrow-conv`: every `NarrowConv2d` of the recipe (SSGAN's output layer) against the stock
+  `nn.Conv2d` it subclasses (same parameters).
 
 A new CPU path gets its toggle here (a function of the recipe and on/off) to be measured this way.
 """
@@ -29,7 +31,17 @@ def frequency_conv(recipe, on: bool) -> None:
     os.environ[layers.FREQUENCY_CONV_ENV] = "1" if on else "0"
 
 
-TOGGLES = {"frequency-conv": frequency_conv}
+def narrow_conv(recipe, on: bool) -> None:
+    if not hasattr(recipe, "narrow_layers"):  # found once, before any is switched
+        nets = recipe.modules.values()
+        recipe.narrow_layers = [m for net in nets for m in net.modules() if isinstance(m, layers.NarrowConv2d)]
+    if not recipe.narrow_layers:
+        raise SystemExit(f"{type(recipe).__name__} has no NarrowConv2d layer")
+    for m in recipe.narrow_layers:
+        m.__class__ = layers.NarrowConv2d if on else torch.nn.Conv2d
+
+
+TOGGLES = {"frequency-conv": frequency_conv, "narrow-conv": narrow_conv}
 
 
 def main() -> None:

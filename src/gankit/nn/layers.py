@@ -230,14 +230,14 @@ class _NarrowConv(torch.autograd.Function):
 
 class NarrowConv2d(nn.Conv2d):
     """A stride-1, 'same'-padded Conv2d with few output channels (an image-producing last layer), run
-    on CPU by an autograd function that picks each product's fastest form: forward as one GEMM over
-    channels-last pixels then col2im (`F.fold`, in fp32), the input gradient by oneDNN's
-    backward-data kernel, the weight gradient as per-image GEMMs against im2col of the output
-    gradient. oneDNN is poor at 1-3 output channels in the other two: SSGAN's 128 -> 1, 7x7 layer at
-    28 px, batch 100, under bf16 autocast on the 2-core AMD EPYC took 15.5 ms forward and 17.2 ms for
-    the weight gradient with oneDNN (2.5 ms for the input gradient); forward + backward: stock layer
-    35-36 ms, GEMM + col2im all through autograd 16 ms, this layer 13 ms (same weights, same result
-    to rounding). Elsewhere (CUDA, MPS) the stock convolution runs."""
+    on CPU by an autograd function that does each of its three products as GEMMs: forward as one GEMM
+    over channels-last pixels giving tap-major maps, summed into the output by separable shifted adds
+    (`_scatter_taps`, in fp32); both gradients as GEMMs against im2col of the output gradient (oneDNN's
+    backward-data kernel when the weight needs no gradient). oneDNN is poor at 1-3 output channels:
+    SSGAN's 128 -> 1, 7x7 layer at 28 px, batch 100, forward + both gradients on the 2-core AMD EPYC
+    (AVX512-BF16, no AMX): stock layer 92-93 ms in bf16, 150-159 in fp32; this layer 29-30 / 43-46
+    (with col2im by `F.fold` and oneDNN's input gradient, as before 2026-12-02: 36-38 / 51-58). Same
+    weights, same result to rounding. Elsewhere (CUDA, MPS) the stock convolution runs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size[0]
