@@ -33,8 +33,8 @@ def frequency_conv(recipe, on: bool) -> None:
 
 def narrow_conv(recipe, on: bool) -> None:
     if not hasattr(recipe, "narrow_layers"):  # found once, before any is switched
-        nets = recipe.modules.values()
-        recipe.narrow_layers = [m for net in nets for m in net.modules() if isinstance(m, layers.NarrowConv2d)]
+        found = [m for net in recipe.modules.values() for m in net.modules()]
+        recipe.narrow_layers = [m for m in found if isinstance(m, layers.NarrowConv2d)]
     if not recipe.narrow_layers:
         raise SystemExit(f"{type(recipe).__name__} has no NarrowConv2d layer")
     for m in recipe.narrow_layers:

@@ -221,7 +221,8 @@ class _NarrowConv(torch.autograd.Function):
         gcols = F.conv2d(gy, pick, padding=k // 2).reshape(n, out * k * k, h * w)
         gx = None
         if ctx.needs_input_grad[0]:  # per image (H*W, out*k*k) @ (out*k*k, C), channels-last
-            gx = torch.matmul(gcols.transpose(1, 2), _narrow_taps(weight)).view(n, h, w, c).permute(0, 3, 1, 2)
+            gx = torch.matmul(gcols.transpose(1, 2), _narrow_taps(weight))
+            gx = gx.view(n, h, w, c).permute(0, 3, 1, 2)
         # per image (out*k*k, H*W) @ (H*W, C), summed over the batch
         gwf = torch.bmm(gcols, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).sum(0, dtype=torch.float32)
         gw = gwf.view(out, k, k, c).permute(0, 3, 1, 2).flip(2, 3).to(weight.dtype)
