@@ -210,35 +210,34 @@ class _NarrowConv(torch.autograd.Function):
         n, c, h, w = x.shape
         out, k = weight.shape[0], weight.shape[-1]
         gy = gy.to(x.dtype)
-        if not ctx.needs_input_grad[1]:  # oneDNN's backward-data kernel alone is as fast as the GEMM
+        gx = gw = None
+        # oneDNN's backward-data kernel: a GEMM on the im2col below made the SSGAN step 1.01x on the AMD
+        # EPYC (inside the noise), and oneDNN measured 2-3x faster on another VM of that kind
+        if ctx.needs_input_grad[0]:
             gx = torch.ops.aten.convolution_backward(
                 gy, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [True, False, False]
             )[0]
-            return gx, None
-        # im2col of the output gradient as a convolution with one-hot kernels (exact: one non-zero
-        # product per output), twice as fast as torch's im2col on CPU; both gradients are GEMMs on it
-        pick = torch.eye(out * k * k, dtype=gy.dtype).view(out * k * k, out, k, k)
-        gcols = F.conv2d(gy, pick, padding=k // 2).reshape(n, out * k * k, h * w)
-        gx = None
-        if ctx.needs_input_grad[0]:  # per image (H*W, out*k*k) @ (out*k*k, C), channels-last
-            gx = torch.matmul(gcols.transpose(1, 2), _narrow_taps(weight))
-            gx = gx.view(n, h, w, c).permute(0, 3, 1, 2)
-        # per image (out*k*k, H*W) @ (H*W, C), summed over the batch
-        gwf = torch.bmm(gcols, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).sum(0, dtype=torch.float32)
-        gw = gwf.view(out, k, k, c).permute(0, 3, 1, 2).flip(2, 3).to(weight.dtype)
+        if ctx.needs_input_grad[1]:  # per image (out*k*k, H*W) @ (H*W, C), summed over the batch
+            # im2col of the output gradient as a convolution with one-hot kernels (exact: one non-zero
+            # product per output), twice as fast as torch's im2col on CPU
+            pick = torch.eye(out * k * k, dtype=gy.dtype).view(out * k * k, out, k, k)
+            gcols = F.conv2d(gy, pick, padding=k // 2).reshape(n, out * k * k, h * w)
+            gwf = torch.bmm(gcols, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).sum(0, dtype=torch.float32)
+            gw = gwf.view(out, k, k, c).permute(0, 3, 1, 2).flip(2, 3).to(weight.dtype)
         return gx, gw
 
 
 class NarrowConv2d(nn.Conv2d):
     """A stride-1, 'same'-padded Conv2d with few output channels (an image-producing last layer), run
-    on CPU by an autograd function that does each of its three products as GEMMs: forward as one GEMM
-    over channels-last pixels giving tap-major maps, summed into the output by separable shifted adds
-    (`_scatter_taps`, in fp32); both gradients as GEMMs against im2col of the output gradient (oneDNN's
-    backward-data kernel when the weight needs no gradient). oneDNN is poor at 1-3 output channels:
-    SSGAN's 128 -> 1, 7x7 layer at 28 px, batch 100, forward + both gradients on the 2-core AMD EPYC
-    (AVX512-BF16, no AMX): stock layer 92-93 ms in bf16, 150-159 in fp32; this layer 29-30 / 43-46
-    (with col2im by `F.fold` and oneDNN's input gradient, as before 2026-12-02: 36-38 / 51-58). Same
-    weights, same result to rounding. Elsewhere (CUDA, MPS) the stock convolution runs."""
+    on CPU by an autograd function that picks each product's fastest form: forward as one GEMM over
+    channels-last pixels giving tap-major maps, summed into the output by separable shifted adds
+    (`_scatter_taps`, in fp32); the input gradient by oneDNN's backward-data kernel; the weight
+    gradient as per-image GEMMs against im2col of the output gradient. oneDNN is poor at 1-3 output
+    channels in the forward and the weight gradient: SSGAN's 128 -> 1, 7x7 layer at 28 px, batch 100,
+    forward + both gradients on the 2-core AMD EPYC (AVX512-BF16, no AMX): stock layer 86-92 ms in
+    bf16, 150-155 in fp32; this layer 30-31 / 39-40 (with col2im by `F.fold`, before 2026-12-02:
+    35-38 / 51-53). Same weights, same result to rounding. Elsewhere (CUDA, MPS) the stock convolution
+    runs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size[0]
