@@ -127,7 +127,6 @@ def test_version_and_help():
     assert code == 0 and "--ema" in out and "--resume" in out
 
 
-@pytest.mark.long(68)
 def test_demo_runs_on_embedded_data(tmp_path, monkeypatch):
     """The README's main job, shortened to one epoch."""
     monkeypatch.chdir(tmp_path)
