@@ -360,8 +360,9 @@ def test_frequency_domain_path_is_taken_where_it_pays_and_can_be_turned_off(monk
 
 
 def test_frequency_domain_path_is_measured_once_per_machine_and_cached(monkeypatch, capsys):
-    """Unforced, the path is timed against the direct kernel the first time a layer qualifies, the
-    verdict cached per machine (and kept in the process); a cached verdict is obeyed without timing."""
+    """Unforced, the path is timed against the direct kernel the first time a layer qualifies in a
+    dtype, for that dtype only, the verdict cached per machine and dtype (and kept in the process); a
+    cached verdict is obeyed without timing."""
     import json
 
     from gankit.data.download import cache_dir
@@ -376,23 +377,33 @@ def test_frequency_domain_path_is_measured_once_per_machine_and_cached(monkeypat
         use = layers._frequency_domain_pays(layer, x, [0, 0])
     assert torch.equal(torch.get_rng_state(), before)
     key = machine_key(torch.device("cpu"))
-    entry = json.loads((cache_dir() / "frequency_conv.json").read_text())[key]
-    assert entry["fp32"]["use"] is use is (entry["fp32"]["speedup"] >= layers.FREQUENCY_MIN_SPEEDUP)
-    for dtype in ("fp32", "bf16"):
-        assert entry[dtype]["direct_ms"] > 0 and entry[dtype]["frequency_ms"] > 0
-    assert "frequency-domain convolutions: fp32 " in capsys.readouterr().err
-    monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda: pytest.fail("measured twice"))
+    cache = json.loads((cache_dir() / "frequency_conv.json").read_text())
+    assert list(cache) == [f"{key}|fp32"]  # bf16, which no layer has computed in, is not measured
+    entry = cache[f"{key}|fp32"]
+    assert entry["use"] is use is (entry["speedup"] >= layers.FREQUENCY_MIN_SPEEDUP)
+    assert entry["direct_ms"] > 0 and entry["frequency_ms"] > 0 and entry["batch"] == 256
+    assert "frequency-domain convolutions in fp32: " in capsys.readouterr().err
+    monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda dtypes: pytest.fail("measured twice"))
     assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # the process keeps its verdict
+    measured = []
+
+    def bf16_only(dtypes):
+        measured.extend(dtypes)
+        return {"bf16": {"use": not use, "speedup": 1.0, "seconds": 0.0}}
+
+    monkeypatch.setattr(layers, "calibrate_frequency_conv", bf16_only)
     with torch.autocast("cpu", torch.bfloat16):
-        assert layers._frequency_domain_pays(layer, x, [0, 0]) is entry["bf16"]["use"]
+        assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)
+    assert measured == ["bf16"]  # the other dtype, on its first use only
     monkeypatch.setattr(layers, "_frequency_verdicts", {})
-    verdicts = {"fp32": {"use": not use, "speedup": 1.0}, "bf16": {"use": use, "speedup": 1.0}}
-    (cache_dir() / "frequency_conv.json").write_text(json.dumps({key: verdicts}))
+    verdicts = {f"{key}|fp32": {"use": not use, "speedup": 1.0}, f"{key}|bf16": {"use": use, "speedup": 1.0}}
+    (cache_dir() / "frequency_conv.json").write_text(json.dumps(verdicts))
     assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)  # the cache is obeyed
     with torch.autocast("cpu", torch.bfloat16):
         assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # per dtype
-    monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda: {**verdicts, "seconds": 0.0})
-    for stale in ({"use": use}, {"fp32": True, "bf16": None}):  # an older version's entry, a damaged one
+    fresh = {"fp32": {"use": use, "speedup": 1.0, "seconds": 0.0}}
+    monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda dtypes: fresh)
+    for stale in ({"fp32": {"use": use}}, {"use": None}):  # an older version's entry, a damaged one
         monkeypatch.setattr(layers, "_frequency_verdicts", {})  # measured again
-        (cache_dir() / "frequency_conv.json").write_text(json.dumps({key: stale}))
-        assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)
+        (cache_dir() / "frequency_conv.json").write_text(json.dumps({f"{key}|fp32": stale}))
+        assert layers._frequency_domain_pays(layer, x, [0, 0]) is use

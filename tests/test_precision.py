@@ -21,10 +21,36 @@ CPU = torch.device("cpu")
 def test_calibration_times_both_precisions_and_chooses_by_the_ratio():
     r = calibrate(CPU)
     assert r["fp32_ms"] > 0 and r["seconds"] < 30
-    speedup = r["fp32_ms"] / r["bf16_ms"] if r["bf16_ms"] else 0.0
-    assert r["bf16_speedup"] == pytest.approx(speedup, rel=0.02)
+    if r["bf16_ms"]:  # bf16 kernels of its own: both steps timed
+        assert r["bf16_gemm_speedup"] >= device_module.BF16_MIN_GEMM_SPEED
+        assert r["bf16_speedup"] == pytest.approx(r["fp32_ms"] / r["bf16_ms"], rel=0.02)
+    else:  # emulated bf16 (an AVX2-only CPU): the matrix product's ratio decided, no bf16 step timed
+        assert r["bf16_speedup"] == r["bf16_gemm_speedup"] < device_module.BF16_MIN_GEMM_SPEED
     assert r["precision"] == ("bf16" if r["bf16_speedup"] >= device_module.BF16_MIN_SPEEDUP else "fp32")
     assert r["machine"].startswith("cpu|") and set(r["cpu_features"]) >= {"avx512_bf16", "amx"}
+
+
+def test_emulated_bf16_is_ruled_out_without_timing_its_step(monkeypatch):
+    """Where bf16's matrix product is far slower than fp32's, its (seconds-long) step is never run."""
+    monkeypatch.setattr(device_module, "_gemm_ms", lambda dtype: 40.0 if dtype == torch.bfloat16 else 1.0)
+    steps = []
+    real = device_module._calibration_step
+    monkeypatch.setattr(
+        device_module, "_calibration_step", lambda d, dtype: steps.append(dtype) or real(d, dtype)
+    )
+    r = calibrate(CPU)
+    assert steps == [None] and r["bf16_ms"] is None
+    assert r["precision"] == "fp32" and r["bf16_speedup"] == r["bf16_gemm_speedup"] == 0.025
+
+
+def test_machines_of_one_name_but_another_kind_are_measured_apart(monkeypatch):
+    """A VM's "AMD EPYC" has been an AVX2-only Zen 3 and an AVX512-BF16 Zen 4: the key tells them apart."""
+    key = device_module.machine_key(CPU)
+    assert device_module.cpu_kind() in key
+    monkeypatch.setattr(device_module, "cpu_kind", lambda: "25/17 avx2+avx512f+avx512_bf16")
+    other = device_module.machine_key(CPU)
+    monkeypatch.setattr(device_module, "cpu_kind", lambda: "25/1 avx2")
+    assert device_module.machine_key(CPU) != other
 
 
 def test_the_choice_is_measured_once_per_machine_and_cached(monkeypatch, tmp_path, capsys):

@@ -45,16 +45,19 @@ def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
         cfg.auto_precision = f"{device.type}:{distributed.from_main(mine)}"
 
 
-def _agree_on_frequency_conv(device: torch.device) -> None:
+def _agree_on_frequency_conv(cfg: TrainConfig, device: torch.device) -> None:
     """In a data-parallel CPU run, process 0 alone measures (or reads) whether this machine runs
-    convolutions in the frequency domain (`gankit.nn.layers.frequency_conv_enabled`) and every process
-    takes its answer: measuring in each would compete for the same cores and could disagree."""
+    convolutions in the frequency domain (`gankit.nn.layers.frequency_conv_enabled`) in the dtypes the
+    run computes in (fp32, and bf16 when it trains in bf16) and every process takes its answer:
+    measuring in each would compete for the same cores and could disagree."""
     if device.type != "cpu" or distributed.world_size() < 2:
         return
     from .nn.layers import frequency_conv_verdicts, set_frequency_conv_verdicts
 
+    bf16 = resolve_precision(cfg.precision, device, cfg.auto_precision) == "bf16"
+    dtypes = ("fp32", "bf16") if bf16 else ("fp32",)
     set_frequency_conv_verdicts(
-        distributed.from_main(frequency_conv_verdicts() if distributed.is_main() else None)
+        distributed.from_main(frequency_conv_verdicts(dtypes) if distributed.is_main() else None)
     )
 
 
@@ -78,7 +81,7 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
         if note and distributed.is_main():
             print(f"gankit: note: {note}", file=sys.stderr)
         _resolve_auto_precision(cfg, device)
-        _agree_on_frequency_conv(device)
+        _agree_on_frequency_conv(cfg, device)
         _seed_everything(cfg.seed)
         r = cls(cfg, device)
         r.attach_data(data)
@@ -117,7 +120,7 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
                     f"run was trained with {key}={getattr(stored, key)!r}"
                 )
         _resolve_auto_precision(cfg, device)  # kept from the run, unless it moved to another device type
-        _agree_on_frequency_conv(device)
+        _agree_on_frequency_conv(cfg, device)
         _seed_everything(cfg.seed)  # the checkpoint's RNG state replaces this; other processes reseed
         r = cls(cfg, device)
         r.attach_data(data)

@@ -23,6 +23,8 @@ from .errors import GankitError
 PRECISIONS = ("auto", "fp32", "bf16")
 # bf16 must beat fp32 by this factor to be chosen: a tie is not worth the rounding.
 BF16_MIN_SPEEDUP = 1.1
+# A CPU whose bf16 matrix product is under this fraction of fp32's speed has no bf16 kernels (emulated).
+BF16_MIN_GEMM_SPEED = 0.5
 # Environment override of the measured choice (fp32 or bf16), e.g. for reproducible test runs.
 AUTO_ENV = "GANKIT_AUTO_PRECISION"
 
@@ -130,12 +132,24 @@ def cpu_features() -> dict[str, bool]:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_kind() -> str:
+    """The CPU's family and model numbers and the extensions of `cpu_features` it has, e.g. "25/17
+    avx2+avx512f+avx512_bf16": what tells apart two CPUs a VM names alike ("AMD EPYC" has been a Zen 3
+    with AVX2 only and a Zen 4 with AVX512-BF16 here, 0.14 and 186 GMAC/s in bf16). Read once per
+    process."""
+    numbers = "/".join(filter(None, (_cpuinfo("cpu family"), _cpuinfo("model\t"))))
+    flags = "+".join(name for name, present in cpu_features().items() if present) or "no-avx2"
+    return f"{numbers} {flags}".strip()
+
+
 def machine_key(device: torch.device) -> str:
-    """What a precision measurement depends on: the device's model, threads and torch's version."""
+    """What a precision measurement depends on: the device's model (for a CPU, its kind too: `cpu_kind`),
+    threads and torch's version."""
     if device.type == "cuda":
         what = torch.cuda.get_device_name(device)
     else:
-        what = f"{cpu_model()} x{torch.get_num_threads()} threads"
+        what = f"{cpu_model()} ({cpu_kind()}) x{torch.get_num_threads()} threads"
     return f"{device.type}|{what}|torch {torch.__version__}"
 
 
@@ -180,22 +194,38 @@ def _time(step, device: torch.device, repeats: int = 5) -> float:
     return best
 
 
+def _gemm_ms(dtype: torch.dtype, n: int = 256) -> float:
+    """Best of two n x n matrix products in `dtype` on the CPU, after one to warm up, in ms."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+    return 1000 * _time(lambda: a @ b, torch.device("cpu"), repeats=2)
+
+
 def calibrate(device: torch.device) -> dict:
-    """Time the calibration step in fp32 and bf16 here; return the measurement and the choice."""
+    """Time the calibration step in fp32 and bf16 here; return the measurement and the choice.
+
+    On a CPU, a 256 x 256 matrix product in each dtype comes first (under a millisecond where bf16 is
+    native): where bf16's is under BF16_MIN_GEMM_SPEED of fp32's (kernels emulated in scalar code, as
+    on an AVX2-only CPU, 0.14 against 33 GMAC/s), bf16 cannot win and its step, which would take
+    seconds, is not timed (`bf16_ms` None, `bf16_speedup` the product's ratio)."""
     t0 = time.perf_counter()
     # The networks' initialisation must not move the caller's random streams (reproducible runs).
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        gemm = _gemm_ms(torch.float32) / _gemm_ms(torch.bfloat16) if device.type == "cpu" else None
         fp32 = _time(_calibration_step(device, None), device)
-        try:
-            bf16 = _time(_calibration_step(device, torch.bfloat16), device)
-        except RuntimeError:  # no bf16 kernels on this device
-            bf16 = float("inf")
-    speedup = fp32 / bf16
+        bf16 = float("inf")
+        if gemm is None or gemm >= BF16_MIN_GEMM_SPEED:
+            try:
+                bf16 = _time(_calibration_step(device, torch.bfloat16), device)
+            except RuntimeError:  # no bf16 kernels on this device
+                pass
+    speedup = fp32 / bf16 if bf16 != float("inf") or gemm is None else gemm
     return {
         "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
         "bf16_speedup": round(speedup, 3),
         "fp32_ms": round(1000 * fp32, 2),
         "bf16_ms": round(1000 * bf16, 2) if bf16 != float("inf") else None,
+        "bf16_gemm_speedup": round(gemm, 3) if gemm is not None else None,
         "seconds": round(time.perf_counter() - t0, 2),
         "machine": machine_key(device),
         "cpu_features": cpu_features() if device.type == "cpu" else None,

@@ -359,7 +359,7 @@ FREQUENCY_MIN_SPEEDUP = 1.1
 # vs 24, 128 74-90 vs 39-44), where the fixed cost of the kernel's transforms is paid back sooner.
 FREQUENCY_FACTORS = {torch.float32: 4.0, torch.bfloat16: 2.0}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-_frequency_verdicts: dict[str, dict[str, bool]] = {}  # machine key -> measured verdicts, this process
+_frequency_verdicts: dict[str, dict[str, bool]] = {}  # machine key -> {dtype name: verdict}, this process
 # Largest map side it runs on: its transforms are dense matrices of (map pixels x frequencies).
 FREQUENCY_MAX_SIDE = 16
 
@@ -409,73 +409,79 @@ def frequency_conv_enabled(dtype: torch.dtype = torch.float32, quiet: bool = Fal
     in `dtype` (fp32 or bf16).
 
     `$GANKIT_FREQUENCY_CONV` 1 or 0 decides for both. Otherwise it is measured, once per machine (CPU
-    model, threads, torch version: `gankit.device.machine_key`) the first time a layer qualifies, and
-    cached in `<cache>/frequency_conv.json` beside the precision's measurement (`calibrate_frequency_conv`,
-    2-3 s here); the frequency path is used in a dtype where it was at least FREQUENCY_MIN_SPEEDUP times
-    as fast. Runs on one machine, resumed or data-parallel, read the same verdicts. The rule's factors
-    were set on the AMD EPYC without AMX; this measurement is what keeps the path off a CPU where it
-    would lose (an AMX CPU's bf16 kernels, say)."""
-    return frequency_conv_verdicts(quiet)[_DTYPE_NAMES[dtype]]
+    model and kind, threads, torch version: `gankit.device.machine_key`) and dtype, the first time a
+    layer computing in that dtype qualifies, and cached in `<cache>/frequency_conv.json` beside the
+    precision's measurement (`calibrate_frequency_conv`, 1-3 s a dtype on the 2-core VMs, ~8 s in fp32
+    on the AVX2-only one); the frequency path is used in a dtype where it was at least
+    FREQUENCY_MIN_SPEEDUP times as fast. A dtype no layer computes in is never measured (bf16 on a CPU
+    whose bf16 kernels are emulated would take half a minute). Runs on one machine, resumed or
+    data-parallel, read the same verdicts. The rule's factors were set on the AMD EPYC without AMX;
+    this measurement is what keeps the path off a CPU where it would lose (an AMX CPU's bf16 kernels,
+    say)."""
+    return frequency_conv_verdicts([_DTYPE_NAMES[dtype]], quiet)[_DTYPE_NAMES[dtype]]
 
 
-def frequency_conv_verdicts(quiet: bool = False) -> dict[str, bool]:
-    """This machine's verdicts, {"fp32": bool, "bf16": bool}: `$GANKIT_FREQUENCY_CONV`'s where it is 1
-    or 0, else measured or read from the cache once per process."""
+def frequency_conv_verdicts(dtypes=("fp32", "bf16"), quiet: bool = False) -> dict[str, bool]:
+    """This machine's verdicts for `dtypes` (names: "fp32", "bf16"), {name: bool}:
+    `$GANKIT_FREQUENCY_CONV`'s where it is 1 or 0, else measured or read from the cache once per
+    process and dtype."""
     from ..device import machine_key
 
     forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
     if forced in ("0", "1"):
-        return dict.fromkeys(_DTYPE_NAMES.values(), forced == "1")
-    key = machine_key(torch.device("cpu"))
-    if key not in _frequency_verdicts:
-        _frequency_verdicts[key] = _cached_frequency_verdicts(key, quiet)
-    return _frequency_verdicts[key]
+        return dict.fromkeys(dtypes, forced == "1")
+    known = _frequency_verdicts.setdefault(machine_key(torch.device("cpu")), {})
+    for name in dtypes:
+        if name not in known:
+            known[name] = _cached_frequency_verdict(name, quiet)
+    return {name: known[name] for name in dtypes}
 
 
 def set_frequency_conv_verdicts(verdicts: dict[str, bool]) -> None:
-    """Take `verdicts` ({"fp32": bool, "bf16": bool}) as this machine's measured ones in this process: a
-    data-parallel run's process 0 measures (or reads) them alone and hands them to the others
+    """Take `verdicts` ({name: bool} for some of "fp32", "bf16") as this machine's measured ones in this
+    process: a data-parallel run's process 0 measures (or reads) them alone and hands them to the others
     (`gankit.api`), as with the precision."""
     from ..device import machine_key
 
-    _frequency_verdicts[machine_key(torch.device("cpu"))] = dict(verdicts)
+    _frequency_verdicts.setdefault(machine_key(torch.device("cpu")), {}).update(verdicts)
 
 
-def _cached_frequency_verdicts(key: str, quiet: bool) -> dict[str, bool]:
-    from ..device import cached_measurement
+def _cached_frequency_verdict(name: str, quiet: bool) -> bool:
+    from ..device import cached_measurement, machine_key
 
     def valid(entry: dict) -> bool:  # a damaged or older entry is measured again, not trusted
-        parts = [entry.get(name) for name in _DTYPE_NAMES.values()]
-        return all(isinstance(part, dict) and isinstance(part.get("use"), bool) for part in parts)
+        return isinstance(entry.get("use"), bool)
 
-    entry, path = cached_measurement("frequency_conv.json", key, valid, calibrate_frequency_conv)
+    key = f"{machine_key(torch.device('cpu'))}|{name}"
+    entry, path = cached_measurement(
+        "frequency_conv.json", key, valid, lambda: calibrate_frequency_conv([name])[name]
+    )
     if path is not None and not quiet:
-        parts = [
-            f"{name} {'on' if entry[name]['use'] else 'off'} ({entry[name]['speedup']:.2f}x)"
-            for name in _DTYPE_NAMES.values()
-        ]
         print(
-            f"frequency-domain convolutions: {', '.join(parts)} (measured against the direct kernel "
-            f"on this cpu in {entry['seconds']:.1f} s; cached in {path})",
+            f"frequency-domain convolutions in {name}: {'on' if entry['use'] else 'off'} "
+            f"({entry['speedup']:.2f}x the direct kernel, measured on this cpu in {entry['seconds']:.1f} s; "
+            f"cached in {path})",
             file=sys.stderr,
         )
-    return {name: entry[name]["use"] for name in _DTYPE_NAMES.values()}
+    return entry["use"]
 
 
-def calibrate_frequency_conv() -> dict:
+def calibrate_frequency_conv(dtypes=("fp32", "bf16")) -> dict:
     """Time DCGAN's 256 -> 128, 5x5 layer at 7 px (channels-last, forward and backward) as the direct
-    kernel and in the frequency domain, here, in fp32 at batch 256 and under bf16 autocast at batch 64
-    (the demo's); return the figures and a verdict per dtype. Runs with gradients on whatever the
-    caller's modes (it may be called from inside a forward pass), on tensors of its own generator (the
-    caller's random streams stay)."""
+    kernel and in the frequency domain, here, for each of `dtypes`: in fp32 at batch 256 and under bf16
+    autocast at batch 64 (the demo's); return {name: figures and verdict}. Runs with gradients on
+    whatever the caller's modes (it may be called from inside a forward pass), on tensors of its own
+    generator (the caller's random streams stay)."""
     from ..device import _time
 
-    start = time.perf_counter()
     cl, g, cpu = torch.channels_last, torch.Generator().manual_seed(0), torch.device("cpu")
     entry = {}
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
         w = (0.02 * torch.randn(256, 128, 5, 5, generator=g)).contiguous(memory_format=cl).requires_grad_()
         for dtype, batch in ((torch.float32, 256), (torch.bfloat16, 64)):
+            if _DTYPE_NAMES[dtype] not in dtypes:
+                continue
+            start = time.perf_counter()
             x = torch.randn(batch, 256, 7, 7, generator=g).to(dtype).contiguous(memory_format=cl)
             gy = torch.randn(batch, 128, 7, 7, generator=g).to(dtype).contiguous(memory_format=cl)
             x.requires_grad_()
@@ -491,8 +497,8 @@ def calibrate_frequency_conv() -> dict:
                 "batch": batch,
                 "direct_ms": round(1000 * direct, 2),
                 "frequency_ms": round(1000 * freq, 2),
+                "seconds": round(time.perf_counter() - start, 2),
             }
-    entry["seconds"] = round(time.perf_counter() - start, 2)
     return entry
 
 
