@@ -39,12 +39,13 @@ ATTACKS = [("fgsm", 1), ("fgsm", 32), ("pgd", 1), ("pgd", 32)]
 def machine() -> dict:
     import torch
 
-    from gankit.device import auto_precision, cpu_features, cpu_model, pick_device
+    from gankit.device import auto_precision, cpu_features, cpu_kind, cpu_model, pick_device
 
     dev = pick_device("auto")
     return {
         "cpu": cpu_model(),
         "cpu_features": cpu_features(),
+        "cpu_kind": cpu_kind(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -147,9 +148,12 @@ def ratio(num: list[float | None], den: list[float | None]) -> str:
 def table(result: dict) -> str:
     m = result["machine"]
     feats = ", ".join(k for k, v in m["cpu_features"].items() if v) or "none of AVX2/AVX-512/AMX"
+    kind = m.get("cpu_kind", "?").split(" ")[0]
     lines = [
-        f"Machine: {m['cpu']} ({feats}), {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
-        f"{m['device']}; `--precision auto` chose **{m['auto_precision']}** here. {m['date']}, "
+        f"Machine: {m['cpu']} (family/model {kind}; {feats}), {m['cores']} cores, {m['threads']} threads, "
+        f"torch {m['torch']}, "
+        f"{m['device']}; `--precision auto` chose **{m['auto_precision']}** here"
+        f"{' (its column is the fp32 run)' if m['auto_precision'] == 'fp32' else ''}. {m['date']}, "
         f"{result['rounds']} interleaved rounds (ranges over rounds; ratios per round vs the baseline).",
         "",
         "| work | seed TF | gankit fp32 | gankit default (auto) |",
@@ -196,7 +200,9 @@ def main() -> None:
             row = rows[(recipe, batch)]
             row["seed_tf"].append(seed_tf(args.tf_python, tf_args))
             row["fp32"].append(gankit_train(recipe, batch, "fp32", steps))
-            row["auto"].append(gankit_train(recipe, batch, "auto", steps))
+            # where auto means fp32 here, its column is the fp32 run's (the same configuration)
+            same = result["machine"]["auto_precision"] == "fp32"
+            row["auto"].append(row["fp32"][-1] if same else gankit_train(recipe, batch, "auto", steps))
             print(f"round {rnd}: {json.dumps(row)}", flush=True)
         for (name, batch), row in atk.items():
             row["torchattacks"].append(attack("torchattacks", name, batch, args.torchattacks))
@@ -209,7 +215,8 @@ def main() -> None:
                 result["profiles"][f"{recipe} batch {batch}"] = profile(recipe, batch, "auto")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cpu = re.sub(r"[^A-Za-z0-9]+", "-", result["machine"]["cpu"]).strip("-").lower()
+    feats = [k for k, v in result["machine"]["cpu_features"].items() if v]
+    cpu = re.sub(r"[^A-Za-z0-9]+", "-", " ".join([result["machine"]["cpu"], *feats[-1:]])).strip("-").lower()
     stem = out / f"{time.strftime('%Y-%m-%d-%H%M')}-{cpu}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(table(result))
