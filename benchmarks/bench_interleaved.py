@@ -7,7 +7,8 @@ For effects of a few percent on a shared VM whose speed drifts by more than that
 in-memory loader, in blocks of `--block` steps, the path switched between blocks (`--blocks` each way,
 after a warm-up of both), reporting the median ms per step of each. Toggles:
 
-- `frequency-conv`: the frequency-domain transposed convolution (GANKIT_FREQUENCY_CONV 1 / 0).
+- `frequency-conv`: the frequency-domain transposed convolution where this machine's measured crossover
+  puts it (GANKIT_FREQUENCY_CONV unset) / never (0).
 - `narrow-conv`: every `NarrowConv2d` of the recipe (SSGAN's output layer) against the stock
   `nn.Conv2d` it subclasses (same parameters).
 
@@ -28,7 +29,11 @@ from gankit.nn import layers
 
 
 def frequency_conv(recipe, on: bool) -> None:
-    os.environ[layers.FREQUENCY_CONV_ENV] = "1" if on else "0"
+    # on: as gankit runs unforced (this machine's measured crossover); off: the direct kernel only
+    if on:
+        os.environ.pop(layers.FREQUENCY_CONV_ENV, None)
+    else:
+        os.environ[layers.FREQUENCY_CONV_ENV] = "0"
 
 
 def narrow_conv(recipe, on: bool) -> None:

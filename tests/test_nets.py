@@ -361,8 +361,8 @@ def test_frequency_domain_path_is_taken_where_it_pays_and_can_be_turned_off(monk
 
 def test_frequency_domain_path_is_measured_once_per_machine_and_cached(monkeypatch, capsys):
     """Unforced, the path is timed against the direct kernel the first time a layer qualifies in a
-    dtype, for that dtype only, the verdict cached per machine and dtype (and kept in the process); a
-    cached verdict is obeyed without timing."""
+    dtype, for that dtype only; the crossover it measured is cached per machine and dtype (and kept in
+    the process) and moves the rule to it; a cached factor is obeyed without timing."""
     import json
 
     from gankit.data.download import cache_dir
@@ -379,31 +379,47 @@ def test_frequency_domain_path_is_measured_once_per_machine_and_cached(monkeypat
     key = machine_key(torch.device("cpu"))
     cache = json.loads((cache_dir() / "frequency_conv.json").read_text())
     assert list(cache) == [f"{key}|fp32"]  # bf16, which no layer has computed in, is not measured
-    entry = cache[f"{key}|fp32"]
-    assert entry["use"] is use is (entry["speedup"] >= layers.FREQUENCY_MIN_SPEEDUP)
-    assert entry["direct_ms"] > 0 and entry["frequency_ms"] > 0 and entry["batch"] == 256
+    e = cache[f"{key}|fp32"]
+    assert e["direct_ms"] > e["small_direct_ms"] > 0 and e["frequency_ms"] > e["small_frequency_ms"] > 0
+    points = [(32, e["small_direct_ms"], e["small_frequency_ms"]), (256, e["direct_ms"], e["frequency_ms"])]
+    crossover = layers._crossover_batch(points, layers.FREQUENCY_MIN_SPEEDUP)
+    assert e["crossover_batch"] == (None if crossover is None else pytest.approx(crossover, abs=0.1))
+    if crossover is not None and crossover < 500:  # the rule puts the crossover where it was measured
+        for n, side in ((int(crossover) + 2, True), (max(1, int(crossover) - 2), False)):
+            assert layers._frequency_domain_pays(layer, x[:n], [0, 0]) is (side or crossover <= 1)
+    assert use is (e["factor"] > 0 and (crossover or 1e9) < 512)
     assert "frequency-domain convolutions in fp32: " in capsys.readouterr().err
     monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda dtypes: pytest.fail("measured twice"))
-    assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # the process keeps its verdict
+    assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # the process keeps its factor
     measured = []
 
     def bf16_only(dtypes):
         measured.extend(dtypes)
-        return {"bf16": {"use": not use, "speedup": 1.0, "seconds": 0.0}}
+        return {"bf16": {"factor": 0.0, "crossover_batch": None, "speedup": 0.9, "batch": 64, "seconds": 0.0}}
 
     monkeypatch.setattr(layers, "calibrate_frequency_conv", bf16_only)
     with torch.autocast("cpu", torch.bfloat16):
-        assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)
+        assert not layers._frequency_domain_pays(layer, x, [0, 0])  # never pays in bf16 here
     assert measured == ["bf16"]  # the other dtype, on its first use only
     monkeypatch.setattr(layers, "_frequency_verdicts", {})
-    verdicts = {f"{key}|fp32": {"use": not use, "speedup": 1.0}, f"{key}|bf16": {"use": use, "speedup": 1.0}}
-    (cache_dir() / "frequency_conv.json").write_text(json.dumps(verdicts))
-    assert layers._frequency_domain_pays(layer, x, [0, 0]) is (not use)  # the cache is obeyed
+    factors = {f"{key}|fp32": {"factor": 0.0}, f"{key}|bf16": {"factor": 4.0}}
+    (cache_dir() / "frequency_conv.json").write_text(json.dumps(factors))
+    assert not layers._frequency_domain_pays(layer, x, [0, 0])  # the cache is obeyed
     with torch.autocast("cpu", torch.bfloat16):
-        assert layers._frequency_domain_pays(layer, x, [0, 0]) is use  # per dtype
-    fresh = {"fp32": {"use": use, "speedup": 1.0, "seconds": 0.0}}
+        assert layers._frequency_domain_pays(layer, x, [0, 0])  # per dtype: bf16 at 512 with factor 4
+        assert not layers._frequency_domain_pays(layer, x[:64], [0, 0])  # ... not at 64
+    fresh = {"fp32": {"factor": 4.0, "crossover_batch": 128.0, "speedup": 1.2, "batch": 256, "seconds": 0.0}}
     monkeypatch.setattr(layers, "calibrate_frequency_conv", lambda dtypes: fresh)
-    for stale in ({"fp32": {"use": use}}, {"use": None}):  # an older version's entry, a damaged one
+    for stale in ({"use": True, "speedup": 1.3}, {"factor": None}):  # an older version's entry, a damaged one
         monkeypatch.setattr(layers, "_frequency_verdicts", {})  # measured again
         (cache_dir() / "frequency_conv.json").write_text(json.dumps({f"{key}|fp32": stale}))
-        assert layers._frequency_domain_pays(layer, x, [0, 0]) is use
+        assert layers._frequency_domain_pays(layer, x, [0, 0])
+
+
+def test_the_crossover_batch_is_where_the_two_lines_meet():
+    from gankit.nn.layers import _crossover_batch
+
+    # direct 2 ms an image; frequency 20 ms once + 1 ms an image: 2b = 1.1 (20 + b) at b = 22 / 0.9
+    assert _crossover_batch([(16, 0.032, 0.036), (64, 0.128, 0.084)], 1.1) == pytest.approx(22 / 0.9)
+    assert _crossover_batch([(16, 0.032, 0.008), (64, 0.128, 0.032)], 1.1) == 1.0  # faster at any batch
+    assert _crossover_batch([(16, 0.032, 0.036), (64, 0.128, 0.125)], 1.1) is None  # never 1.1x per image

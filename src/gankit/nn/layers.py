@@ -353,13 +353,20 @@ FREQUENCY_CONV_ENV = "GANKIT_FREQUENCY_CONV"
 # The frequency-domain layer must beat the direct kernel by this factor in the calibration to be used.
 FREQUENCY_MIN_SPEEDUP = 1.1
 # The rule's factor per compute dtype: the path is taken where its multiply-adds are under 1/factor of
-# the direct convolution's. Set where DCGAN's 256 -> 128, 5x5 layer at 7 px crosses over on the 2-core
-# AMD EPYC without AMX (forward + backward, direct vs frequency): fp32 near batch 128 (generator: 200
-# vs 195 ms), bf16 near batch 24 (the layer: batch 16 11-14 vs 14-17 ms, 32 22-24 vs 18-19, 64 39-45
-# vs 24, 128 74-90 vs 39-44), where the fixed cost of the kernel's transforms is paid back sooner.
+# the direct convolution's. These are what $GANKIT_FREQUENCY_CONV=1 uses; unforced, each machine
+# measures its own (`calibrate_frequency_conv`). Set where DCGAN's 256 -> 128, 5x5 layer at 7 px
+# crosses over on the 2-core AMD EPYC Zen 4 without AMX (forward + backward, direct vs frequency):
+# fp32 near batch 128 (generator: 200 vs 195 ms), bf16 near batch 24 (the layer: batch 16 11-14 vs
+# 14-17 ms, 32 22-24 vs 18-19, 64 39-45 vs 24, 128 74-90 vs 39-44), where the fixed cost of the
+# kernel's transforms is paid back sooner. The AVX2-only Zen 3 crosses over in fp32 near batch 40.
 FREQUENCY_FACTORS = {torch.float32: 4.0, torch.bfloat16: 2.0}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-_frequency_verdicts: dict[str, dict[str, bool]] = {}  # machine key -> {dtype name: verdict}, this process
+_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+# machine key -> {dtype name: the rule's factor there, 0.0 where the path never pays}, this process
+_frequency_verdicts: dict[str, dict[str, float]] = {}
+# The calibration's layer (DCGAN's) and its two batch sizes per dtype.
+_CALIBRATION_LAYER = dict(h=7, w=7, k=5, pad=2, c_in=256, c_out=128)
+_CALIBRATION_BATCHES = {"fp32": (32, 256), "bf16": (16, 64)}
 # Largest map side it runs on: its transforms are dense matrices of (map pixels x frequencies).
 FREQUENCY_MAX_SIDE = 16
 
@@ -372,16 +379,24 @@ def _frequency_sizes(h: int, w: int, k: int, pad: int) -> tuple[int, int, int]:
     return p, q, p * (q // 2 + 1)
 
 
+def _frequency_macs(h: int, w: int, k: int, pad: int, c_in: int, c_out: int, n: int) -> tuple[float, float]:
+    """(frequency, direct): the multiply-adds per image and channel pair of a stride-1 transposed
+    convolution in the frequency domain (4 per frequency, the map's and the output's transforms, the
+    kernel's transforms shared by the batch of n) and directly (map pixels x kernel taps)."""
+    _, _, nf = _frequency_sizes(h, w, k, pad)
+    frequency = 4 * nf + 2 * nf * h * w / c_out + 2 * nf * h * w / c_in + 8 * nf * k * k / n
+    return frequency, h * w * k * k
+
+
 def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_padding: list[int]) -> bool:
     """Whether `layer` (already on the CPU fast path) runs in the frequency domain: a stride-1,
     undilated, square-kernel layer computing in fp32 or bf16 (under CPU autocast, or a bf16 input and
-    weight) on a map of at most FREQUENCY_MAX_SIDE px a side, where the multiply-adds it needs per image
-    and channel pair (4 per frequency, the map's and the output's transforms, the kernel's transforms
-    shared by the batch) are under 1/FREQUENCY_FACTORS[dtype] of the direct convolution's (map pixels
-    x kernel taps), and the machine measured the path faster in that dtype (`frequency_conv_enabled`,
-    once per machine). DCGAN's 256 -> 128, 5x5 layer at 7 px: 231 + 9,000 / batch against 1,225,
-    so fp32 (factor 4) from batch ~120 (the seed's 512, not cDCGAN's 64) and bf16 (factor 2) from
-    batch ~24 (the demo's 64)."""
+    weight) on a map of at most FREQUENCY_MAX_SIDE px a side, where its multiply-adds in the frequency
+    domain (`_frequency_macs`) are under 1/factor of the direct convolution's, the factor being this
+    machine's for that dtype (`frequency_conv_factor`: measured once per machine, where the path
+    crosses over). DCGAN's 256 -> 128, 5x5 layer at 7 px: 231 + 9,000 / batch against 1,225, so with
+    the factors of the AMD EPYC Zen 4 (fp32 4, bf16 2) fp32 from batch ~120 (the seed's 512) and bf16
+    from batch ~24 (the demo's 64); on the AVX2-only Zen 3 fp32 from batch ~40."""
     k = layer.kernel_size[0]
     n, (h, w) = x.shape[0], x.shape[-2:]
     dtype = _cpu_compute_dtype(x)
@@ -398,108 +413,152 @@ def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_pa
         or not (torch.is_autocast_enabled("cpu") or x.dtype == layer.weight.dtype == dtype)
     ):
         return False
-    _, _, nf = _frequency_sizes(h, w, k, layer.padding[0])
-    c_in, c_out = layer.in_channels, layer.out_channels
-    frequency = 4 * nf + 2 * nf * h * w / c_out + 2 * nf * h * w / c_in + 8 * nf * k * k / n
-    return FREQUENCY_FACTORS[dtype] * frequency < h * w * k * k and frequency_conv_enabled(dtype)
+    frequency, direct = _frequency_macs(h, w, k, layer.padding[0], layer.in_channels, layer.out_channels, n)
+    factor = frequency_conv_factor(dtype)
+    return factor > 0 and factor * frequency < direct
 
 
-def frequency_conv_enabled(dtype: torch.dtype = torch.float32, quiet: bool = False) -> bool:
-    """Whether this machine runs the layers the rule picks in the frequency domain when they compute
-    in `dtype` (fp32 or bf16).
-
-    `$GANKIT_FREQUENCY_CONV` 1 or 0 decides for both. Otherwise it is measured, once per machine (CPU
-    model and kind, threads, torch version: `gankit.device.machine_key`) and dtype, the first time a
-    layer computing in that dtype qualifies, and cached in `<cache>/frequency_conv.json` beside the
-    precision's measurement (`calibrate_frequency_conv`, 1-3 s a dtype on the 2-core VMs, ~8 s in fp32
-    on the AVX2-only one); the frequency path is used in a dtype where it was at least
-    FREQUENCY_MIN_SPEEDUP times as fast. A dtype no layer computes in is never measured (bf16 on a CPU
-    whose bf16 kernels are emulated would take half a minute). Runs on one machine, resumed or
-    data-parallel, read the same verdicts. The rule's factors were set on the AMD EPYC without AMX;
-    this measurement is what keeps the path off a CPU where it would lose (an AMX CPU's bf16 kernels,
-    say)."""
+def frequency_conv_factor(dtype: torch.dtype = torch.float32, quiet: bool = False) -> float:
+    """The factor of `_frequency_domain_pays`'s rule on this machine for layers computing in `dtype`,
+    0.0 where the frequency domain never pays: FREQUENCY_FACTORS[dtype] under $GANKIT_FREQUENCY_CONV=1,
+    0.0 under 0, else this machine's measurement (`frequency_conv_verdicts`)."""
+    forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
+    if forced in ("0", "1"):
+        return FREQUENCY_FACTORS[dtype] if forced == "1" else 0.0
     return frequency_conv_verdicts([_DTYPE_NAMES[dtype]], quiet)[_DTYPE_NAMES[dtype]]
 
 
-def frequency_conv_verdicts(dtypes=("fp32", "bf16"), quiet: bool = False) -> dict[str, bool]:
-    """This machine's verdicts for `dtypes` (names: "fp32", "bf16"), {name: bool}:
-    `$GANKIT_FREQUENCY_CONV`'s where it is 1 or 0, else measured or read from the cache once per
-    process and dtype."""
+def frequency_conv_enabled(dtype: torch.dtype = torch.float32, quiet: bool = False) -> bool:
+    """Whether this machine runs any layer in the frequency domain when it computes in `dtype` (fp32
+    or bf16): `frequency_conv_factor(dtype) > 0`."""
+    return frequency_conv_factor(dtype, quiet) > 0
+
+
+def frequency_conv_verdicts(dtypes=("fp32", "bf16"), quiet: bool = False) -> dict[str, float]:
+    """This machine's factors for `dtypes` (names: "fp32", "bf16"), {name: factor, 0.0 = never}.
+
+    Measured once per machine (CPU model and kind, threads, torch version: `gankit.device.machine_key`)
+    and dtype, the first time a layer computing in that dtype qualifies, and cached in
+    `<cache>/frequency_conv.json` beside the precision's measurement (`calibrate_frequency_conv`, 1-3 s
+    a dtype on the 2-core Zen 4 VM, ~6 s in fp32 on the AVX2-only Zen 3); read from the cache once per
+    process. A dtype no layer computes in is never measured (bf16 on a CPU whose bf16 kernels are
+    emulated would take half a minute). Runs on one machine, resumed or data-parallel, read the same
+    factors. This measurement is what moves the crossover to where each CPU has it (batch ~128 in fp32
+    on the Zen 4, ~40 on the Zen 3) and keeps the path off a CPU where it would lose (an AMX CPU's bf16
+    kernels, say)."""
     from ..device import machine_key
 
     forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
     if forced in ("0", "1"):
-        return dict.fromkeys(dtypes, forced == "1")
+        return {name: frequency_conv_factor(_DTYPES[name]) for name in dtypes}
     known = _frequency_verdicts.setdefault(machine_key(torch.device("cpu")), {})
     for name in dtypes:
         if name not in known:
-            known[name] = _cached_frequency_verdict(name, quiet)
+            known[name] = _cached_frequency_factor(name, quiet)
     return {name: known[name] for name in dtypes}
 
 
-def set_frequency_conv_verdicts(verdicts: dict[str, bool]) -> None:
-    """Take `verdicts` ({name: bool} for some of "fp32", "bf16") as this machine's measured ones in this
-    process: a data-parallel run's process 0 measures (or reads) them alone and hands them to the others
-    (`gankit.api`), as with the precision."""
+def set_frequency_conv_verdicts(verdicts: dict[str, float]) -> None:
+    """Take `verdicts` ({name: factor} for some of "fp32", "bf16") as this machine's measured ones in
+    this process: a data-parallel run's process 0 measures (or reads) them alone and hands them to the
+    others (`gankit.api`), as with the precision."""
     from ..device import machine_key
 
     _frequency_verdicts.setdefault(machine_key(torch.device("cpu")), {}).update(verdicts)
 
 
-def _cached_frequency_verdict(name: str, quiet: bool) -> bool:
+def _cached_frequency_factor(name: str, quiet: bool) -> float:
     from ..device import cached_measurement, machine_key
 
     def valid(entry: dict) -> bool:  # a damaged or older entry is measured again, not trusted
-        return isinstance(entry.get("use"), bool)
+        return isinstance(entry.get("factor"), (int, float)) and entry["factor"] >= 0
 
     key = f"{machine_key(torch.device('cpu'))}|{name}"
     entry, path = cached_measurement(
         "frequency_conv.json", key, valid, lambda: calibrate_frequency_conv([name])[name]
     )
     if path is not None and not quiet:
+        where = f"from batch ~{entry['crossover_batch']:.0f}" if entry["factor"] else "off"
         print(
-            f"frequency-domain convolutions in {name}: {'on' if entry['use'] else 'off'} "
-            f"({entry['speedup']:.2f}x the direct kernel, measured on this cpu in {entry['seconds']:.1f} s; "
+            f"frequency-domain convolutions in {name}: {where} (DCGAN's layer {entry['speedup']:.2f}x the "
+            f"direct kernel at batch {entry['batch']}, measured on this cpu in {entry['seconds']:.1f} s; "
             f"cached in {path})",
             file=sys.stderr,
         )
-    return entry["use"]
+    return float(entry["factor"])
 
 
 def calibrate_frequency_conv(dtypes=("fp32", "bf16")) -> dict:
     """Time DCGAN's 256 -> 128, 5x5 layer at 7 px (channels-last, forward and backward) as the direct
-    kernel and in the frequency domain, here, for each of `dtypes`: in fp32 at batch 256 and under bf16
-    autocast at batch 64 (the demo's); return {name: figures and verdict}. Runs with gradients on
+    kernel and in the frequency domain, here, for each of `dtypes` at two batch sizes
+    (`_CALIBRATION_BATCHES`: fp32 32 and 256, bf16 under autocast 16 and 64); return {name: figures}.
+
+    Both paths' times are taken as linear in the batch; the batch where the frequency domain becomes
+    FREQUENCY_MIN_SPEEDUP times as fast (`crossover_batch`, at least 1; none where its time per image
+    is not that much lower) gives the rule's factor for this machine (`factor`, 0.0 for none): the one
+    at which `_frequency_macs` puts this layer's crossover at that batch. Runs with gradients on
     whatever the caller's modes (it may be called from inside a forward pass), on tensors of its own
     generator (the caller's random streams stay)."""
     from ..device import _time
 
     cl, g, cpu = torch.channels_last, torch.Generator().manual_seed(0), torch.device("cpu")
+    c = _CALIBRATION_LAYER
     entry = {}
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
-        w = (0.02 * torch.randn(256, 128, 5, 5, generator=g)).contiguous(memory_format=cl).requires_grad_()
-        for dtype, batch in ((torch.float32, 256), (torch.bfloat16, 64)):
-            if _DTYPE_NAMES[dtype] not in dtypes:
+        w = (0.02 * torch.randn(c["c_in"], c["c_out"], c["k"], c["k"], generator=g)).contiguous(
+            memory_format=cl
+        )
+        w.requires_grad_()
+        for dtype, name in _DTYPE_NAMES.items():
+            if name not in dtypes:
                 continue
-            start = time.perf_counter()
-            x = torch.randn(batch, 256, 7, 7, generator=g).to(dtype).contiguous(memory_format=cl)
-            gy = torch.randn(batch, 128, 7, 7, generator=g).to(dtype).contiguous(memory_format=cl)
-            x.requires_grad_()
+            start, times = time.perf_counter(), []
+            for batch in _CALIBRATION_BATCHES[name]:
+                x = torch.randn(batch, c["c_in"], c["h"], c["w"], generator=g).to(dtype)
+                gy = torch.randn(batch, c["c_out"], c["h"], c["w"], generator=g).to(dtype)
+                x = x.contiguous(memory_format=cl).requires_grad_()
+                gy = gy.contiguous(memory_format=cl)
 
-            def step(conv, x=x, gy=gy, dtype=dtype):  # the weight cast each time, as autocast does
-                return lambda: torch.autograd.grad(conv(x, w.to(dtype)), [x, w], gy)
+                def step(conv, x=x, gy=gy, dtype=dtype):  # the weight cast each time, as autocast does
+                    return lambda: torch.autograd.grad(conv(x, w.to(dtype)), [x, w], gy)
 
-            direct = _time(step(lambda x, wd: F.conv_transpose2d(x, wd, None, 1, 2)), cpu)
-            freq = _time(step(lambda x, wd: frequency_conv_transpose2d(x, wd, (2, 2))), cpu)
-            entry[_DTYPE_NAMES[dtype]] = {
-                "use": direct / freq >= FREQUENCY_MIN_SPEEDUP,
-                "speedup": round(direct / freq, 3),
+                pad = c["pad"]
+                direct = _time(step(lambda x, wd, pad=pad: F.conv_transpose2d(x, wd, None, 1, pad)), cpu)
+                freq = _time(step(lambda x, wd, pad=pad: frequency_conv_transpose2d(x, wd, (pad, pad))), cpu)
+                times.append((batch, direct, freq))
+            crossover = _crossover_batch(times, FREQUENCY_MIN_SPEEDUP)
+            if crossover is None:
+                factor = 0.0
+            else:
+                frequency, direct_macs = _frequency_macs(
+                    **{k: c[k] for k in ("h", "w", "k", "pad", "c_in", "c_out")}, n=crossover
+                )
+                factor = direct_macs / frequency
+            (_, d_small, f_small), (batch, d_large, f_large) = times
+            entry[name] = {
+                "factor": round(factor, 3),
+                "crossover_batch": round(crossover, 1) if crossover is not None else None,
+                "speedup": round(d_large / f_large, 3),
                 "batch": batch,
-                "direct_ms": round(1000 * direct, 2),
-                "frequency_ms": round(1000 * freq, 2),
+                "direct_ms": round(1000 * d_large, 2),
+                "frequency_ms": round(1000 * f_large, 2),
+                "small_batch": times[0][0],
+                "small_direct_ms": round(1000 * d_small, 2),
+                "small_frequency_ms": round(1000 * f_small, 2),
                 "seconds": round(time.perf_counter() - start, 2),
             }
     return entry
+
+
+def _crossover_batch(times: list[tuple[int, float, float]], speedup: float) -> float | None:
+    """From two (batch, direct seconds, frequency seconds) points, each path's time a line in the
+    batch: the batch from which direct >= speedup x frequency (at least 1), or None if never."""
+    (b0, d0, f0), (b1, d1, f1) = times
+    d_slope, f_slope = (d1 - d0) / (b1 - b0), (f1 - f0) / (b1 - b0)
+    d_fixed, f_fixed = d0 - d_slope * b0, f0 - f_slope * b0
+    if d_slope <= speedup * f_slope:  # not that much faster per image: loses at large batches
+        return None
+    return max(1.0, (speedup * f_fixed - d_fixed) / (d_slope - speedup * f_slope))
 
 
 @functools.lru_cache(maxsize=32)
