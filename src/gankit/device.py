@@ -2,9 +2,10 @@
 
 `--precision auto` is decided by measurement, not by a CPU flag: the first time a machine trains
 with it, `calibrate` times a small convolutional training step in fp32 and under bf16 autocast
-(about a second) and bf16 is chosen when it is clearly faster. The result is cached per machine
-(device, CPU model, threads, torch version) in `<cache>/precision.json`, and each run stores what it
-chose (`TrainConfig.auto_precision`), so a resumed run keeps it.
+(about a second; where a matrix product shows bf16 emulated, as on an AVX2-only CPU, its step is not
+timed) and bf16 is chosen when it is clearly faster. The result is cached per machine (device, CPU
+model and kind, threads, torch version: `machine_key`) in `<cache>/precision.json`, and each run
+stores what it chose (`TrainConfig.auto_precision`), so a resumed run keeps it.
 """
 
 from __future__ import annotations
