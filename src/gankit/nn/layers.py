@@ -358,7 +358,7 @@ FREQUENCY_MIN_SPEEDUP = 1.1
 # crosses over on the 2-core AMD EPYC Zen 4 without AMX (forward + backward, direct vs frequency):
 # fp32 near batch 128 (generator: 200 vs 195 ms), bf16 near batch 24 (the layer: batch 16 11-14 vs
 # 14-17 ms, 32 22-24 vs 18-19, 64 39-45 vs 24, 128 74-90 vs 39-44), where the fixed cost of the
-# kernel's transforms is paid back sooner. The AVX2-only Zen 3 crosses over in fp32 near batch 40.
+# kernel's transforms is paid back sooner. The AVX2-only Zen 3 crosses over in fp32 near batch 30.
 FREQUENCY_FACTORS = {torch.float32: 4.0, torch.bfloat16: 2.0}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 _DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
@@ -396,7 +396,7 @@ def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_pa
     machine's for that dtype (`frequency_conv_factor`: measured once per machine, where the path
     crosses over). DCGAN's 256 -> 128, 5x5 layer at 7 px: 231 + 9,000 / batch against 1,225, so with
     the factors of the AMD EPYC Zen 4 (fp32 4, bf16 2) fp32 from batch ~120 (the seed's 512) and bf16
-    from batch ~24 (the demo's 64); on the AVX2-only Zen 3 fp32 from batch ~40."""
+    from batch ~24 (the demo's 64); on the AVX2-only Zen 3 (measured factor 2.0-2.2) fp32 from batch ~25."""
     k = layer.kernel_size[0]
     n, (h, w) = x.shape[0], x.shape[-2:]
     dtype = _cpu_compute_dtype(x)
@@ -444,7 +444,7 @@ def frequency_conv_verdicts(dtypes=("fp32", "bf16"), quiet: bool = False) -> dic
     process. A dtype no layer computes in is never measured (bf16 on a CPU whose bf16 kernels are
     emulated would take half a minute). Runs on one machine, resumed or data-parallel, read the same
     factors. This measurement is what moves the crossover to where each CPU has it (batch ~128 in fp32
-    on the Zen 4, ~40 on the Zen 3) and keeps the path off a CPU where it would lose (an AMX CPU's bf16
+    on the Zen 4, ~25-30 on the Zen 3) and keeps the path off a CPU where it would lose (an AMX CPU's bf16
     kernels, say)."""
     from ..device import machine_key
 
@@ -530,9 +530,7 @@ def calibrate_frequency_conv(dtypes=("fp32", "bf16")) -> dict:
             if crossover is None:
                 factor = 0.0
             else:
-                frequency, direct_macs = _frequency_macs(
-                    **{k: c[k] for k in ("h", "w", "k", "pad", "c_in", "c_out")}, n=crossover
-                )
+                frequency, direct_macs = _frequency_macs(**c, n=crossover)
                 factor = direct_macs / frequency
             (_, d_small, f_small), (batch, d_large, f_large) = times
             entry[name] = {
