@@ -43,6 +43,22 @@ def test_emulated_bf16_is_ruled_out_without_timing_its_step(monkeypatch):
     assert r["precision"] == "fp32" and r["bf16_speedup"] == r["bf16_gemm_speedup"] == 0.025
 
 
+def test_a_bf16_step_that_fails_means_fp32(monkeypatch):
+    """bf16 products faster than fp32's, but a bf16 step the device cannot run: fp32, not the ratio."""
+    monkeypatch.setattr(device_module, "_gemm_ms", lambda dtype: 1.0 if dtype == torch.bfloat16 else 2.0)
+    real = device_module._calibration_step
+
+    def step(d, dtype):
+        if dtype is None:
+            return real(d, dtype)
+        raise RuntimeError("no bf16 kernel")
+
+    monkeypatch.setattr(device_module, "_calibration_step", step)
+    r = calibrate(CPU)
+    assert r["precision"] == "fp32" and r["bf16_ms"] is None and r["bf16_speedup"] == 0.0
+    assert r["bf16_gemm_speedup"] == 2.0
+
+
 def test_machines_of_one_name_but_another_kind_are_measured_apart(monkeypatch):
     """A VM's "AMD EPYC" has been an AVX2-only Zen 3 and an AVX512-BF16 Zen 4: the key tells them apart."""
     key = device_module.machine_key(CPU)

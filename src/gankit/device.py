@@ -213,14 +213,15 @@ def calibrate(device: torch.device) -> dict:
     # The networks' initialisation must not move the caller's random streams (reproducible runs).
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         gemm = _gemm_ms(torch.float32) / _gemm_ms(torch.bfloat16) if device.type == "cpu" else None
+        emulated = gemm is not None and gemm < BF16_MIN_GEMM_SPEED
         fp32 = _time(_calibration_step(device, None), device)
         bf16 = float("inf")
-        if gemm is None or gemm >= BF16_MIN_GEMM_SPEED:
+        if not emulated:
             try:
                 bf16 = _time(_calibration_step(device, torch.bfloat16), device)
             except RuntimeError:  # no bf16 kernels on this device
                 pass
-    speedup = fp32 / bf16 if bf16 != float("inf") or gemm is None else gemm
+    speedup = gemm if emulated else fp32 / bf16
     return {
         "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
         "bf16_speedup": round(speedup, 3),
