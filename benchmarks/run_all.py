@@ -195,13 +195,13 @@ def main() -> None:
         (a, b): {"attack": a if a == "fgsm" else "pgd-10", "batch": b, "torchattacks": [], "gankit": []}
         for a, b in ([] if args.no_attacks else ATTACKS)
     }
+    # where auto means fp32 here, its column is the fp32 run's (the same configuration)
+    same = result["machine"]["auto_precision"] == "fp32"
     for rnd in range(args.rounds):
         for recipe, batch, tf_args, steps in train:
             row = rows[(recipe, batch)]
             row["seed_tf"].append(seed_tf(args.tf_python, tf_args))
             row["fp32"].append(gankit_train(recipe, batch, "fp32", steps))
-            # where auto means fp32 here, its column is the fp32 run's (the same configuration)
-            same = result["machine"]["auto_precision"] == "fp32"
             row["auto"].append(row["fp32"][-1] if same else gankit_train(recipe, batch, "auto", steps))
             print(f"round {rnd}: {json.dumps(row)}", flush=True)
         for (name, batch), row in atk.items():

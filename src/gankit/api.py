@@ -47,7 +47,7 @@ def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
 
 def _agree_on_frequency_conv(cfg: TrainConfig, device: torch.device) -> None:
     """In a data-parallel CPU run, process 0 alone measures (or reads) whether this machine runs
-    convolutions in the frequency domain (`gankit.nn.layers.frequency_conv_enabled`) in the dtypes the
+    convolutions in the frequency domain (`gankit.nn.layers.frequency_conv_factor`) in the dtypes the
     run computes in (fp32, and bf16 when it trains in bf16) and every process takes its answer:
     measuring in each would compete for the same cores and could disagree."""
     if device.type != "cpu" or distributed.world_size() < 2:

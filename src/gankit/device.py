@@ -118,7 +118,7 @@ def _cpuinfo(field: str) -> str | None:
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows. Read once per
     process: `machine_key` runs on every forward pass of a layer that may take the frequency-domain
-    path (`gankit.nn.layers.frequency_conv_enabled`)."""
+    path (`gankit.nn.layers.frequency_conv_factor`)."""
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 

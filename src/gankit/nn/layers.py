@@ -348,7 +348,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
 
 # "1" or "0" turns the frequency-domain path below on or off; unset (or "auto"), whether it runs is
-# measured once per machine and compute dtype (`frequency_conv_enabled`).
+# measured once per machine and compute dtype (`frequency_conv_factor`).
 FREQUENCY_CONV_ENV = "GANKIT_FREQUENCY_CONV"
 # The frequency-domain layer must beat the direct kernel by this factor in the calibration to be used.
 FREQUENCY_MIN_SPEEDUP = 1.1
@@ -420,22 +420,14 @@ def _frequency_domain_pays(layer: nn.ConvTranspose2d, x: torch.Tensor, output_pa
 
 def frequency_conv_factor(dtype: torch.dtype = torch.float32, quiet: bool = False) -> float:
     """The factor of `_frequency_domain_pays`'s rule on this machine for layers computing in `dtype`,
-    0.0 where the frequency domain never pays: FREQUENCY_FACTORS[dtype] under $GANKIT_FREQUENCY_CONV=1,
-    0.0 under 0, else this machine's measurement (`frequency_conv_verdicts`)."""
-    forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
-    if forced in ("0", "1"):
-        return FREQUENCY_FACTORS[dtype] if forced == "1" else 0.0
-    return frequency_conv_verdicts([_DTYPE_NAMES[dtype]], quiet)[_DTYPE_NAMES[dtype]]
-
-
-def frequency_conv_enabled(dtype: torch.dtype = torch.float32, quiet: bool = False) -> bool:
-    """Whether this machine runs any layer in the frequency domain when it computes in `dtype` (fp32
-    or bf16): `frequency_conv_factor(dtype) > 0`."""
-    return frequency_conv_factor(dtype, quiet) > 0
+    0.0 where the frequency domain never pays (`frequency_conv_verdicts`)."""
+    name = _DTYPE_NAMES[dtype]
+    return frequency_conv_verdicts([name], quiet)[name]
 
 
 def frequency_conv_verdicts(dtypes=("fp32", "bf16"), quiet: bool = False) -> dict[str, float]:
-    """This machine's factors for `dtypes` (names: "fp32", "bf16"), {name: factor, 0.0 = never}.
+    """This machine's factors for `dtypes` (names: "fp32", "bf16"), {name: factor, 0.0 = never}:
+    FREQUENCY_FACTORS' under `$GANKIT_FREQUENCY_CONV=1`, 0.0 under 0, unmeasured.
 
     Measured once per machine (CPU model and kind, threads, torch version: `gankit.device.machine_key`)
     and dtype, the first time a layer computing in that dtype qualifies, and cached in
@@ -450,7 +442,7 @@ def frequency_conv_verdicts(dtypes=("fp32", "bf16"), quiet: bool = False) -> dic
 
     forced = os.environ.get(FREQUENCY_CONV_ENV, "auto")
     if forced in ("0", "1"):
-        return {name: frequency_conv_factor(_DTYPES[name]) for name in dtypes}
+        return {name: FREQUENCY_FACTORS[_DTYPES[name]] if forced == "1" else 0.0 for name in dtypes}
     known = _frequency_verdicts.setdefault(machine_key(torch.device("cpu")), {})
     for name in dtypes:
         if name not in known:
