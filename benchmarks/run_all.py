@@ -1,7 +1,8 @@
 """The whole speed benchmark in one command: every recipe at the seed's batch sizes in fp32 and at the
 default precision, the seed's TensorFlow steps beside them, FGSM and PGD against torchattacks, and a
-profile of each recipe's step (the operators its time goes to). Writes JSON and a Markdown table that
-name the machine: CPU model, its vector extensions (AVX-512, AVX512-BF16, AMX), threads, torch.
+profile of each recipe's step (the operators its time goes to, and its roofline: the step's multiply-adds
+as direct convolution against this machine's measured matrix-product peak). Writes JSON and a Markdown
+table that name the machine: CPU model, its vector extensions (AVX-512, AVX512-BF16, AMX), threads, torch.
 
     python benchmarks/run_all.py --out benchmarks/results --tf-python /tmp/tfenv/bin/python \
         --torchattacks /tmp/ta --rounds 2
@@ -128,6 +129,56 @@ print(json.dumps([{{"op": e.key, "share": round(e.self_cpu_time_total / total, 3
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def step_macs(recipe: str, batch: int) -> float | None:
+    """Multiply-adds of one fp32 training step (torch.utils.flop_counter, matrix products and
+    convolutions), every layer as a direct convolution ($GANKIT_FREQUENCY_CONV=0): the work a
+    framework without fast convolution algorithms does."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(HERE)!r})
+import bench_train
+from torch.utils.flop_counter import FlopCounterMode
+fc = FlopCounterMode(display=False)
+bench_train.measure({recipe!r}, {batch}, "memory", "fp32", 1, 1, "auto", around=lambda: fc)
+print(fc.get_total_flops() / 2)
+"""
+    env = dict(os.environ, GANKIT_FREQUENCY_CONV="0")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return float(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
+
+
+def matmul_peak(dtype: str = "fp32", n: int = 2048, repeats: int = 5) -> float:
+    """This machine's matrix-product rate in GMAC/s (best of `repeats` n x n x n products): the
+    ceiling a step made of direct convolutions can approach."""
+    import torch
+
+    from gankit.device import keep_freed_host_memory
+
+    keep_freed_host_memory()
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return n**3 / best / 1e9
+
+
+def roofline(row: dict, macs: float | None, peak: float) -> str:
+    """'X GMAC/step; best round: fp32 Y GMAC/s (Z% of the peak), seed TF ...' for one recipe row."""
+    if not macs:
+        return ""
+    gmacs = {  # images/s of the best round x multiply-adds per image
+        name: max(v for v in row[k] if v) * macs / row["batch"] / 1e9
+        for k, name in (("fp32", "gankit fp32"), ("seed_tf", "seed TF"))
+        if any(row[k])
+    }
+    shown = [f"{name} {g:.1f} GMAC/s ({100 * g / peak:.0f}%)" for name, g in gmacs.items()]
+    return f"{macs / 1e9:.1f} GMAC/step as direct convolution; best round: {', '.join(shown)}"
+
+
 def span(values: list[float | None]) -> str:
     v = [x for x in values if x]
     if not v:
@@ -169,6 +220,19 @@ def table(result: dict) -> str:
     for row in result["attacks"]:
         ta, gk = row["torchattacks"], row["gankit"]
         lines.append(f"| {row['attack']} batch {row['batch']} | {span(ta)} | {span(gk)}{ratio(gk, ta)} |")
+    if result.get("macs"):
+        peak = m["matmul_peak_gmacs"]
+        lines += [
+            "",
+            f"Roofline: this machine's fp32 matrix product peaks at {peak:.1f} GMAC/s (2048^3 `torch.mm`); "
+            "each step's multiply-adds as direct convolution, and the rate that implies (share of the peak; "
+            "above 100%: fast convolution algorithms at work):",
+            "",
+        ]
+        for row in result["train"]:
+            line = roofline(row, result["macs"].get(f"{row['recipe']} batch {row['batch']}"), peak)
+            if line:
+                lines.append(f"- {row['recipe']} batch {row['batch']}: {line}")
     if result.get("profiles"):
         lines += ["", "Where each recipe's default step spends its time (self CPU time, top operators):", ""]
         for name, ops in result["profiles"].items():
@@ -188,6 +252,7 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
     result = {"machine": machine(), "rounds": args.rounds, "train": [], "attacks": [], "profiles": {}}
+    result["machine"]["matmul_peak_gmacs"] = round(matmul_peak("fp32"), 1)
     print(json.dumps(result["machine"]), flush=True)
     train = [t for t in TRAIN if t[0] in args.recipes]
     rows = {(r, b): {"recipe": r, "batch": b, "seed_tf": [], "fp32": [], "auto": []} for r, b, *_ in train}
@@ -210,6 +275,7 @@ def main() -> None:
             print(f"round {rnd}: {json.dumps(row)}", flush=True)
     result["train"], result["attacks"] = list(rows.values()), list(atk.values())
     if not args.no_profile:
+        result["macs"] = {f"{r} batch {b}": step_macs(r, b) for r, b, *_ in train}
         for recipe, batch, *_ in train:
             if f"{recipe} batch {batch}" not in result["profiles"] and recipe not in result["profiles"]:
                 result["profiles"][f"{recipe} batch {batch}"] = profile(recipe, batch, "auto")
