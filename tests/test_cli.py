@@ -134,6 +134,8 @@ def test_demo_runs_on_embedded_data(tmp_path, monkeypatch):
     assert code == 0, err
     s = json.loads(out)
     assert s["run_dir"] == "runs/demo" and s["steps"] == 62
+    # its previews come from an EMA generator sized to its ~500 steps (see DCGAN.demo_options)
+    assert 0.9 <= json.loads((tmp_path / "runs/demo/config.json").read_text())["ema"] < 0.999
     assert (tmp_path / "runs/demo/previews/epoch-0000.png").exists()
     assert (tmp_path / "runs/demo/loss.png").exists() and (tmp_path / "runs/demo/config.json").exists()
     # a second demo does not clobber the first: cmd_demo names its folder with _fresh_dir (checked
