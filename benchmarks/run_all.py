@@ -147,21 +147,25 @@ print(fc.get_total_flops() / 2)
     return float(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
 
 
-def matmul_peak(dtype: str = "fp32", n: int = 2048, repeats: int = 5) -> float:
-    """This machine's matrix-product rate in GMAC/s (best of `repeats` n x n x n products): the
-    ceiling a step made of direct convolutions can approach."""
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """The fp32 matrix-product rate in GMAC/s of the device the benchmark runs on (best of `repeats`
+    n x n x n products): the ceiling a step made of direct convolutions can approach."""
     import torch
 
-    from gankit.device import keep_freed_host_memory
+    from gankit.device import keep_freed_host_memory, pick_device
 
-    keep_freed_host_memory()
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+    dev = pick_device("auto")
+    if dev.type == "cpu":
+        keep_freed_host_memory()
+    wait = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(dev.type, lambda: None)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        wait()
         t0 = time.perf_counter()
         torch.mm(a, b)
+        wait()
         best = min(best, time.perf_counter() - t0)
     return n**3 / best / 1e9
 
@@ -252,7 +256,7 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
     result = {"machine": machine(), "rounds": args.rounds, "train": [], "attacks": [], "profiles": {}}
-    result["machine"]["matmul_peak_gmacs"] = round(matmul_peak("fp32"), 1)
+    result["machine"]["matmul_peak_gmacs"] = round(matmul_peak(), 1)
     print(json.dumps(result["machine"]), flush=True)
     train = [t for t in TRAIN if t[0] in args.recipes]
     rows = {(r, b): {"recipe": r, "batch": b, "seed_tf": [], "fp32": [], "auto": []} for r, b, *_ in train}
