@@ -112,10 +112,9 @@ def attack(impl: str, name: str, batch: int, ta_path: str | None) -> float | Non
 def profile(recipe: str, batch: int, precision: str, top: int = 6) -> list[dict]:
     """The operators the recipe's training steps spend their time in (torch.profiler, self CPU time;
     set-up and warm-up steps excluded)."""
-    code = f"""
-import functools, json, sys, torch
-sys.path.insert(0, {str(HERE)!r})
-import bench_train
+    out = _in_bench_process(
+        f"""
+import json
 from torch.profiler import profile, ProfilerActivity
 prof = profile(activities=[ProfilerActivity.CPU])
 bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto", around=lambda: prof)
@@ -123,28 +122,31 @@ rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=
 total = sum(e.self_cpu_time_total for e in rows)
 print(json.dumps([{{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)}} for e in rows[:{top}]]))
 """
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if p.returncode != 0:
-        return []
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    )
+    return json.loads(out) if out else []
+
+
+def _in_bench_process(body: str, env: dict | None = None) -> str | None:
+    """The last line `body` prints, run in a fresh Python with `bench_train` imported (None if it fails)."""
+    code = f"import sys\nsys.path.insert(0, {str(HERE)!r})\nimport bench_train\n{body}"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else None
 
 
 def step_macs(recipe: str, batch: int) -> float | None:
     """Multiply-adds of one fp32 training step (torch.utils.flop_counter, matrix products and
     convolutions), every layer as a direct convolution ($GANKIT_FREQUENCY_CONV=0): the work a
     framework without fast convolution algorithms does."""
-    code = f"""
-import sys
-sys.path.insert(0, {str(HERE)!r})
-import bench_train
+    out = _in_bench_process(
+        f"""
 from torch.utils.flop_counter import FlopCounterMode
 fc = FlopCounterMode(display=False)
 bench_train.measure({recipe!r}, {batch}, "memory", "fp32", 1, 1, "auto", around=lambda: fc)
 print(fc.get_total_flops() / 2)
-"""
-    env = dict(os.environ, GANKIT_FREQUENCY_CONV="0")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    return float(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
+""",
+        env=dict(os.environ, GANKIT_FREQUENCY_CONV="0"),
+    )
+    return float(out) if out else None
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -152,22 +154,13 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     n x n x n products): the ceiling a step made of direct convolutions can approach."""
     import torch
 
-    from gankit.device import keep_freed_host_memory, pick_device
+    from gankit.device import _time, keep_freed_host_memory, pick_device
 
     dev = pick_device("auto")
     if dev.type == "cpu":
         keep_freed_host_memory()
-    wait = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(dev.type, lambda: None)
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        wait()
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        wait()
-        best = min(best, time.perf_counter() - t0)
-    return n**3 / best / 1e9
+    return n**3 / _time(lambda: torch.mm(a, b), dev, repeats) / 1e9
 
 
 def roofline(row: dict, macs: float | None, peak: float) -> str:

@@ -183,7 +183,9 @@ def _calibration_step(device: torch.device, dtype: torch.dtype | None):
 
 
 def _time(step, device: torch.device, repeats: int = 5) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Best wall time in seconds of `repeats` calls of `step` after one to warm up, waiting for an
+    asynchronous device (CUDA, MPS) to finish each."""
+    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
     step()
     sync()
     best = float("inf")
