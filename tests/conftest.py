@@ -73,6 +73,7 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")
     monkeypatch.setenv("GANKIT_FREQUENCY_CONV", "1")  # unmeasured (tests/test_nets.py measures)
+    monkeypatch.setenv("GANKIT_WINOGRAD", "1")  # unmeasured (tests/test_winograd.py measures)
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     threads = torch.get_num_threads()

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .winograd import WINOGRAD_TILES, winograd_conv2d, winograd_pays
+
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout whose mask costs one random 64-bit draw per four elements.
@@ -267,18 +269,30 @@ def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d that runs on small batches of small input maps (the inner layers of a U-Net at batch 1
-    or 2, 8x8 px and below: N x H x W <= SMALL_MAP_PIXELS) as im2col (`F.unfold`) + one GEMM on CPU,
-    with a channels-last output.
+    """nn.Conv2d with two CPU paths.
 
+    Stride-1 3x3 and 4x4 layers with many channels on large enough maps run by Winograd in fp32
+    (`gankit.nn.winograd`, where this machine measured it faster): the PatchGAN's 256 -> 512 layer,
+    the ResNet generator's blocks.
+
+    Small batches of small input maps (the inner layers of a U-Net at batch 1 or 2, 8x8 px and below:
+    N x H x W <= SMALL_MAP_PIXELS) run as im2col (`F.unfold`) + one GEMM, with a channels-last output.
     There the layer is all weights and no pixels (a 512 -> 512, 4x4 layer on a 2x2 map: 8 M weights,
     16 outputs per image), and oneDNN's kernels, built for the opposite, spent most of their time
     converting weight gradients; the GEMM form was 8-30% faster at 2x2 to 8x8 under bf16 autocast on
-    the AMD EPYC (benchmarks/README.md). Same parameters; larger maps and other devices run the stock
-    layer."""
+    the AMD EPYC (benchmarks/README.md). `small_maps=False` leaves such maps to oneDNN (networks whose
+    maps are small only on toy inputs: the PatchGAN, the ResNet generator). Same parameters; other
+    devices run the stock layer."""
+
+    def __init__(self, *args, small_maps: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.small_maps = small_maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _small_map(self, x):
+        if _cpu_fast_path(self, x) and winograd_pays(self, x):
+            y = winograd_conv2d(x, self.weight, self.padding[0], WINOGRAD_TILES[self.kernel_size[0]])
+            return _add_bias(y, self.bias)
+        if not self.small_maps or not _small_map(self, x):
             return super().forward(x)
         n, _, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation

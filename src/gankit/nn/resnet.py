@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import ConvTranspose2d, normal_init
+from .layers import Conv2d, ConvTranspose2d, normal_init
 from .unet import norm_layer
 
 
@@ -22,11 +22,11 @@ class ResidualBlock(nn.Module):
         bias = norm == "instance"
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=bias),
+            Conv2d(channels, channels, 3, bias=bias, small_maps=False),
             norm_layer(norm, channels),
             nn.ReLU(inplace=True),
             nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=bias),
+            Conv2d(channels, channels, 3, bias=bias, small_maps=False),
             norm_layer(norm, channels),
         )
 
@@ -50,13 +50,13 @@ class ResnetGenerator(nn.Module):
         w = width
         layers = [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(in_channels, w, 7, bias=bias),
+            Conv2d(in_channels, w, 7, bias=bias, small_maps=False),
             norm_layer(norm, w),
             nn.ReLU(True),
         ]
         for m in (1, 2):  # two stride-2 downsamplings
             layers += [
-                nn.Conv2d(w * m, w * m * 2, 3, 2, 1, bias=bias),
+                Conv2d(w * m, w * m * 2, 3, 2, 1, bias=bias, small_maps=False),
                 norm_layer(norm, w * m * 2),
                 nn.ReLU(True),
             ]
@@ -67,7 +67,7 @@ class ResnetGenerator(nn.Module):
                 norm_layer(norm, w * m // 2),
                 nn.ReLU(True),
             ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, out_channels, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), Conv2d(w, out_channels, 7, small_maps=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         normal_init(self)
 
