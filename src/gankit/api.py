@@ -48,20 +48,20 @@ def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
 def _agree_on_frequency_conv(cfg: TrainConfig, device: torch.device) -> None:
     """In a data-parallel CPU run, process 0 alone measures (or reads) whether this machine runs
     convolutions in the frequency domain (`gankit.nn.layers.frequency_conv_factor`) in the dtypes the
-    run computes in (fp32, and bf16 when it trains in bf16) and by Winograd (`gankit.nn.winograd`), and
+    run computes in (fp32, and bf16 when it trains in bf16) and by the fp32 paths of `gankit.nn.fastconv`, and
     every process takes its answers: measuring in each would compete for the same cores and could
     disagree."""
     if device.type != "cpu" or distributed.world_size() < 2:
         return
+    from .nn.fastconv import conv_algorithm_verdicts, set_conv_algorithm_verdicts
     from .nn.layers import frequency_conv_verdicts, set_frequency_conv_verdicts
-    from .nn.winograd import set_winograd_verdict, winograd_verdict
 
     bf16 = resolve_precision(cfg.precision, device, cfg.auto_precision) == "bf16"
     dtypes = ("fp32", "bf16") if bf16 else ("fp32",)
-    mine = (frequency_conv_verdicts(dtypes), winograd_verdict()) if distributed.is_main() else None
-    frequency, use_winograd = distributed.from_main(mine)
+    mine = (frequency_conv_verdicts(dtypes), conv_algorithm_verdicts()) if distributed.is_main() else None
+    frequency, algorithms = distributed.from_main(mine)
     set_frequency_conv_verdicts(frequency)
-    set_winograd_verdict(use_winograd)
+    set_conv_algorithm_verdicts(algorithms)
 
 
 def train(recipe: str, progress: bool = True, **options) -> dict:

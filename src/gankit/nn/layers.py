@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .winograd import WINOGRAD_TILES, winograd_conv2d, winograd_pays
+from .fastconv import WINOGRAD_TILES, gemm_wgrad_pays, strided_conv, winograd_conv2d, winograd_pays
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -272,7 +272,7 @@ class Conv2d(nn.Conv2d):
     """nn.Conv2d with two CPU paths.
 
     Stride-1 3x3 and 4x4 layers with many channels on large enough maps run by Winograd in fp32
-    (`gankit.nn.winograd`, where this machine measured it faster): the PatchGAN's 256 -> 512 layer,
+    (`gankit.nn.fastconv`, where this machine measured it faster): the PatchGAN's 256 -> 512 layer,
     the ResNet generator's blocks.
 
     Small batches of small input maps (the inner layers of a U-Net at batch 1 or 2, 8x8 px and below:
@@ -292,7 +292,10 @@ class Conv2d(nn.Conv2d):
         if _cpu_fast_path(self, x) and winograd_pays(self, x):
             y = winograd_conv2d(x, self.weight, self.padding[0], WINOGRAD_TILES[self.kernel_size[0]])
             return _add_bias(y, self.bias)
-        if not self.small_maps or not _small_map(self, x):
+        small = self.small_maps and _small_map(self, x)
+        if not small and _cpu_fast_path(self, x) and gemm_wgrad_pays(self, x):
+            return _add_bias(strided_conv(x, self.weight, False), self.bias)
+        if not small:
             return super().forward(x)
         n, _, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
@@ -331,10 +334,12 @@ class ConvTranspose2d(nn.ConvTranspose2d):
                 y = frequency_conv_transpose2d(x.to(dtype), self.weight.to(dtype), self.padding)
             return _add_bias(y, self.bias)
         small = _small_map(self, x)
-        if self.bias is None and not small:
-            return super().forward(x, output_size)
         if small:
             return self._small_map_forward(x, output_padding)
+        if tuple(output_padding) == (0, 0) and gemm_wgrad_pays(self, x):
+            return _add_bias(strided_conv(x, self.weight, True), self.bias)
+        if self.bias is None:
+            return super().forward(x, output_size)
         y = F.conv_transpose2d(
             x, self.weight, None, self.stride, self.padding, output_padding, 1, self.dilation
         )
