@@ -24,6 +24,35 @@ def test_cycle_and_identity_terms_vanish_for_identity_generators():
     assert torch.allclose(neg["identity"], 10 * 0.5 * (2 * x).abs().mean())
 
 
+@pytest.mark.parametrize("lambda_id", [0.5, 0.0])
+def test_cycle_terms_batch_each_generators_images_and_equal_separate_calls(lambda_id):
+    """G (A -> B) runs once on everything it sees (x, y, F's fake), F twice; the terms equal those of
+    one call per image with per-image (instance-norm) networks, with and without the identity term."""
+    from gankit.nn.unet import UNetGenerator
+
+    torch.manual_seed(0)
+    g_ab, g_ba = (UNetGenerator(3, 3, 32, norm="instance", dropout=0.0).eval() for _ in range(2))
+    calls = {"ab": [], "ba": []}
+    g_ab.register_forward_hook(lambda m, i, o: calls["ab"].append(len(i[0])))
+    g_ba.register_forward_hook(lambda m, i, o: calls["ba"].append(len(i[0])))
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    t = cycle_losses(g_ab, g_ba, x, y, 10.0, lambda_id)
+    assert calls == ({"ab": [6], "ba": [4, 2]} if lambda_id else {"ab": [4], "ba": [2, 2]})
+
+    def one(g, v):  # one image per call
+        return torch.cat([g(v[i : i + 1]) for i in range(len(v))])
+
+    with torch.no_grad():
+        fake_b, fake_a = one(g_ab, x), one(g_ba, y)
+        cyc = (one(g_ba, fake_b) - x).abs().mean() + (one(g_ab, fake_a) - y).abs().mean()
+        ident = (one(g_ba, x) - x).abs().mean() + (one(g_ab, y) - y).abs().mean()
+    assert torch.allclose(t["fake_b"], fake_b, atol=1e-5) and torch.allclose(t["fake_a"], fake_a, atol=1e-5)
+    assert t["cycle"].item() == pytest.approx(10 * cyc.item(), rel=1e-5)
+    assert t["identity"].item() == pytest.approx(
+        10 * lambda_id * ident.item() if lambda_id else 0.0, rel=1e-5
+    )
+
+
 def test_lr_schedule_start_middle_end():
     cfg = CycleGANConfig(epochs=40)
     assert cfg.decay_fraction == 0.5  # the paper: constant, then linear to zero over the second half
