@@ -135,8 +135,8 @@ def _in_bench_process(body: str, env: dict | None = None) -> str | None:
 
 def step_macs(recipe: str, batch: int) -> float | None:
     """Multiply-adds of one fp32 training step (torch.utils.flop_counter, matrix products and
-    convolutions), every layer as a direct convolution ($GANKIT_FREQUENCY_CONV=0, $GANKIT_WINOGRAD=0):
-    the work a framework without fast convolution algorithms does."""
+    convolutions), every layer as a direct convolution ($GANKIT_FREQUENCY_CONV=0, $GANKIT_WINOGRAD=0,
+    $GANKIT_GEMM_WGRAD=0): the work a framework without fast convolution algorithms does."""
     out = _in_bench_process(
         f"""
 from torch.utils.flop_counter import FlopCounterMode
@@ -144,7 +144,7 @@ fc = FlopCounterMode(display=False)
 bench_train.measure({recipe!r}, {batch}, "memory", "fp32", 1, 1, "auto", around=lambda: fc)
 print(fc.get_total_flops() / 2)
 """,
-        env=dict(os.environ, GANKIT_FREQUENCY_CONV="0", GANKIT_WINOGRAD="0"),
+        env=dict(os.environ, GANKIT_FREQUENCY_CONV="0", GANKIT_WINOGRAD="0", GANKIT_GEMM_WGRAD="0"),
     )
     return float(out) if out else None
 

@@ -113,15 +113,17 @@ def test_strided_conv_equals_torch_with_both_gradients(transposed, batch):
 
 
 def test_layers_take_the_gemm_weight_gradient_where_it_pays(monkeypatch):
-    """The U-Net's 1024 -> 256 transposed layer and 256 -> 512 convolution (512 channels on the pixels'
-    side) take it at batch 1-8 in fp32, with the stock layer's output and gradients; not the 64-channel
-    ones, not at batch 100, not under bf16 autocast, not when off."""
+    """The U-Net's 1024 -> 256 transposed layer and 256 -> 512 convolution (128+ channels on the pixels'
+    side: the transposed layer's input, the convolution's output) take it at batch 1-8 in fp32, with the
+    stock layer's output and gradients; not with 64 there, not at batch 100, not under bf16 autocast,
+    not when off."""
     up, down = ConvTranspose2d(1024, 256, 4, 2, 1), Conv2d(256, 512, 4, 2, 1)
     assert gemm_wgrad_pays(up, torch.empty(2, 1024, 16, 16)) and gemm_wgrad_pays(
         down, torch.empty(1, 256, 32, 32)
     )
-    assert not gemm_wgrad_pays(ConvTranspose2d(256, 64, 4, 2, 1), torch.empty(1, 256, 64, 64))
-    assert not gemm_wgrad_pays(Conv2d(64, 128, 4, 2, 1), torch.empty(1, 64, 128, 128))
+    assert gemm_wgrad_pays(Conv2d(64, 128, 4, 2, 1), torch.empty(1, 64, 128, 128))
+    assert not gemm_wgrad_pays(ConvTranspose2d(64, 256, 4, 2, 1), torch.empty(1, 64, 64, 64))
+    assert not gemm_wgrad_pays(Conv2d(256, 64, 4, 2, 1), torch.empty(1, 256, 64, 64))
     assert not gemm_wgrad_pays(up, torch.empty(100, 1024, 16, 16))
     assert not gemm_wgrad_pays(ConvTranspose2d(1024, 256, 5, 2, 2), torch.empty(1, 1024, 16, 16))
     with torch.autocast("cpu", torch.bfloat16):

@@ -20,7 +20,8 @@ those layers near the machine's matrix-product rate, while the transforms are me
 The weight gradient of 4x4 stride-2 layers as one GEMM (`strided_conv`): their forward and input
 gradient run near that rate in oneDNN, their weight gradient at half of it or less (the U-Net's
 1024 -> 256 transposed layer at 16 px: 31 against 77-94 GMAC/s on the Zen 3); as the product of the
-pixels with the 4x4 patches of the other side (a strided view and one copy), 1.2-2.7x faster there.
+pixels with the 4x4 patches of the other side (a strided view and one copy), 1.2-2.7x faster there
+for the layer alone.
 """
 
 from __future__ import annotations
@@ -155,11 +156,12 @@ WINOGRAD_MIN_CHANNELS = 64
 # The GEMM weight gradient multiplies the pixels of one side (the input of a transposed layer, the
 # output gradient of a convolution) with the 4x4 patches of the other, a copy 4x the size of that side:
 # it pays where each patch element meets at least this many channels of the pixels' side. In the
-# Zen 3's training steps the copy ran at memory speed (~30 ms for the U-Net's 64-channel 128 px
-# output gradient at batch 2, 1 ms in a benchmark of the layer alone, from cache), more than the
-# 256- and 128-channel layers gained; the 512- and 1024-channel ones gained 2-3x their copy. Batches
-# above GEMM_WGRAD_MAX_BATCH keep oneDNN's kernel (SSGAN's 100: no faster, 200 MB more).
-GEMM_WGRAD_MIN_CHANNELS = 512
+# Zen 3's training steps that copy runs at memory speed (~30 ms for the U-Net's 64-channel 128 px
+# output gradient at batch 2, 1 ms in a benchmark of the layer alone, from cache). Threshold measured
+# in the steps (fp32, ms/step): Pix2Pix 64: 584-585, 128: 576-577, 512: 582-585; CycleGAN 128: 2,268,
+# 256: 2,272-2,296, 512: 2,319-2,340. Batches above GEMM_WGRAD_MAX_BATCH keep oneDNN's kernel
+# (SSGAN's 100: no faster, 200 MB more).
+GEMM_WGRAD_MIN_CHANNELS = 128
 GEMM_WGRAD_MAX_BATCH = 8
 # A path must beat the direct kernel by this factor in the calibration to be used.
 MIN_SPEEDUP = 1.2
