@@ -45,10 +45,10 @@ def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
         cfg.auto_precision = f"{device.type}:{distributed.from_main(mine)}"
 
 
-def _agree_on_frequency_conv(cfg: TrainConfig, device: torch.device) -> None:
-    """In a data-parallel CPU run, process 0 alone measures (or reads) whether this machine runs
-    convolutions in the frequency domain (`gankit.nn.layers.frequency_conv_factor`) in the dtypes the
-    run computes in (fp32, and bf16 when it trains in bf16) and by the fp32 paths of `gankit.nn.fastconv`, and
+def _agree_on_conv_paths(cfg: TrainConfig, device: torch.device) -> None:
+    """In a data-parallel CPU run, process 0 alone measures (or reads) which convolution paths this
+    machine takes: the frequency domain (`gankit.nn.layers.frequency_conv_factor`) in the dtypes the
+    run computes in (fp32, and bf16 when it trains in bf16) and the fp32 paths of `gankit.nn.fastconv`;
     every process takes its answers: measuring in each would compete for the same cores and could
     disagree."""
     if device.type != "cpu" or distributed.world_size() < 2:
@@ -84,7 +84,7 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
         if note and distributed.is_main():
             print(f"gankit: note: {note}", file=sys.stderr)
         _resolve_auto_precision(cfg, device)
-        _agree_on_frequency_conv(cfg, device)
+        _agree_on_conv_paths(cfg, device)
         _seed_everything(cfg.seed)
         r = cls(cfg, device)
         r.attach_data(data)
@@ -123,7 +123,7 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
                     f"run was trained with {key}={getattr(stored, key)!r}"
                 )
         _resolve_auto_precision(cfg, device)  # kept from the run, unless it moved to another device type
-        _agree_on_frequency_conv(cfg, device)
+        _agree_on_conv_paths(cfg, device)
         _seed_everything(cfg.seed)  # the checkpoint's RNG state replaces this; other processes reseed
         r = cls(cfg, device)
         r.attach_data(data)

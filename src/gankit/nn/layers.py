@@ -269,11 +269,12 @@ def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d with two CPU paths.
+    """nn.Conv2d with three CPU paths.
 
     Stride-1 3x3 and 4x4 layers with many channels on large enough maps run by Winograd in fp32
     (`gankit.nn.fastconv`, where this machine measured it faster): the PatchGAN's 256 -> 512 layer,
-    the ResNet generator's blocks.
+    the ResNet generator's blocks. Wide 4x4 stride-2 layers at small batches in fp32 take their weight
+    gradient as one GEMM (`gankit.nn.fastconv.strided_conv`, likewise measured).
 
     Small batches of small input maps (the inner layers of a U-Net at batch 1 or 2, 8x8 px and below:
     N x H x W <= SMALL_MAP_PIXELS) run as im2col (`F.unfold`) + one GEMM, with a channels-last output.
@@ -289,13 +290,14 @@ class Conv2d(nn.Conv2d):
         self.small_maps = small_maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_fast_path(self, x) and winograd_pays(self, x):
+        if not _cpu_fast_path(self, x):
+            return super().forward(x)
+        if winograd_pays(self, x):
             y = winograd_conv2d(x, self.weight, self.padding[0], WINOGRAD_TILES[self.kernel_size[0]])
             return _add_bias(y, self.bias)
-        small = self.small_maps and _small_map(self, x)
-        if not small and _cpu_fast_path(self, x) and gemm_wgrad_pays(self, x):
-            return _add_bias(strided_conv(x, self.weight, False), self.bias)
-        if not small:
+        if not (self.small_maps and _small_map(self, x)):
+            if gemm_wgrad_pays(self, x):
+                return _add_bias(strided_conv(x, self.weight, False), self.bias)
             return super().forward(x)
         n, _, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
