@@ -141,8 +141,13 @@ def per_image_norm(
     larger batches): the caller runs the stock layer."""
     if _exporting() or x.device.type != "cpu" or x.dim() != 4 or len(x) > 16:
         return None
-    parts = [F.batch_norm(x[i : i + 1], None, None, weight, bias, True, 0.0, eps) for i in range(len(x))]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if len(x) == 1:
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    # split, not x[i : i + 1]: a slice's backward fills a zero tensor of x's full size and copies its
+    # part in, and the N of them are then summed; split's backward is one concatenation. Fwd + bwd over
+    # the U-Net's normalised maps on the AMD EPYC Zen 3: batch 2 55 -> 15 ms, batch 3 86 -> 24 ms, and
+    # batch 1 without any slice 23 -> 4 ms (benchmarks/README.md).
+    return torch.cat([F.batch_norm(p, None, None, weight, bias, True, 0.0, eps) for p in x.split(1)])
 
 
 class InstanceNorm2d(nn.InstanceNorm2d):
