@@ -78,8 +78,7 @@ class _TapsChannelsOutputs(torch.autograd.Function):
         return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t().contiguous()
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # torch ops: differentiable again
         o, c, kh, kw = ctx.shape
         return grad.t().contiguous().view(o, kh, kw, c).permute(0, 3, 1, 2)
 
