@@ -199,3 +199,21 @@ def test_the_paths_are_measured_once_per_machine_and_cached(monkeypatch, capsys)
         monkeypatch.setattr(fastconv, "_verdicts", {})
         (cache_dir() / "conv_algorithms.json").write_text(json.dumps({key: stale}))
         assert not winograd_pays(layer, x) and gemm_wgrad_pays(up, xu)
+
+
+def test_winograd_second_derivatives_equal_torchs():
+    """Gradients of a weight gradient (as a gradient penalty takes them) flow through every Winograd
+    piece, the weight's taps-major transpose included, and equal torch's convolution's."""
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    x = torch.randn(1, 16, 8, 8, dtype=torch.float64).contiguous(memory_format=cl).requires_grad_()
+    w = (0.1 * torch.randn(16, 16, 4, 4, dtype=torch.float64)).contiguous(memory_format=cl).requires_grad_()
+
+    def second(conv):
+        (g,) = torch.autograd.grad(conv(x, w).square().sum(), w, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), [x, w])
+
+    ours = second(lambda a, b: winograd_conv2d(a, b, 1, 3))
+    ref = second(lambda a, b: F.conv2d(a, b, None, 1, 1))
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9 * b.abs().max().item())
