@@ -10,6 +10,7 @@ step + batch gathering). Each configuration runs in its own process so that peak
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ import sys
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def apply_sets(cfg, sets: list[str]) -> None:
@@ -123,6 +125,26 @@ def time_steps(step, warmup: int, steps: int, dev: torch.device, around=None) ->
         torch.stack(list(out.values())).tolist()  # wait for the last step
         sync()
         return time.perf_counter() - t0
+
+
+class OperatorTimer(TorchDispatchMode):
+    """Wall seconds per aten operator (`seconds["aten::mm"]`, ...) of the code run under it, backward
+    passes included, each operator timed around its own call (nested calls are inside their caller's
+    time, not counted again). On these CPUs torch.profiler made memory-bound operators look several
+    times slower than they run: a copy it gave 23-43 ms took 2.5-3.1 ms in the step (benchmarks/
+    README.md, session 20). With CUDA each operator is waited for (slower, but each kernel's own time)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: collections.Counter = collections.Counter()
+        self._sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        self._sync()
+        self.seconds[f"aten::{func.overloadpacket.__name__}"] += time.perf_counter() - t0
+        return out
 
 
 def peak_memory(dev: torch.device) -> tuple[int, str]:

@@ -110,17 +110,16 @@ def attack(impl: str, name: str, batch: int, ta_path: str | None) -> float | Non
 
 
 def profile(recipe: str, batch: int, precision: str, top: int = 6) -> list[dict]:
-    """The operators the recipe's training steps spend their time in (torch.profiler, self CPU time;
-    set-up and warm-up steps excluded)."""
+    """The operators the recipe's training steps spend their time in (`bench_train.OperatorTimer`: wall
+    time per operator, each share of all operators' time; set-up and warm-up steps excluded)."""
     out = _in_bench_process(
         f"""
 import json
-from torch.profiler import profile, ProfilerActivity
-prof = profile(activities=[ProfilerActivity.CPU])
-bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto", around=lambda: prof)
-rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-total = sum(e.self_cpu_time_total for e in rows)
-print(json.dumps([{{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)}} for e in rows[:{top}]]))
+timer = bench_train.OperatorTimer()
+bench_train.measure({recipe!r}, {batch}, "memory", {precision!r}, 3, 2, "auto", around=lambda: timer)
+total = sum(timer.seconds.values())
+rows = timer.seconds.most_common({top})
+print(json.dumps([{{"op": op, "share": round(t / total, 3)}} for op, t in rows]))
 """
     )
     return json.loads(out) if out else []
@@ -231,7 +230,8 @@ def table(result: dict) -> str:
             if line:
                 lines.append(f"- {row['recipe']} batch {row['batch']}: {line}")
     if result.get("profiles"):
-        lines += ["", "Where each recipe's default step spends its time (self CPU time, top operators):", ""]
+        title = "Where each recipe's default step spends its time (wall time per operator, top ones):"
+        lines += ["", title, ""]
         for name, ops in result["profiles"].items():
             shown = ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in ops)
             lines.append(f"- {name}: {shown}")

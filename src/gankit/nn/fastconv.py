@@ -179,12 +179,11 @@ WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_CHANNELS = 64
 # The GEMM weight gradient multiplies the pixels of one side (the input of a transposed layer, the
 # output gradient of a convolution) with the 4x4 patches of the other, a copy 4x the size of that side:
-# it pays where each patch element meets at least this many channels of the pixels' side. In the
-# Zen 3's training steps that copy runs at memory speed (~30 ms for the U-Net's 64-channel 128 px
-# output gradient at batch 2, 1 ms in a benchmark of the layer alone, from cache). Threshold measured
-# in the steps (fp32, ms/step): Pix2Pix 64: 584-585, 128: 576-577, 512: 582-585; CycleGAN 128: 2,268,
-# 256: 2,272-2,296, 512: 2,319-2,340. Batches above GEMM_WGRAD_MAX_BATCH keep oneDNN's kernel
-# (SSGAN's 100: no faster, 200 MB more).
+# it pays where each patch element meets at least this many channels of the pixels' side (that copy
+# of the U-Net's 64-channel 128 px map at batch 2-3 takes 2.5-3.1 ms in the Zen 3's step; torch.profiler
+# had charged it ~30). Threshold measured in the steps (fp32, ms/step): Pix2Pix 64: 584-585,
+# 128: 576-577, 512: 582-585; CycleGAN 128: 2,268, 256: 2,272-2,296, 512: 2,319-2,340. Batches above
+# GEMM_WGRAD_MAX_BATCH keep oneDNN's kernel (SSGAN's 100: no faster, 200 MB more).
 GEMM_WGRAD_MIN_CHANNELS = 128
 GEMM_WGRAD_MAX_BATCH = 8
 # A path must beat the direct kernel by this factor in the calibration to be used.
