@@ -164,7 +164,7 @@ def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=Non
         "loader": loader,
         "device": str(dev),
         "precision": precision_name or ("bf16" if autocast_dtype(cfg.precision, dev) else "fp32"),
-        "images_per_s": round(batch_size * steps / dt, 2),
+        "images_per_s": float(f"{batch_size * steps / dt:.4g}"),  # 4 digits: 0.44 img/s is not +-1%
         "step_ms": round(1000 * dt / steps, 2),
         "peak_memory_mb": round(peak / 2**20, 1),
         "peak_memory_kind": kind,

@@ -142,4 +142,4 @@ for _ in range(3):
 t = time.perf_counter()
 for _ in range(steps):
     train_step(x, y)
-print("seed TF cyclegan batch", B, "img/s", round(B * steps / (time.perf_counter() - t), 2))
+print("seed TF cyclegan batch", B, "img/s", f"{B * steps / (time.perf_counter() - t):.4g}")
