@@ -253,6 +253,43 @@ def test_small_map_layers_run_as_gemm_and_equal_the_stock_layers(ours, stock, sh
 
 
 @pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: Conv2d(512, 512, 4, 2, 1), (64, 512, 2, 2)),
+        (lambda: ConvTranspose2d(1024, 512, 4, 2, 1, bias=False), (16, 1024, 4, 4)),
+    ],
+)
+def test_wide_layers_on_small_maps_take_the_gemm_path_in_fp32_only(make, shape):
+    """Above SMALL_MAP_PIXELS, wide layers on maps of at most 4x4 px still run as GEMM in fp32 (the U-Net's
+    512-channel inner layers at batches of 9-128), equal to torch's layer; not under bf16 autocast, not on
+    larger maps, not on narrow layers, not on larger batches."""
+    from gankit.nn.layers import SMALL_MAP_PIXELS, _small_map
+
+    torch.manual_seed(0)
+    a = make().to(memory_format=torch.channels_last)
+    n, c, h, w = shape
+    assert n * h * w > SMALL_MAP_PIXELS and _small_map(a, torch.empty(shape))
+    with torch.autocast("cpu", torch.bfloat16):
+        assert not _small_map(a, torch.empty(shape))
+    assert not _small_map(a, torch.empty(3, c, 8, 8)) and not _small_map(a, torch.empty(8 * n, c, h, w))
+    assert not _small_map(Conv2d(128, 64, 5, 2, 2), torch.empty(4, 128, 7, 7))
+    stock = (torch.nn.ConvTranspose2d if isinstance(a, ConvTranspose2d) else torch.nn.Conv2d)(
+        a.in_channels, a.out_channels, 4, 2, 1, bias=a.bias is not None
+    )
+    stock.load_state_dict(a.state_dict())
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y, y_ref = a(x), stock.to(memory_format=torch.channels_last)(x)
+    assert y.shape == y_ref.shape and y.is_contiguous(memory_format=torch.channels_last)
+    scale = y_ref.abs().max()
+    assert (y - y_ref).abs().max() <= 1e-5 * scale
+    g = torch.randn_like(y_ref)
+    for got, want in zip(
+        torch.autograd.grad(y, [x, a.weight], g), torch.autograd.grad(y_ref, [x, stock.weight], g)
+    ):
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize(
     "c_in,c_out,kernel,padding,shape",
     [
         (256, 128, 5, 2, (3, 7, 7)),

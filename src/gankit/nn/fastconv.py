@@ -196,7 +196,8 @@ _WGRAD_LAYER = dict(n=1, c_in=1024, c_out=256, size=16)
 _verdicts: dict[str, dict[str, bool]] = {}
 
 
-def _fp32_outside_autocast(layer: nn.Module, x: torch.Tensor) -> bool:
+def fp32_outside_autocast(layer: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `layer` computes on `x` in fp32: both in fp32 and no CPU autocast active."""
     return x.dtype == layer.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
@@ -214,7 +215,7 @@ def winograd_pays(layer: nn.Conv2d, x: torch.Tensor) -> bool:
         or layer.kernel_size != (k, k)
         or k not in WINOGRAD_TILES
         or layer.padding[0] != layer.padding[1]
-        or not _fp32_outside_autocast(layer, x)
+        or not fp32_outside_autocast(layer, x)
         or min(layer.in_channels, layer.out_channels) < WINOGRAD_MIN_CHANNELS
     ):
         return False
@@ -238,7 +239,7 @@ def gemm_wgrad_pays(layer: nn.Module, x: torch.Tensor) -> bool:
         and layer.padding == (1, 1)
         and layer.dilation == (1, 1)
         and tuple(getattr(layer, "output_padding", (0, 0))) == (0, 0)
-        and _fp32_outside_autocast(layer, x)
+        and fp32_outside_autocast(layer, x)
         and (layer.in_channels if layer.transposed else layer.out_channels) >= GEMM_WGRAD_MIN_CHANNELS
         and x.shape[0] <= GEMM_WGRAD_MAX_BATCH
         and conv_algorithm_verdicts()["gemm_wgrad"]

@@ -11,7 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fastconv import WINOGRAD_TILES, gemm_wgrad_pays, strided_conv, winograd_conv2d, winograd_pays
+from .fastconv import (
+    WINOGRAD_TILES,
+    fp32_outside_autocast,
+    gemm_wgrad_pays,
+    strided_conv,
+    winograd_conv2d,
+    winograd_pays,
+)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -267,10 +274,34 @@ class NarrowConv2d(nn.Conv2d):
 # Batches of input maps with at most this many pixels in all (N x H x W) run as GEMM + im2col/col2im
 # on CPU (Conv2d, ConvTranspose2d): weight-bound layers, few outputs per weight.
 SMALL_MAP_PIXELS = 128
+# In fp32, also layers with at least SMALL_MAP_WIDE_WEIGHTS weights on maps of at most
+# SMALL_MAP_IMAGE_PIXELS pixels per image and SMALL_MAP_WIDE_PIXELS in all: the U-Net's 512-channel
+# layers at 4 px up to batch 32 and at 2 px up to batch 128, where oneDNN's kernels slow down most.
+# Forward + both gradients, fp32, on the AMD EPYC Zen 3 (benchmarks/README.md): 1024 -> 512 transposed
+# at 4 px, batch 16: 111 vs 248 ms; 512 -> 512 at 4 px, batch 32: 33.5 vs 44.9; at 2 px, batch 64:
+# 25.5 vs 110, batch 128: 40 vs 140; a Pix2Pix step at batch 16: 7,584-7,673 vs 7,722-7,744 ms. Not at
+# 8 px (512 -> 512 at batch 3-16: 0.95-1.1x; CycleGAN's step with its 3-image generator batch there:
+# 2,270-2,278 vs 2,239-2,269 ms) nor on narrow layers (DCGAN's 128 -> 64, 5x5 at 7 px, batch 4: 3.4
+# vs 2.2 ms). Under bf16 autocast only SMALL_MAP_PIXELS applies (the rule measured on the AMD EPYC
+# with AVX512-BF16); the wider one is not measured there.
+SMALL_MAP_WIDE_WEIGHTS = 2**21
+SMALL_MAP_IMAGE_PIXELS = 16
+SMALL_MAP_WIDE_PIXELS = 512
 
 
 def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
-    return _cpu_fast_path(layer, x) and x.shape[0] * x.shape[-2] * x.shape[-1] <= SMALL_MAP_PIXELS
+    if not _cpu_fast_path(layer, x):
+        return False
+    image_pixels = x.shape[-2] * x.shape[-1]
+    pixels = x.shape[0] * image_pixels
+    if pixels <= SMALL_MAP_PIXELS:
+        return True
+    return (
+        image_pixels <= SMALL_MAP_IMAGE_PIXELS
+        and pixels <= SMALL_MAP_WIDE_PIXELS
+        and layer.weight.numel() >= SMALL_MAP_WIDE_WEIGHTS
+        and fp32_outside_autocast(layer, x)
+    )
 
 
 class Conv2d(nn.Conv2d):
@@ -282,7 +313,8 @@ class Conv2d(nn.Conv2d):
     gradient as one GEMM (`gankit.nn.fastconv.strided_conv`, likewise measured).
 
     Small batches of small input maps (the inner layers of a U-Net at batch 1 or 2, 8x8 px and below:
-    N x H x W <= SMALL_MAP_PIXELS) run as im2col (`F.unfold`) + one GEMM, with a channels-last output.
+    N x H x W <= SMALL_MAP_PIXELS; in fp32 also wide layers at 4x4 px and below up to
+    SMALL_MAP_WIDE_PIXELS, see there) run as im2col (`F.unfold`) + one GEMM, with a channels-last output.
     There the layer is all weights and no pixels (a 512 -> 512, 4x4 layer on a 2x2 map: 8 M weights,
     16 outputs per image), and oneDNN's kernels, built for the opposite, spent most of their time
     converting weight gradients; the GEMM form was 8-30% faster at 2x2 to 8x8 under bf16 autocast on
