@@ -277,13 +277,13 @@ SMALL_MAP_PIXELS = 128
 # In fp32, also layers with at least SMALL_MAP_WIDE_WEIGHTS weights on maps of at most
 # SMALL_MAP_IMAGE_PIXELS pixels per image and SMALL_MAP_WIDE_PIXELS in all: the U-Net's 512-channel
 # layers at 4 px up to batch 32 and at 2 px up to batch 128, where oneDNN's kernels slow down most.
-# Forward + both gradients, fp32, on the AMD EPYC Zen 3 (benchmarks/README.md): 1024 -> 512 transposed
-# at 4 px, batch 16: 111 vs 248 ms; 512 -> 512 at 4 px, batch 32: 33.5 vs 44.9; at 2 px, batch 64:
-# 25.5 vs 110, batch 128: 40 vs 140; a Pix2Pix step at batch 16: 7,584-7,673 vs 7,722-7,744 ms. Not at
-# 8 px (512 -> 512 at batch 3-16: 0.95-1.1x; CycleGAN's step with its 3-image generator batch there:
-# 2,270-2,278 vs 2,239-2,269 ms) nor on narrow layers (DCGAN's 128 -> 64, 5x5 at 7 px, batch 4: 3.4
-# vs 2.2 ms). Under bf16 autocast only SMALL_MAP_PIXELS applies (the rule measured on the AMD EPYC
-# with AVX512-BF16); the wider one is not measured there.
+# Forward + both gradients, fp32, on the AMD EPYC Zen 3 (benchmarks/bench_small_maps.py): 1024 -> 512
+# transposed at 4 px, batch 16: 101 vs 170 ms; 512 -> 512 at 4 px, batch 32: 32.0 vs 43.6; at 2 px,
+# batch 64: 23.5 vs 71.5, batch 128: 39.4 vs 117.0; a Pix2Pix step at batch 16: 7,584-7,673 vs
+# 7,722-7,744 ms. Not at 8 px (512 -> 512 at batch 3-16: 0.93-1.05x; CycleGAN's step with its 3-image
+# generator batch there: 2,270-2,278 vs 2,239-2,269 ms) nor on narrow layers (DCGAN's 128 -> 64, 5x5
+# at 7 px, batch 4: 3.1 vs 2.2 ms). Under bf16 autocast only SMALL_MAP_PIXELS applies (the rule
+# measured on the AMD EPYC with AVX512-BF16); the wider one is not measured there.
 SMALL_MAP_WIDE_WEIGHTS = 2**21
 SMALL_MAP_IMAGE_PIXELS = 16
 SMALL_MAP_WIDE_PIXELS = 512

@@ -1,0 +1,92 @@
+"""The small-map GEMM path of gankit's Conv2d / ConvTranspose2d against the layer's other CPU path
+(oneDNN, or the GEMM weight gradient where that applies), forward + both gradients, fp32, channels-last,
+alternating (benchmarks/README.md, session 21). The U-Net's inner 512-channel layers and DCGAN's 7 px
+layers, at the batches where `gankit.nn.layers._small_map`'s rules were drawn.
+
+    python benchmarks/bench_small_maps.py [--rounds 3]
+"""
+
+import argparse
+import os
+import time
+
+import torch
+
+import gankit.nn.layers as L
+from gankit.device import keep_freed_host_memory
+
+CL = torch.channels_last
+# (name, layer factory, input channels, map size, batches)
+CASES = [
+    ("512 -> 512 conv", lambda: L.Conv2d(512, 512, 4, 2, 1), 512, 8, (1, 3, 4, 6, 8, 16)),
+    ("512 -> 512 conv", lambda: L.Conv2d(512, 512, 4, 2, 1), 512, 16, (1, 2)),
+    ("512 -> 512 conv", lambda: L.Conv2d(512, 512, 4, 2, 1), 512, 4, (8, 16, 32)),
+    ("512 -> 512 conv", lambda: L.Conv2d(512, 512, 4, 2, 1), 512, 2, (32, 64, 128)),
+    ("1024 -> 512 transposed", lambda: L.ConvTranspose2d(1024, 512, 4, 2, 1), 1024, 8, (1, 3, 4, 6)),
+    ("1024 -> 512 transposed", lambda: L.ConvTranspose2d(1024, 512, 4, 2, 1), 1024, 16, (1, 2)),
+    ("1024 -> 512 transposed", lambda: L.ConvTranspose2d(1024, 512, 4, 2, 1), 1024, 4, (8, 16)),
+    ("1024 -> 512 transposed", lambda: L.ConvTranspose2d(1024, 512, 4, 2, 1), 1024, 2, (32, 64)),
+    (
+        "DCGAN 128 -> 64, 5x5 transposed",
+        lambda: L.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1, bias=False),
+        128,
+        7,
+        (4, 8),
+    ),
+    (
+        "DCGAN 256 -> 128, 5x5 s1 transposed",
+        lambda: L.ConvTranspose2d(256, 128, 5, 1, 2, bias=False),
+        256,
+        7,
+        (4, 8),
+    ),
+]
+RULES = ("SMALL_MAP_PIXELS", "SMALL_MAP_WIDE_PIXELS", "SMALL_MAP_IMAGE_PIXELS", "SMALL_MAP_WIDE_WEIGHTS")
+
+
+def force(gemm: bool) -> None:
+    """Every map onto the GEMM path (gemm) or none."""
+    big = 10**9
+    for name, value in zip(RULES, (big, big, big, 0) if gemm else (0, 0, 0, big)):
+        setattr(L, name, value)
+
+
+def timed(layer, c, n, size, reps):
+    """Mean ms of forward + backward (input and weight gradients) after two warm-up calls."""
+    x = torch.randn(n, c, size, size).contiguous(memory_format=CL).requires_grad_()
+
+    def f():
+        y = layer(x)
+        y.backward(torch.ones_like(y))
+
+    f()
+    f()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f()
+    return (time.perf_counter() - t0) / reps * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=10)
+    args = ap.parse_args()
+    keep_freed_host_memory()
+    os.environ.setdefault("GANKIT_FREQUENCY_CONV", "0")  # DCGAN's stride-1 layer: the direct kernel
+    torch.manual_seed(0)
+    print(f"{'layer':38s} {'px':>3s} {'batch':>5s} {'GEMM ms':>16s} {'other ms':>16s}")
+    for name, make, c, size, batches in CASES:
+        layer = make().to(memory_format=CL)
+        for n in batches:
+            ms = {True: [], False: []}
+            for _ in range(args.rounds):
+                for gemm in (True, False):
+                    force(gemm)
+                    ms[gemm].append(timed(layer, c, n, size, args.reps))
+            lo_hi = {k: f"{min(v):.1f}-{max(v):.1f}" for k, v in ms.items()}
+            print(f"{name:38s} {size:3d} {n:5d} {lo_hi[True]:>16s} {lo_hi[False]:>16s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
