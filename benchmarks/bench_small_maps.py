@@ -8,9 +8,9 @@ layers, at the batches where `gankit.nn.layers._small_map`'s rules were drawn.
 
 import argparse
 import os
-import time
 
 import torch
+from bench_instance_norm import timed  # this folder
 
 import gankit.nn.layers as L
 from gankit.device import keep_freed_host_memory
@@ -51,7 +51,7 @@ def force(gemm: bool) -> None:
         setattr(L, name, value)
 
 
-def timed(layer, c, n, size, reps):
+def layer_ms(layer, c, n, size, reps):
     """Mean ms of forward + backward (input and weight gradients) after two warm-up calls."""
     x = torch.randn(n, c, size, size).contiguous(memory_format=CL).requires_grad_()
 
@@ -59,12 +59,7 @@ def timed(layer, c, n, size, reps):
         y = layer(x)
         y.backward(torch.ones_like(y))
 
-    f()
-    f()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        f()
-    return (time.perf_counter() - t0) / reps * 1000
+    return timed(f, reps)
 
 
 def main():
@@ -83,7 +78,7 @@ def main():
             for _ in range(args.rounds):
                 for gemm in (True, False):
                     force(gemm)
-                    ms[gemm].append(timed(layer, c, n, size, args.reps))
+                    ms[gemm].append(layer_ms(layer, c, n, size, args.reps))
             lo_hi = {k: f"{min(v):.1f}-{max(v):.1f}" for k, v in ms.items()}
             print(f"{name:38s} {size:3d} {n:5d} {lo_hi[True]:>16s} {lo_hi[False]:>16s}", flush=True)
 
