@@ -172,7 +172,7 @@ def test_the_paths_are_measured_once_per_machine_and_cached(monkeypatch, capsys)
     assert torch.equal(torch.get_rng_state(), before)
     key = machine_key(torch.device("cpu"))
     entry = json.loads((cache_dir() / "conv_algorithms.json").read_text())[key]
-    for name in ("winograd", "gemm_wgrad"):
+    for name in ("winograd", "gemm_wgrad", "small_map_wide"):
         e = entry[name]
         assert e["direct_ms"] > 0 and e["fast_ms"] > 0
         assert e["speedup"] == pytest.approx(e["direct_ms"] / e["fast_ms"], rel=0.01)
@@ -183,7 +183,11 @@ def test_the_paths_are_measured_once_per_machine_and_cached(monkeypatch, capsys)
     assert winograd_pays(layer, x) is use
     for cached in (True, False):
         monkeypatch.setattr(fastconv, "_verdicts", {})
-        verdicts = {"winograd": {"use": cached}, "gemm_wgrad": {"use": not cached}}
+        verdicts = {
+            "winograd": {"use": cached},
+            "gemm_wgrad": {"use": not cached},
+            "small_map_wide": {"use": cached},
+        }
         (cache_dir() / "conv_algorithms.json").write_text(json.dumps({key: verdicts}))
         assert winograd_pays(layer, x) is cached and gemm_wgrad_pays(up, xu) is not cached
         monkeypatch.setenv(GEMM_WGRAD_ENV, "1")
@@ -192,10 +196,12 @@ def test_the_paths_are_measured_once_per_machine_and_cached(monkeypatch, capsys)
     fresh = {
         "winograd": {"use": False, "speedup": 0.5},
         "gemm_wgrad": {"use": True, "speedup": 2.0},
+        "small_map_wide": {"use": True, "speedup": 2.0},
         "seconds": 0,
     }
     monkeypatch.setattr(fastconv, "calibrate_conv_algorithms", lambda: fresh)
-    for stale in ({"use": True, "speedup": 2.0}, {"winograd": {"use": "yes"}, "gemm_wgrad": {"use": True}}):
+    damaged = {"winograd": {"use": "yes"}, "gemm_wgrad": {"use": True}, "small_map_wide": {"use": True}}
+    for stale in ({"use": True, "speedup": 2.0}, damaged):
         monkeypatch.setattr(fastconv, "_verdicts", {})
         (cache_dir() / "conv_algorithms.json").write_text(json.dumps({key: stale}))
         assert not winograd_pays(layer, x) and gemm_wgrad_pays(up, xu)

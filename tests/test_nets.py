@@ -259,11 +259,17 @@ def test_small_map_layers_run_as_gemm_and_equal_the_stock_layers(ours, stock, sh
         (lambda: ConvTranspose2d(1024, 512, 4, 2, 1, bias=False), (16, 1024, 4, 4)),
     ],
 )
-def test_wide_layers_on_small_maps_take_the_gemm_path_in_fp32_only(make, shape):
+def test_wide_layers_on_small_maps_take_the_gemm_path_in_fp32_only(make, shape, monkeypatch):
     """Above SMALL_MAP_PIXELS, wide layers on maps of at most 4x4 px still run as GEMM in fp32 (the U-Net's
     512-channel inner layers at batches of 9-128), equal to torch's layer; not under bf16 autocast, not on
-    larger maps, not on narrow layers, not on larger batches."""
+    larger maps, not on narrow layers, not on larger batches; and only where the machine's calibration
+    says so (here forced by its variable)."""
+    from gankit.nn.fastconv import SMALL_MAP_WIDE_ENV
     from gankit.nn.layers import SMALL_MAP_PIXELS, _small_map
+
+    monkeypatch.setenv(SMALL_MAP_WIDE_ENV, "0")
+    assert not _small_map(make(), torch.empty(shape))
+    monkeypatch.setenv(SMALL_MAP_WIDE_ENV, "1")
 
     torch.manual_seed(0)
     a = make().to(memory_format=torch.channels_last)

@@ -120,6 +120,22 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, padding: int, m: int)
     return y.contiguous(memory_format=torch.channels_last)
 
 
+def gemm_conv2d(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+    """`F.conv2d(x, weight, None, stride, padding, dilation)` as im2col (`F.unfold`) + one GEMM, with a
+    channels-last output (gankit's Conv2d on small maps, where the layer is all weights and few pixels)."""
+    n, _, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = F.unfold(x, (kh, kw), dilation, padding, stride)  # (N, C*k*k, L)
+    # columns in (kh, kw, C) order, the memory order of a channels-last weight: its (out, k*k*C)
+    # matrix is then a view (no per-step copy of the weight or of its gradient)
+    cols = cols.view(n, -1, kh * kw, out_h * out_w).permute(0, 3, 2, 1).reshape(n, out_h * out_w, -1)
+    y = cols @ weight.permute(0, 2, 3, 1).reshape(o, -1).t()  # (N, L, out)
+    return y.view(n, out_h, out_w, o).permute(0, 3, 1, 2)  # channels-last, no copy
+
+
 def _patches(t: torch.Tensor) -> torch.Tensor:
     """(N*Ho*Wo, 16*C): the 4x4, stride-2 patches of `t` (N, C, H, W) padded by 1, in (row, column,
     channel) order, the memory order of a channels-last 4x4 weight: a strided view and one copy."""
@@ -169,7 +185,8 @@ def strided_conv(x: torch.Tensor, weight: torch.Tensor, transposed: bool) -> tor
 # (`conv_algorithm_verdicts`).
 WINOGRAD_ENV = "GANKIT_WINOGRAD"
 GEMM_WGRAD_ENV = "GANKIT_GEMM_WGRAD"
-_ENVS = {"winograd": WINOGRAD_ENV, "gemm_wgrad": GEMM_WGRAD_ENV}
+SMALL_MAP_WIDE_ENV = "GANKIT_SMALL_MAP_WIDE"
+_ENVS = {"winograd": WINOGRAD_ENV, "gemm_wgrad": GEMM_WGRAD_ENV, "small_map_wide": SMALL_MAP_WIDE_ENV}
 # Output tile per kernel size: both a 6 x 6 input tile (36 products per tile and channel pair). 5x5
 # layers are left to oneDNN: a 64 -> 64 one at 32 px, batch 4, ran 0.75x its speed by F(2x2, 5x5).
 WINOGRAD_TILES = {3: 4, 4: 3}
@@ -192,6 +209,8 @@ MIN_SPEEDUP = 1.2
 # (Winograd); the U-Net's 1024 -> 256 transposed layer at 16 px, batch 1 (its weight gradient).
 _CALIBRATION_LAYER = dict(n=1, c_in=256, c_out=512, k=4, size=32, pad=1)
 _WGRAD_LAYER = dict(n=1, c_in=1024, c_out=256, size=16)
+# ... and the U-Net's 512 -> 512 layer on 2 px maps at batch 64 (`gemm_conv2d`, gankit.nn.layers._small_map).
+_SMALL_MAP_LAYER = dict(n=64, c_in=512, c_out=512, size=2)
 # machine key -> {path: verdict}, this process
 _verdicts: dict[str, dict[str, bool]] = {}
 
@@ -247,8 +266,9 @@ def gemm_wgrad_pays(layer: nn.Module, x: torch.Tensor) -> bool:
 
 
 def conv_algorithm_verdicts(quiet: bool = False) -> dict[str, bool]:
-    """{"winograd": ..., "gemm_wgrad": ...}: whether each path pays on this machine, each forced by its
-    variable (`$GANKIT_WINOGRAD`, `$GANKIT_GEMM_WGRAD`: 1 or 0), else measured once per machine
+    """{"winograd": ..., "gemm_wgrad": ..., "small_map_wide": ...}: whether each path pays on this
+    machine, each forced by its variable (`$GANKIT_WINOGRAD`, `$GANKIT_GEMM_WGRAD`,
+    `$GANKIT_SMALL_MAP_WIDE`: 1 or 0), else measured once per machine
     (`gankit.device.machine_key`) by `calibrate_conv_algorithms` (about a second) and cached in
     `<cache>/conv_algorithms.json` beside the precision's measurement, read once per process. A
     data-parallel run's process 0 measures (or reads) them and hands them to the others
@@ -269,12 +289,14 @@ def conv_algorithm_verdicts(quiet: bool = False) -> dict[str, bool]:
 
         entry, path = cached_measurement("conv_algorithms.json", key, valid, calibrate_conv_algorithms)
         if path is not None and not quiet:
-            w, g = entry["winograd"], entry["gemm_wgrad"]
+            w, g, sm = entry["winograd"], entry["gemm_wgrad"], entry["small_map_wide"]
             print(
                 f"fp32 convolutions: winograd {'on' if w['use'] else 'off'} (the PatchGAN's 256 -> 512 "
                 f"layer {w['speedup']:.2f}x the direct kernel), GEMM weight gradients "
                 f"{'on' if g['use'] else 'off'} "
-                f"(the U-Net's 1024 -> 256 layer's {g['speedup']:.2f}x), measured on this cpu in "
+                f"(the U-Net's 1024 -> 256 layer's {g['speedup']:.2f}x), wide layers on tiny maps as GEMM "
+                f"{'on' if sm['use'] else 'off'} (512 -> 512 at 2 px, batch 64: {sm['speedup']:.2f}x), "
+                f"measured on this cpu in "
                 f"{entry['seconds']:.1f} s; cached in {path}",
                 file=sys.stderr,
             )
@@ -295,8 +317,9 @@ def set_conv_algorithm_verdicts(verdicts: dict[str, bool]) -> None:
 def calibrate_conv_algorithms() -> dict:
     """Time each path against oneDNN here (channels-last, fp32, batch 1): Winograd on `_CALIBRATION_LAYER`
     (forward and both gradients), the GEMM weight gradient on `_WGRAD_LAYER` (the weight gradient
-    alone). A path is used where it is MIN_SPEEDUP x as fast. Runs with gradients whatever the caller's
-    modes, on tensors of its own generator."""
+    alone), the GEMM convolution on `_SMALL_MAP_LAYER` (forward and both gradients). A path is used
+    where it is MIN_SPEEDUP x as fast. Runs with gradients whatever the caller's modes, on tensors of
+    its own generator."""
     from ..device import _time
 
     g, cl, cpu = torch.Generator().manual_seed(0), torch.channels_last, torch.device("cpu")
@@ -330,5 +353,13 @@ def calibrate_conv_algorithms() -> dict:
         direct = _time(lambda: torch.autograd.grad(F.conv_transpose2d(x, w, None, 2, 1), [w], gy), cpu, 3)
         fast = _time(lambda: torch.autograd.grad(strided_conv(x, w, True), [w], gy), cpu, 3)
         entry["gemm_wgrad"] = verdict(direct, fast)
+        c = _SMALL_MAP_LAYER
+        x = randn(c["n"], c["c_in"], c["size"], c["size"]).requires_grad_()
+        w = randn(c["c_out"], c["c_in"], 4, 4, scale=0.02).requires_grad_()
+        gy = randn(c["n"], c["c_out"], c["size"] // 2, c["size"] // 2)
+        direct = _time(lambda: torch.autograd.grad(F.conv2d(x, w, None, 2, 1), [x, w], gy), cpu, 3)
+        two, one = (2, 2), (1, 1)
+        fast = _time(lambda: torch.autograd.grad(gemm_conv2d(x, w, two, one, one), [x, w], gy), cpu, 3)
+        entry["small_map_wide"] = verdict(direct, fast)
     entry["seconds"] = round(time.perf_counter() - start, 2)
     return entry

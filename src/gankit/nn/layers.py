@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 from .fastconv import (
     WINOGRAD_TILES,
+    conv_algorithm_verdicts,
     fp32_outside_autocast,
+    gemm_conv2d,
     gemm_wgrad_pays,
     strided_conv,
     winograd_conv2d,
@@ -275,15 +277,17 @@ class NarrowConv2d(nn.Conv2d):
 # on CPU (Conv2d, ConvTranspose2d): weight-bound layers, few outputs per weight.
 SMALL_MAP_PIXELS = 128
 # In fp32, also layers with at least SMALL_MAP_WIDE_WEIGHTS weights on maps of at most
-# SMALL_MAP_IMAGE_PIXELS pixels per image and SMALL_MAP_WIDE_PIXELS in all: the U-Net's 512-channel
-# layers at 4 px up to batch 32 and at 2 px up to batch 128, where oneDNN's kernels slow down most.
-# Forward + both gradients, fp32, on the AMD EPYC Zen 3 (benchmarks/bench_small_maps.py): 1024 -> 512
-# transposed at 4 px, batch 16: 101 vs 170 ms; 512 -> 512 at 4 px, batch 32: 32.0 vs 43.6; at 2 px,
-# batch 64: 23.5 vs 71.5, batch 128: 39.4 vs 117.0; a Pix2Pix step at batch 16: 7,584-7,673 vs
-# 7,722-7,744 ms. Not at 8 px (512 -> 512 at batch 3-16: 0.93-1.05x; CycleGAN's step with its 3-image
-# generator batch there: 2,270-2,278 vs 2,239-2,269 ms) nor on narrow layers (DCGAN's 128 -> 64, 5x5
-# at 7 px, batch 4: 3.1 vs 2.2 ms). Under bf16 autocast only SMALL_MAP_PIXELS applies (the rule
-# measured on the AMD EPYC with AVX512-BF16); the wider one is not measured there.
+# SMALL_MAP_IMAGE_PIXELS pixels per image and SMALL_MAP_WIDE_PIXELS in all (the U-Net's 512-channel
+# layers at 4 px up to batch 32 and at 2 px up to batch 128, where oneDNN's kernels slow down most),
+# where this machine's fp32 calibration measured the GEMM form faster (`conv_algorithm_verdicts()
+# ["small_map_wide"]`; `GANKIT_SMALL_MAP_WIDE=0|1` forces it). Forward + both gradients, fp32, on the
+# AMD EPYC Zen 3 (benchmarks/bench_small_maps.py): 1024 -> 512 transposed at 4 px, batch 16: 101 vs
+# 170 ms; 512 -> 512 at 4 px, batch 32: 32.0 vs 43.6; at 2 px, batch 64: 23.5 vs 71.5, batch 128:
+# 39.4 vs 117.0; a Pix2Pix step at batch 16: 7,584-7,673 vs 7,722-7,744 ms. Not at 8 px (512 -> 512
+# at batch 3-16: 0.93-1.05x; CycleGAN's step with its 3-image generator batch there: 2,270-2,278 vs
+# 2,239-2,269 ms) nor on narrow layers (DCGAN's 128 -> 64, 5x5 at 7 px, batch 4: 3.1 vs 2.2 ms).
+# Under bf16 autocast only SMALL_MAP_PIXELS applies (the rule measured on the AMD EPYC with
+# AVX512-BF16); the wider one is not measured there.
 SMALL_MAP_WIDE_WEIGHTS = 2**21
 SMALL_MAP_IMAGE_PIXELS = 16
 SMALL_MAP_WIDE_PIXELS = 512
@@ -301,6 +305,7 @@ def _small_map(layer: nn.Module, x: torch.Tensor) -> bool:
         and pixels <= SMALL_MAP_WIDE_PIXELS
         and layer.weight.numel() >= SMALL_MAP_WIDE_WEIGHTS
         and fp32_outside_autocast(layer, x)
+        and conv_algorithm_verdicts()["small_map_wide"]
     )
 
 
@@ -336,16 +341,7 @@ class Conv2d(nn.Conv2d):
             if gemm_wgrad_pays(self, x):
                 return _add_bias(strided_conv(x, self.weight, False), self.bias)
             return super().forward(x)
-        n, _, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
-        out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C*k*k, L)
-        # columns in (kh, kw, C) order, the memory order of a channels-last weight: its (out, k*k*C)
-        # matrix is then a view (no per-step copy of the weight or of its gradient)
-        cols = cols.view(n, -1, kh * kw, out_h * out_w).permute(0, 3, 2, 1).reshape(n, out_h * out_w, -1)
-        y = cols @ self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1).t()  # (N, L, out)
-        y = y.view(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)  # channels-last, no copy
+        y = gemm_conv2d(x, self.weight, self.stride, self.padding, self.dilation)
         return _add_bias(y, self.bias)
 
 
