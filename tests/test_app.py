@@ -83,7 +83,7 @@ def test_runs_are_found_with_what_they_offer(runs, tmp_path):
 
 
 def test_generate_grid_zip_and_the_same_images_as_the_cli(service, runs):
-    grid, archive = service.generate(str((runs / "dcgan").resolve()), seed=3, count=5)
+    grid, archive = service.generate(service.id_of(runs / "dcgan"), seed=3, count=5)
     assert Image.open(grid).size[0] > 3 * 28
     with zipfile.ZipFile(archive) as z:
         names = sorted(z.namelist())
@@ -91,10 +91,10 @@ def test_generate_grid_zip_and_the_same_images_as_the_cli(service, runs):
         first = np.asarray(Image.open(z.open(names[0])), np.float32) / 255
     same = api.sample(runs / "dcgan", 5, seed=3)[0, 0].numpy()
     assert np.abs(first - same).max() <= 0.5 / 255 + 1e-6  # the CLI's image, rounded to 8 bits
-    grid, _ = service.generate(str((runs / "cdcgan").resolve()), seed=0, count=8, label="2")
+    grid, _ = service.generate(service.id_of(runs / "cdcgan"), seed=0, count=8, label="2")
     with pytest.raises(GankitError, match="expected 1..1024"):
-        service.generate(str((runs / "dcgan").resolve()), seed=0, count=0)
-    strip = service.interpolate(str((runs / "dcgan").resolve()), 0, 1, 6)
+        service.generate(service.id_of(runs / "dcgan"), seed=0, count=0)
+    strip = service.interpolate(service.id_of(runs / "dcgan"), 0, 1, 6)
     assert Image.open(strip).size == (6 * 30 + 2, 32)
 
 
@@ -102,12 +102,12 @@ def test_only_the_given_runs_are_read_and_a_vanished_run_is_a_message(service, r
     with pytest.raises(GankitError, match="not one of the runs"):
         service.generate(str(tmp_path), 0, 4)
     with pytest.raises(GankitError, match="not one of the runs"):  # a classifier asked to generate
-        service.translate(str((runs / "ssgan").resolve()), str(_photo("coffee.png")))
+        service.translate(service.id_of(runs / "ssgan"), str(_photo("coffee.png")))
     moved = tmp_path / "moved"
     shutil.move(runs / "dcgan", moved)
     try:
         with pytest.raises(GankitError, match="run directory is gone"):
-            service.generate(str((runs / "dcgan").resolve()), 0, 4)
+            service.generate(service.id_of(runs / "dcgan"), 0, 4)
         assert any("gone" in str(row) for row in service.runs_table()[1])
     finally:
         shutil.move(moved, runs / "dcgan")
@@ -116,18 +116,20 @@ def test_only_the_given_runs_are_read_and_a_vanished_run_is_a_message(service, r
 def test_uploads_must_be_images_within_the_pixel_limit(service, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(GankitError, match=r"notes.png: not an image"):
+    with pytest.raises(GankitError, match=r"notes.png: not a PNG, JPEG, WebP, BMP, TIFF or GIF image"):
         service.check_upload(str(text))
     big = tmp_path / "big.png"
     Image.new("RGB", (400, 300)).save(big)
-    with pytest.raises(GankitError, match=r"big.png: 400x300 = 0.1 MP is over this app's limit"):
+    with pytest.raises(
+        GankitError, match=r"big.png: 400x300 = 0.1 MP is over the limit of 0.1 MP \(gankit serve"
+    ):
         service.check_upload(str(big))
 
 
 def test_translate_keeps_the_upload_size(service, runs, tmp_path):
     src = tmp_path / "odd.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(src)
-    shown, out = service.translate(str((runs / "pix2pix").resolve()), str(src))
+    shown, out = service.translate(service.id_of(runs / "pix2pix"), str(src))
     assert Image.open(shown).size == Image.open(out).size == (70, 45)
     assert Path(out).is_relative_to(service.workdir)
 
@@ -135,7 +137,7 @@ def test_translate_keeps_the_upload_size(service, runs, tmp_path):
 def test_cyclegan_translates_both_ways(service, runs, tmp_path):
     src = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(src)
-    run = str((runs / "cyclegan").resolve())
+    run = service.id_of(runs / "cyclegan")
     to_b, to_a = (np.asarray(Image.open(service.translate(run, str(src), to)[1])) for to in ("B", "A"))
     assert to_b.shape == to_a.shape == (30, 50, 3) and not np.array_equal(to_b, to_a)
 
@@ -154,12 +156,12 @@ def test_another_address_than_this_machine_is_served_with_a_warning(runs, capsys
 
 
 def test_classify_with_a_run_and_the_runs_tab(service, runs):
-    top = service.classify(str((runs / "ssgan").resolve()), str(_toy_png(runs.parent / "toy.png")))
+    top = service.classify(service.id_of(runs / "ssgan"), str(_toy_png(runs.parent / "toy.png")))
     conf = list(top.values())  # the 5 most likely of the 10 classes, most likely first
     assert len(top) == 5 and 0 < sum(conf) <= 1 and conf == sorted(conf, reverse=True)
     headers, rows = service.runs_table()
     assert headers[0] == "run" and len(rows) == 5 and any(r[5] == "accuracy" for r in rows)
-    preview, loss, text = service.run_details(str((runs / "ssgan").resolve()))
+    preview, loss, text = service.run_details(service.id_of(runs / "ssgan"))
     assert Image.open(preview) and Image.open(loss) and "accuracy" in text.lower()
 
 
@@ -172,7 +174,7 @@ def _toy_png(path: Path) -> Path:
 
 def test_sweep_yields_a_row_per_epsilon_and_failures_become_one_line_messages(service, runs, tmp_path):
     toy = str(_toy_png(tmp_path / "toy.png"))
-    tables = list(service.sweep(str((runs / "ssgan").resolve()), "bim", 2, toy, steps=2))
+    tables = list(service.sweep(service.id_of(runs / "ssgan"), "bim", 2, toy, steps=2))
     assert [len(t) for t in tables] == [1, 2] and [r[0] for r in tables[-1]] == ["1/255", "2/255"]
     from gankit.app import _page_errors
 
@@ -338,12 +340,12 @@ def test_browser_bad_upload_is_a_message_and_the_app_keeps_serving(browser_page,
     _tab(page, "Translate")
     _upload(page, "translate-upload", fake)
     page.click("#translate-go")
-    page.wait_for_selector("text=holiday.png: not an image", timeout=30_000)
+    page.wait_for_selector("text=holiday.png: not a PNG", timeout=30_000)
     big = tmp_path / "huge.png"
     Image.new("RGB", (2000, 1500)).save(big)  # 3 MP, over this app's 2 MP limit
     _upload(page, "translate-upload", big)
     page.click("#translate-go")
-    page.wait_for_selector("text=over this app's limit", timeout=30_000)
+    page.wait_for_selector("text=MP is over the limit of 2.0 MP", timeout=30_000)
     _, workdir = app
     assert any((workdir / "uploads").rglob("holiday.png"))  # uploads land in the app's own folder
     src = tmp_path / "fine.png"

@@ -18,10 +18,11 @@ PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 
 
 class Server:
-    """Serves `files` on 127.0.0.1; `cut_after` makes the first GET of a file stop mid-transfer."""
+    """Serves `files` on 127.0.0.1; `cut_after` makes the first GET of a file stop mid-transfer;
+    `no_length` sends no Content-Length (the client cannot tell a short transfer from a whole one)."""
 
-    def __init__(self, files: dict[str, bytes], cut_after: int | None = None):
-        self.files, self.cut_after, self.requests = files, cut_after, []
+    def __init__(self, files: dict[str, bytes], cut_after: int | None = None, no_length: bool = False):
+        self.files, self.cut_after, self.no_length, self.requests = files, cut_after, no_length, []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +46,8 @@ class Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
+                if not server.no_length:
+                    self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 first = sum(1 for n, _ in server.requests if n == name) == 1
                 if server.cut_after and first:
@@ -68,8 +70,8 @@ class Server:
 def server():
     servers = []
 
-    def make(files, cut_after=None):
-        servers.append(Server(files, cut_after))
+    def make(files, cut_after=None, no_length=False):
+        servers.append(Server(files, cut_after, no_length))
         return servers[-1]
 
     yield make
@@ -178,3 +180,42 @@ def test_bad_zip_is_reported(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(GankitError, match="bad.zip: not a valid zip archive"):
         extract_members(bad, {"x": tmp_path / "x"})
+
+
+def test_a_short_transfer_without_length_is_never_trusted_and_a_retry_works(server, tmp_path):
+    srv = server({"d.zip": PAYLOAD}, cut_after=5000, no_length=True)
+    remote = Remote(srv.url + "d.zip", md5(PAYLOAD))
+    with pytest.raises(GankitError, match="checksum mismatch .*the file was removed, run again"):
+        download(remote, tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing kept, no hash recorded as the truth
+    assert download(remote, tmp_path, progress=False).read_bytes() == PAYLOAD  # "run again" works
+
+
+def test_a_transfer_short_of_the_pinned_size_is_kept_and_resumed(server, tmp_path):
+    srv = server({"d.zip": PAYLOAD}, cut_after=5000, no_length=True)
+    remote = Remote(srv.url + "d.zip", md5(PAYLOAD), size=len(PAYLOAD))
+    with pytest.raises(
+        GankitError, match=f"ended early \\(5000 of {len(PAYLOAD)} bytes\\).*run again to resume"
+    ):
+        download(remote, tmp_path, progress=False)
+    assert (tmp_path / "d.zip.part").stat().st_size == 5000
+    assert download(remote, tmp_path, progress=False).read_bytes() == PAYLOAD
+    assert srv.requests[-1] == ("d.zip", "bytes=5000-")
+
+
+def test_every_built_in_download_is_pinned():
+    """No file gankit downloads is trusted on first use: each named set has a digest (and the
+    translation archives come over https)."""
+    from gankit.data.mnist import EMNIST_ZIP
+    from gankit.data.paired import PIX2PIX_SETS, pix2pix_archive
+    from gankit.data.unpaired import CYCLEGAN_SETS, cyclegan_archive
+    from gankit.metrics.features import STANDARD
+
+    remotes = [pix2pix_archive(n) for n in PIX2PIX_SETS] + [cyclegan_archive(n) for n in CYCLEGAN_SETS]
+    assert all(r.url.startswith("https://") for r in remotes)
+    remotes += [EMNIST_ZIP, STANDARD] + [r for spec in SPECS.values() for r in (spec.remotes or {}).values()]
+    for r in remotes:
+        algorithm, _, value = r.digest.partition(":")
+        assert len(value) == {"md5": 32, "sha256": 64}[algorithm] and int(value, 16) >= 0, r
+    with pytest.raises(ValueError, match="is not md5:HEX or sha256:HEX"):
+        Remote("https://example.org/x", None)

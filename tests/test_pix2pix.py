@@ -110,8 +110,13 @@ def test_archive_extraction_and_counts(tmp_path):
 
 
 def test_named_dataset_downloads_checks_and_extracts(tmp_path, monkeypatch):
-    """A named set comes through the cached downloader (here a file:// URL) and is count-checked."""
+    """A named set comes through the cached downloader (here a file:// URL), is checked against its
+    pinned digest and counted; a wrong digest or a damaged archive leaves nothing behind, so running
+    again downloads afresh."""
+    import hashlib
+
     from gankit.data import paired
+    from gankit.recipes import pix2pix
 
     src = make_aligned(tmp_path / "facades", (("train", 4), ("val", 2)))
     buf = io.BytesIO()
@@ -121,10 +126,20 @@ def test_named_dataset_downloads_checks_and_extracts(tmp_path, monkeypatch):
     (tmp_path / "srv" / "facades.tar.gz").write_bytes(buf.getvalue())
     monkeypatch.setattr(paired, "PIX2PIX_URL", (tmp_path / "srv").as_uri() + "/{}.tar.gz")
     monkeypatch.setitem(paired.PIX2PIX_SETS, "facades", {"train": 4, "val": 2})
-    from gankit.recipes import pix2pix
-
-    monkeypatch.setattr(pix2pix, "PIX2PIX_URL", paired.PIX2PIX_URL)
     cfg = pix2pix.Pix2PixConfig(data="facades")
+    cache = tmp_path / "cache" / "facades"
+    monkeypatch.setitem(paired.PIX2PIX_DIGESTS, "facades", "md5:" + "0" * 32)
+    with pytest.raises(GankitError, match=r"checksum mismatch .*the file was removed, run again"):
+        pix2pix.resolve_paired_root(cfg, progress=False)
+    assert not any(cache.iterdir())  # no archive, no partial file, no recorded hash
+    broken = buf.getvalue()[: len(buf.getvalue()) // 2]
+    (tmp_path / "srv" / "facades.tar.gz").write_bytes(broken)
+    monkeypatch.setitem(paired.PIX2PIX_DIGESTS, "facades", "md5:" + hashlib.md5(broken).hexdigest())
+    with pytest.raises(GankitError, match=r"damaged archive .*it was removed, run again"):
+        pix2pix.resolve_paired_root(cfg, progress=False)
+    assert not any(cache.iterdir())
+    (tmp_path / "srv" / "facades.tar.gz").write_bytes(buf.getvalue())
+    monkeypatch.setitem(paired.PIX2PIX_DIGESTS, "facades", "md5:" + hashlib.md5(buf.getvalue()).hexdigest())
     root = pix2pix.resolve_paired_root(cfg, progress=False)
     assert len(list_pairs(root, "train")) == 4 and len(list_pairs(root, "val")) == 2
     assert root.is_relative_to(tmp_path / "cache")

@@ -93,17 +93,43 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
         return Trainer(r, run, progress).fit()
 
 
+def _same_file(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def _confirm_extractor(run_dir: Path, stored: TrainConfig, given: str | None) -> None:
+    """A run folder may come from someone else, and loading a TorchScript file runs its code: the FID
+    extractor its config names is loaded on resume only when the user names it again, or when it is
+    the standard network (checked by its published digest)."""
+    from .data.download import file_digest
+    from .metrics.features import STANDARD
+
+    named = getattr(stored, "extractor", None)
+    if not named or _same_file(given, named):
+        return
+    path = Path(named)
+    if path.is_file() and f"sha256:{file_digest(path, 'sha256')}" == STANDARD.digest:
+        return
+    raise GankitError(
+        f"--resume {run_dir}: the run's config names the FID extractor {named}, a TorchScript file "
+        f"(loading it runs its code); give --extractor {named} again to confirm you trust it"
+    )
+
+
 def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
     """Continue the run in `run_dir` from its latest checkpoint.
 
     `changes` may only lengthen training (epochs, max_steps) or move it (device, data_dir); any other key
     that differs from the stored config is refused, naming the key.
     """
-    run = RunDir(run_dir).require_run()
+    run = RunDir(run_dir).require_run().require_checkpoint()
     stored = load_config(run.path, config_classes())
+    _confirm_extractor(run.path, stored, changes.get("extractor"))
     cfg = copy.deepcopy(stored)
     for key, value in changes.items():
         if value is None or getattr(cfg, key, None) == value:
+            continue
+        if key == "extractor" and _same_file(value, cfg.extractor):
             continue
         if key not in RESUMABLE_KEYS:
             what = "would change the model" if key in cfg.model_keys() else "cannot change when resuming"
@@ -306,7 +332,7 @@ def translate(
     are written next to each other in one file.
     """
     from . import viz
-    from .data.images import decode, expand_paths
+    from .data.images import BAD_IMAGE_ERRORS, decode, describe_bad_image, expand_paths
     from .io import distinct_stems
     from .translate import translate_image
 
@@ -319,11 +345,11 @@ def translate(
     for path, stem in zip(paths, distinct_stems(paths, [Path(p) for p in inputs])):
         try:
             image = decode(path, cin)
-        except Exception as e:  # noqa: BLE001 - any decoder failure names the file
+        except BAD_IMAGE_ERRORS as e:
             if skip_bad:
-                results.append({"input": str(path), "error": str(e)})
+                results.append({"input": str(path), "error": describe_bad_image(e)})
                 continue
-            raise GankitError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+            raise GankitError(f"{path}: {describe_bad_image(e)}") from None
         y = translate_image(net, image.to(r.device), size, cout).cpu()
         dest = out / f"{stem}.png"
         pic = y.float().div(255)
@@ -370,9 +396,19 @@ def runs(folder: str | Path = "runs") -> list[dict]:
         }
         report = run / "evaluation" / "report.json"
         if report.is_file():
-            row.update(headline(json.loads(report.read_text())))
+            row.update(read_headline(report))
         rows.append(row)
     return rows
+
+
+def read_headline(report: Path) -> dict:
+    """`headline` of a report file; a report gankit cannot read (another tool's, an older gankit's,
+    damaged) gives {"metric": "unreadable report"} rather than stopping the listing."""
+    try:
+        data = json.loads(report.read_text())
+        return headline(data) if isinstance(data, dict) else {"metric": "unreadable report"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
+        return {"metric": "unreadable report"}
 
 
 def headline(report: dict) -> dict:

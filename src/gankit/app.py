@@ -5,25 +5,32 @@ gankit.attacks.attack_files); this module only builds the page, checks uploads a
 messages in the page. What it promises:
 
 - It reads only the run directories it was started with (a run, or a folder of runs): the choices in
-  the page come from them, and a request naming anything else is refused.
+  the page come from them, name them by opaque ids (never by server path), and a request naming
+  anything else is refused. A preview, plot or report is served only when it resolves inside its run.
 - Uploads and results live in one temporary folder (Gradio's upload cache is pointed into it) that is
-  removed when the app stops; nothing is written elsewhere.
-- An upload that is not an image, or is larger than `max_pixels`, a run that vanished, a model that
-  fails: a one-line message in the page; the app keeps serving.
+  removed when the app stops, by Ctrl+C or SIGTERM; a request's results are removed after
+  `results_ttl` seconds. Nothing is written elsewhere.
+- An upload that is not an image (by content: see gankit.data.images.open_image), is larger than
+  `max_pixels` or `max_upload_bytes`, a run that vanished, a model that fails: a one-line message in the
+  page, the app keeps serving; an unexpected failure is logged on the server with its traceback.
 - Long work (a big grid, an attack sweep over epsilons) reports progress and can be cancelled; requests
-  are queued (one at a time per button), so several users share it without blocking the other tabs.
-- It listens on 127.0.0.1 unless told otherwise (`serve` warns for any other address).
+  are queued (one at a time per button, a few per client), so several users share it.
+- It listens on 127.0.0.1 unless told otherwise; another address needs a login (gankit.app_guard),
+  only Host names of this server are answered, and no public share link is ever opened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -34,15 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from .errors import GankitError
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_PIXELS = 25_000_000  # 25 MP: a large phone photo
+DEFAULT_MAX_UPLOAD_MB = 50  # a 25 MP PNG is 30-75 MB; JPEGs of that size are far smaller
+RESULTS_TTL_S = 1800  # a request's files are kept this long for the user to download them
+PER_CLIENT_QUEUE = 8  # requests one client may have waiting (the queue holds 64 in all)
 MAX_GRID = 1024  # images one Generate request may draw
 BUILTIN_CLASSIFIER = "efficientnet-lite0"
 ATTACK_METHODS = ("fgsm", "bim", "pgd", "mifgsm")
+log = logging.getLogger("gankit.app")
 
 
 @dataclass(frozen=True)
@@ -55,30 +64,43 @@ class RunInfo:
     classes: tuple[str, ...] | None
 
     @property
+    def id(self) -> str:
+        """What the page calls this run: opaque, stable for the path, never the path itself."""
+        return "run-" + hashlib.sha256(self.path.encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    @property
     def label(self) -> str:
-        return f"{Path(self.path).name} ({self.recipe})"
+        return f"{self.name} ({self.recipe})"
 
 
 def find_runs(paths: list[str | Path]) -> list[RunInfo]:
     """The runs in `paths` (each a run directory or a folder of them), sorted, with their capabilities;
-    a path that is neither is a one-line error naming it."""
+    a path that is neither is a one-line error naming it. In a folder of runs, a run whose config gankit
+    cannot read (another tool's, a newer gankit's) is left out with a warning; named alone, it is an error."""
     from . import api
     from .recipes import get_recipe
 
-    found: list[Path] = []
+    found: list[tuple[Path, bool]] = []
     for p in map(Path, paths):
         dirs = api.run_dirs(p)
         if not dirs:
             raise GankitError(f"{p}: not a gankit run directory nor a folder of runs (no config.json)")
-        found.extend(dirs)
+        found.extend((d, d == p) for d in dirs)
     runs = []
-    for p in dict.fromkeys(q.resolve() for q in found):
+    for p, named in dict.fromkeys((q.resolve(), named) for q, named in found):
         try:
             recipe = json.loads((p / "config.json").read_text())["recipe"]
             caps = get_recipe(recipe).capabilities
-        except (OSError, ValueError, KeyError, GankitError) as e:
-            raise GankitError(f"{p}: cannot read its config.json ({e})") from None
-        classes = api.run_classes(p) if "sample" in caps else None
+            classes = api.run_classes(p) if "sample" in caps else None
+        except (OSError, ValueError, KeyError, TypeError, GankitError) as e:
+            if named:
+                raise GankitError(f"{p}: cannot read its config.json ({e})") from None
+            print(f"gankit: warning: leaving out {p}: cannot read its config.json ({e})", file=sys.stderr)
+            continue
         runs.append(RunInfo(str(p), recipe, frozenset(caps), tuple(classes) if classes else None))
     return runs
 
@@ -101,58 +123,85 @@ class Service:
         workdir: Path,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         builtin: bool | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20,
+        results_ttl: float = RESULTS_TTL_S,
     ):
-        self.runs = {r.path: r for r in find_runs(run_paths)}
+        self.runs = {r.id: r for r in find_runs(run_paths)}
         self.workdir = Path(workdir)
         self.max_pixels = max_pixels
+        self.max_upload_bytes = max_upload_bytes
+        self.results_ttl = results_ttl
         self.builtin = builtin_available() if builtin is None else builtin
         self._cache: dict[tuple, object] = {}
         self._cache_lock = threading.Lock()  # requests of different tabs run in parallel threads
 
+    def id_of(self, path: str | Path) -> str:
+        """The page's id of the run at `path` (one the app serves)."""
+        wanted = str(Path(path).resolve())
+        return next(i for i, r in self.runs.items() if r.path == wanted)
+
+    def scrub(self, text: str) -> str:
+        """`text` with the server's paths replaced by what the page shows: run names, "(app folder)"."""
+        for info in sorted(self.runs.values(), key=lambda r: -len(r.path)):
+            text = text.replace(info.path, info.name)
+        return text.replace(str(self.workdir), "(app folder)")
+
     # -- what the page offers -------------------------------------------------------------------
     def choices(self, capability: str) -> list[tuple[str, str]]:
-        """(label, run path) of the runs that offer `capability`, for a dropdown."""
-        return [(r.label, r.path) for r in self.runs.values() if capability in r.capabilities]
+        """(label, run id) of the runs that offer `capability`, for a dropdown."""
+        return [(r.label, r.id) for r in self.runs.values() if capability in r.capabilities]
 
     def classifier_choices(self) -> list[tuple[str, str]]:
         builtin = [(f"{BUILTIN_CLASSIFIER} (built-in, ImageNet)", BUILTIN_CLASSIFIER)] if self.builtin else []
         return builtin + self.choices("classify")
 
     # -- checks ---------------------------------------------------------------------------------
-    def run(self, path: str | None, capability: str | None = None) -> RunInfo:
-        """The run `path` names, if the app was started with it (and it offers `capability`)."""
-        if not path:
+    def run(self, run_id: str | None, capability: str | None = None) -> RunInfo:
+        """The run `run_id` names, if the app was started with it (and it offers `capability`)."""
+        if not run_id:
             raise GankitError("choose a run first")
-        info = self.runs.get(str(path))
+        info = self.runs.get(str(run_id))
         if info is None or (capability is not None and capability not in info.capabilities):
-            raise GankitError(f"{path}: not one of the runs this app serves for this tab")
+            raise GankitError(f"{run_id}: not one of the runs this app serves for this tab")
         if not (Path(info.path) / "config.json").is_file():
-            raise GankitError(f"{info.path}: the run directory is gone (it was there when the app started)")
+            raise GankitError(f"{info.name}: the run directory is gone (it was there when the app started)")
         return info
 
     def check_upload(self, path: str | None) -> Path:
-        """An uploaded file that is an image within the pixel limit; else a one-line error naming it."""
+        """An uploaded file that is an image (by its content, through the decoders gankit allows) within
+        the size and pixel limits; else a one-line error naming it."""
+        from PIL import Image
+
+        from .data.images import BAD_IMAGE_ERRORS, FORMATS_TEXT, BadImage, opened
+
         if not path:
             raise GankitError("upload an image first")
         p = Path(path)
-        try:
-            with Image.open(p) as img:
-                w, h = img.size
-                img.verify()
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        size = p.stat().st_size if p.is_file() else 0
+        if size > self.max_upload_bytes:
             raise GankitError(
-                f"{p.name}: not an image (expected PNG, JPEG, WebP, BMP, TIFF or GIF)"
-            ) from None
-        if w * h > self.max_pixels:
-            raise GankitError(
-                f"{p.name}: {w}x{h} = {w * h / 1e6:.1f} MP is over this app's limit of "
-                f"{self.max_pixels / 1e6:.1f} MP (gankit serve --max-pixels)"
+                f"{p.name}: {size / 2**20:.1f} MB is over this app's upload limit of "
+                f"{self.max_upload_bytes / 2**20:.0f} MB (gankit serve --max-upload-mb)"
             )
+        try:
+            with opened(p, self.max_pixels, hint="gankit serve --max-pixels") as img:
+                img.load()  # a truncated or corrupt file fails here, not in the model
+        except (BadImage, Image.DecompressionBombError) as e:
+            raise GankitError(f"{p.name}: {e}") from None
+        except BAD_IMAGE_ERRORS:
+            raise GankitError(f"{p.name}: not a readable image (expected {FORMATS_TEXT})") from None
         return p
 
     def fresh_dir(self, kind: str) -> Path:
-        """A new folder for one request's files, inside the app's temporary folder."""
-        d = self.workdir / "results" / f"{kind}-{uuid.uuid4().hex[:10]}"
+        """A new folder for one request's files, inside the app's temporary folder; the results of
+        requests older than `results_ttl` seconds are removed first."""
+        results = self.workdir / "results"
+        cutoff = time.time() - self.results_ttl
+        for old in results.glob("*-*") if results.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+        d = results / f"{kind}-{uuid.uuid4().hex[:10]}"
         d.mkdir(parents=True)
         return d
 
@@ -331,7 +380,7 @@ class Service:
                     [
                         info.label,
                         row.get("recipe"),
-                        row.get("data"),
+                        Path(str(row.get("data") or "")).name,  # a folder's name, not its server path
                         row.get("steps"),
                         round(seconds) if seconds else "",
                         row.get("metric", ""),
@@ -343,23 +392,37 @@ class Service:
         return headers, rows
 
     def run_details(self, run: str) -> tuple[str | None, str | None, str]:
-        """(latest preview PNG, loss plot PNG, the evaluation report as Markdown) of a run."""
+        """(latest preview PNG, loss plot PNG, the evaluation report as Markdown) of a run. Only files
+        that resolve inside the run's folder are read (a link out of it is ignored)."""
         info = self.run(run)
         root = Path(info.path)
-        previews = sorted((root / "previews").glob("*.png"))
-        loss = root / "loss.png"
-        report = root / "evaluation" / "report.json"
-        if report.is_file():
-            data = json.loads(report.read_text())
-            lines = data.get("lines") or [f"{k}: {v}" for k, v in data.items() if isinstance(v, (int, float))]
-            text = "**Evaluation**\n\n" + "\n".join(f"- {line}" for line in lines)
-        else:
-            text = f"No evaluation yet: `gankit evaluate {info.path}`"
+        previews = [p for p in sorted((root / "previews").glob("*.png")) if _inside(root, p)]
+        loss = _inside(root, root / "loss.png")
+        report = _inside(root, root / "evaluation" / "report.json")
+        text = f"No evaluation yet: `gankit evaluate {info.name}`"
+        if report is not None:
+            try:
+                data = json.loads(report.read_text())
+                lines = data.get("lines") or [
+                    f"{k}: {v}" for k, v in data.items() if isinstance(v, (int, float))
+                ]
+                text = "**Evaluation**\n\n" + "\n".join(f"- {line}" for line in lines)
+            except (OSError, ValueError, AttributeError, TypeError):
+                text = "The run's evaluation/report.json cannot be read (another tool's or damaged)."
         # Files are copied into the app's folder: the page serves only that folder.
         out = self.fresh_dir("run")
         preview = shutil.copy(previews[-1], out / "preview.png") if previews else None
-        plot = shutil.copy(loss, out / "loss.png") if loss.is_file() else None
+        plot = shutil.copy(loss, out / "loss.png") if loss is not None else None
         return (str(preview) if preview else None), (str(plot) if plot else None), text
+
+
+def _inside(root: Path, path: Path) -> Path | None:
+    """`path` resolved, when it is a regular file inside `root` (itself resolved); else None."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    return real if real.is_file() and real.is_relative_to(root) else None
 
 
 def _latest_stamp(run: str) -> tuple:
@@ -371,19 +434,23 @@ def _latest_stamp(run: str) -> tuple:
 
 
 # -- the page ----------------------------------------------------------------------------------------
-def _page_errors(fn):
-    """Run a handler; any failure becomes one line in the page (gr.Error), never a dead app."""
+def _page_errors(fn, scrub=None):
+    """Run a handler; any failure becomes one line in the page (gr.Error), never a dead app. `scrub`
+    maps a message to what the page may show (no server paths). A failure that is not a GankitError is
+    a bug or a broken model: its traceback goes to the server's log under a reference the page shows."""
     import gradio as gr
+
+    scrub = scrub or (lambda text: text)
 
     def message(e: Exception) -> gr.Error:
         if isinstance(e, gr.Error):
             return e
-        text = (
-            str(e)
-            if isinstance(e, GankitError)
-            else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        )
-        return gr.Error(text, print_exception=False)
+        if isinstance(e, GankitError):
+            return gr.Error(scrub(str(e)), print_exception=False)
+        ref = uuid.uuid4().hex[:8]
+        log.error("request failed [%s] in %s", ref, getattr(fn, "__name__", "handler"), exc_info=e)
+        first = str(e).splitlines()[0] if str(e) else ""
+        return gr.Error(f"{type(e).__name__}: {scrub(first)} (server log: {ref})", print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -436,8 +503,11 @@ def build_app(service: Service):
     generators = service.choices("sample")
     translators = service.choices("translate")
     classifiers = service.classifier_choices()
+    guard = functools.partial(_page_errors, scrub=service.scrub)
+    # Gradio's own copies of uploads and outputs go on the same clock as the results folders.
+    ttl = max(int(service.results_ttl), 1)
 
-    with gr.Blocks(title="gankit", analytics_enabled=False) as page:
+    with gr.Blocks(title="gankit", analytics_enabled=False, delete_cache=(min(ttl, 600), ttl)) as page:
         gr.Markdown(
             "# gankit\nGenerate, translate, classify and attack with the runs this app was started with."
         )
@@ -480,12 +550,12 @@ def build_app(service: Service):
                     choices=["every class", *classes], value="every class", visible=bool(classes)
                 )
 
-            @_page_errors
+            @guard
             def do_generate(run, label, seed, count, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
                 grid, archive = service.generate(run, seed, count, label, progress)
                 return grid, [grid, archive]
 
-            @_page_errors
+            @guard
             def do_interpolate(run, label, a, b, steps):
                 return service.interpolate(run, a, b, steps, label)
 
@@ -513,7 +583,7 @@ def build_app(service: Service):
                 t_out = gr.Image(label="output", type="filepath", elem_id="translate-output")
             t_file = gr.File(label="download", elem_id="translate-file")
 
-            @_page_errors
+            @guard
             def do_translate(run, upload, to):
                 shown, out = service.translate(run, upload, to)
                 return shown, out, out
@@ -527,7 +597,7 @@ def build_app(service: Service):
             c_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="classify-upload")
             c_go = gr.Button("Classify", variant="primary", elem_id="classify-go")
             c_out = gr.Label(num_top_classes=5, label="top 5", elem_id="classify-result")
-            c_go.click(_page_errors(service.classify), [c_model, c_in], c_out)
+            c_go.click(guard(service.classify), [c_model, c_in], c_out)
 
         with gr.Tab("Attack", id="attack"):
             with gr.Row():
@@ -556,7 +626,7 @@ def build_app(service: Service):
                 headers=["eps", "label", "confidence", "fooled"], label="sweep", elem_id="attack-table"
             )
 
-            @_page_errors
+            @guard
             def do_attack(model, method, eps, steps, target, upload):
                 r = service.attack(model, method, eps, upload, target, steps)
                 b, a = r["before"], r["after"]
@@ -569,7 +639,7 @@ def build_app(service: Service):
                 )
                 return r["original"], r["perturbation"], r["adversarial"], text, r["adversarial"]
 
-            @_page_errors
+            @guard
             def do_sweep(model, method, eps, steps, target, upload, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
                 yield from service.sweep(model, method, eps, upload, target, steps, progress)
 
@@ -585,15 +655,15 @@ def build_app(service: Service):
             headers, rows = service.runs_table()
             r_table = gr.Dataframe(value=rows, headers=headers, label="runs", elem_id="runs-table")
             r_pick = gr.Dropdown(
-                [(r.label, r.path) for r in service.runs.values()], label="run", elem_id="runs-pick"
+                [(r.label, r.id) for r in service.runs.values()], label="run", elem_id="runs-pick"
             )
             with gr.Row():
                 r_preview = gr.Image(label="latest preview", type="filepath", elem_id="runs-preview")
                 r_loss = gr.Image(label="losses", type="filepath", elem_id="runs-loss")
             r_report = gr.Markdown(elem_id="runs-report")
             r_refresh = gr.Button("Refresh")
-            r_pick.change(_page_errors(service.run_details), r_pick, [r_preview, r_loss, r_report])
-            r_refresh.click(_page_errors(lambda: service.runs_table()[1]), None, r_table)
+            r_pick.change(guard(service.run_details), r_pick, [r_preview, r_loss, r_report])
+            r_refresh.click(guard(lambda: service.runs_table()[1]), None, r_table)
     page.queue(default_concurrency_limit=1, max_size=64)
     return page
 
@@ -604,33 +674,66 @@ def serve(
     port: int = 7860,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     block: bool = True,
+    auth: str | None = None,
+    allowed_host: list[str] | tuple[str, ...] = (),
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    results_ttl: float = RESULTS_TTL_S,
 ):
     """Start the app. With block=False it returns (page, url, workdir) and keeps serving in a thread;
-    `stop(page, workdir)` ends it. Uploads and results live in a temporary folder removed at the end."""
+    `stop(page, workdir)` ends it. Uploads and results live in a temporary folder removed at the end.
+
+    `auth` is "USER:PASS" or "auto" (a password generated and printed once); it is required for any
+    `host` that is not this machine. Requests whose Host header is not a name of this server (see
+    gankit.app_guard.allowed_hosts, plus `allowed_host`) are refused. No public share link is opened,
+    whatever GRADIO_SHARE says."""
+    from .app_guard import Guard, allowed_hosts, is_loopback, parse_auth, queued_per_client
+
     try:
         import gradio  # noqa: F401
+        from starlette.middleware import Middleware
     except ImportError:
         raise GankitError("gankit serve needs Gradio: pip install 'gankit[app]'") from None
     if max_pixels <= 0:
         raise GankitError(f"--max-pixels {max_pixels}: expected a positive number of pixels")
-    if host not in LOCAL_HOSTS:
-        print(
-            f"gankit: warning: serving on {host}: anyone who can reach this machine on port {port} can use "
-            "the app and its runs (the default, 127.0.0.1, is this machine only)",
-            file=sys.stderr,
+    if not max_upload_mb > 0:
+        raise GankitError(f"--max-upload-mb {max_upload_mb}: expected a positive size in MB")
+    if not results_ttl > 0:
+        raise GankitError(f"results_ttl {results_ttl}: expected a positive number of seconds")
+    login, generated = parse_auth(auth)
+    if login is None and not is_loopback(host):
+        raise GankitError(
+            f"--host {host}: serving beyond this machine needs a login: --auth USER:PASS "
+            "(or --auth auto for a generated password)"
         )
+    _log_to_stderr()
     workdir = Path(tempfile.mkdtemp(prefix="gankit-serve-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # Gradio's upload cache, inside ours
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        service = Service(run_paths, workdir, max_pixels)
+        service = Service(
+            run_paths,
+            workdir,
+            max_pixels,
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            results_ttl=results_ttl,
+        )
         page = build_app(service)
+        guard = Middleware(
+            Guard,
+            allowed=allowed_hosts(host, allowed_host),
+            per_client=PER_CLIENT_QUEUE,
+            queued=queued_per_client(page),
+        )
         _, url, _ = page.launch(
             server_name=host,
             server_port=port,
             prevent_thread_lock=True,
+            share=False,  # never a public link, whatever GRADIO_SHARE or a notebook host says
+            auth=[login] if login else None,
             quiet=True,
             allowed_paths=[str(workdir)],
+            max_file_size=int(max_upload_mb * 2**20),
+            app_kwargs={"middleware": [guard]},
             show_error=True,
             footer_links=[],
             ssr_mode=False,
@@ -639,12 +742,30 @@ def serve(
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     print(f"gankit: serving {len(service.runs)} run(s) on {url} (Ctrl+C to stop)", file=sys.stderr)
+    if generated:
+        print(f"gankit: log in as {login[0]} with password {login[1]} (shown only now)", file=sys.stderr)
     if not block:
         return page, url, workdir
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl+C does
     try:
         page.block_thread()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         stop(page, workdir)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _log_to_stderr() -> None:
+    """Unexpected request failures (with their tracebacks) go to the server's standard error."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("gankit: %(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def stop(page, workdir: Path, wait_s: float = 60.0) -> None:

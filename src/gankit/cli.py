@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -305,11 +306,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only; another address prints a warning)",
+        help="address to listen on (default 127.0.0.1: this machine only; any other address needs --auth)",
     )
-    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    serve.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        default=None,
+        help="require this login (or 'auto': a generated password, printed once); default: "
+        "$GANKIT_SERVE_AUTH, which keeps the password out of the process list",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name the app answers to (a proxy's or DNS name); repeatable",
+    )
     serve.add_argument(
         "--max-pixels", type=int, default=None, help="largest upload, width x height (default 25,000,000)"
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=float, default=None, help="largest upload file in MB (default 50)"
     )
     return parser
 
@@ -534,7 +552,8 @@ def cmd_runs(ns: argparse.Namespace) -> None:
     rows = api.runs(ns.folder)
     lines = [f"{'run':<32} {'recipe':<9} {'data':<22} {'steps':>8} {'train time':>10}  metric"]
     for r in rows:
-        metric = f"{r['metric']} {r['value']:.4g}" if "metric" in r else "-"
+        value = r.get("value")
+        metric = f"{r['metric']} {value:.4g}" if isinstance(value, (int, float)) else r.get("metric", "-")
         minutes = f"{r['train_seconds'] / 60:.1f} min" if r["train_seconds"] else "-"
         name, data = r["run"][-32:], str(r["data"])[-22:]
         lines.append(f"{name:<32} {r['recipe']:<9} {data:<22} {r['steps']:>8} {minutes:>10}  {metric}")
@@ -542,11 +561,19 @@ def cmd_runs(ns: argparse.Namespace) -> None:
 
 
 def cmd_serve(ns: argparse.Namespace) -> None:
-    from .app import DEFAULT_MAX_PIXELS, serve
+    from .app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, serve
 
     if not 0 < ns.port < 65536:
         raise GankitError(f"--port {ns.port}: expected 1..65535")
-    serve(ns.runs, ns.host, ns.port, ns.max_pixels or DEFAULT_MAX_PIXELS)
+    serve(
+        ns.runs,
+        ns.host,
+        ns.port,
+        ns.max_pixels or DEFAULT_MAX_PIXELS,
+        auth=ns.auth or os.environ.get("GANKIT_SERVE_AUTH") or None,
+        allowed_host=ns.allowed_host,
+        max_upload_mb=DEFAULT_MAX_UPLOAD_MB if ns.max_upload_mb is None else ns.max_upload_mb,
+    )
 
 
 COMMANDS = {

@@ -231,26 +231,28 @@ def export(
         worst = max(diffs) if diffs else None
         if worst is not None and worst > TOLERANCE:
             raise GankitError(f"gankit export: the {fmt} file's outputs differ from gankit's by {worst:.2e}")
-    side = {
-        "format": fmt,
-        "file": out.name,
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "network": network or default_network(recipe),
-        "recipe": recipe.name,
-        "run": str(run_dir),
-        "checkpoint": getattr(recipe, "loaded_from", None),
-        "inputs": ex.input_specs,
-        "outputs": ex.output_specs,
-        **ex.info,
-        "verified": {
-            "max_abs_difference": worst,
-            "tolerance": TOLERANCE,
-            "against": "gankit's network in fp32 on CPU, batches of 2 and 1",
-            "runtime": "torch.jit"
-            if fmt == "torchscript"
-            else ("onnxruntime" if worst is not None else None),
-        },
-        "torch": torch.__version__,
-    }
-    write_json_atomic(Path(f"{out}.json"), side)
+        side = {
+            "format": fmt,
+            "file": out.name,
+            "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(),
+            "network": network or default_network(recipe),
+            "recipe": recipe.name,
+            "run": str(run_dir),
+            "checkpoint": getattr(recipe, "loaded_from", None),
+            "inputs": ex.input_specs,
+            "outputs": ex.output_specs,
+            **ex.info,
+            "verified": {
+                "max_abs_difference": worst,
+                "tolerance": TOLERANCE,
+                "against": "gankit's network in fp32 on CPU, batches of 2 and 1",
+                "runtime": "torch.jit"
+                if fmt == "torchscript"
+                else ("onnxruntime" if worst is not None else None),
+            },
+            "torch": torch.__version__,
+        }
+        # The side file first, naming the new file's digest: a crash before the rename below leaves the
+        # old model beside a side file that no longer matches it, which loading refuses.
+        write_json_atomic(Path(f"{out}.json"), side)
     return side

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.download import file_digest
 from ..errors import GankitError
 
 BUILTIN = ("efficientnet-lite0",)
@@ -164,7 +165,8 @@ def torchscript_model(path: Path) -> ImageClassifier:
     """A TorchScript file (torch.jit.save). Loading TorchScript runs the code inside the file: load only
     files you trust. Plain pickles (torch.save) are refused before torch opens them, but that makes no
     TorchScript file safe. Preprocessing comes from an optional sidecar `<file>.json` with keys mean, std,
-    input_size, channels and class_names; without it the model gets 3-channel [0, 1] images as they are."""
+    input_size, channels and class_names; without it the model gets 3-channel [0, 1] images as they are.
+    A sidecar that names a sha256 (as `gankit export` writes) must match the file."""
     if not zipfile.is_zipfile(path):
         raise GankitError(
             f"--model {path}: not a TorchScript archive (gankit never unpickles model files; a TorchScript "
@@ -183,7 +185,19 @@ def torchscript_model(path: Path) -> ImageClassifier:
             meta = json.loads(sidecar.read_text())
         except json.JSONDecodeError as e:
             raise GankitError(f"{sidecar}: invalid JSON ({e})") from None
-    channels = int(meta.get("channels", 3))
+        if not isinstance(meta, dict):
+            raise GankitError(f"{sidecar}: expected a JSON object of preprocessing keys")
+        if "sha256" in meta and meta["sha256"] != file_digest(path, "sha256"):
+            raise GankitError(
+                f"--model {path}: its side file {sidecar.name} describes another file (sha256 differs); "
+                "export the model again, or remove the side file to load the model without it"
+            )
+    # `gankit export` describes its input as inputs[0].shape = [batch, C, H, W] and names the classes
+    # `classes`; a hand-written side file may say channels, input_size and class_names instead.
+    shape = ((meta.get("inputs") or [{}])[0] or {}).get("shape") or []
+    exported = len(shape) == 4 and all(isinstance(n, int) for n in shape[1:])
+    channels = int(meta.get("channels", shape[1] if exported else 3))
+    input_size = meta.get("input_size", list(shape[2:]) if exported else None)
     mean, std = meta.get("mean", [0.0] * channels), meta.get("std", [1.0] * channels)
     if len(mean) != channels or len(std) != channels:
         raise GankitError(f"{sidecar}: mean and std need one value per channel ({channels})")
@@ -191,9 +205,8 @@ def torchscript_model(path: Path) -> ImageClassifier:
         net = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as e:
         raise GankitError(f"--model {path}: cannot load TorchScript ({str(e).splitlines()[0]})") from None
-    return ImageClassifier(
-        net.eval(), mean, std, meta.get("input_size"), channels, meta.get("class_names"), path.name
-    )
+    names = meta.get("class_names", meta.get("classes"))
+    return ImageClassifier(net.eval(), mean, std, input_size, channels, names, path.name)
 
 
 def run_model(run_dir: Path) -> ImageClassifier:

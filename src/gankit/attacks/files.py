@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from .. import viz
-from ..data.images import BAD_IMAGE_ERRORS, decode
+from ..data.images import BAD_IMAGE_ERRORS, decode, describe_bad_image
 from ..errors import GankitError
 from ..io import atomic_path, distinct_stems, write_json_atomic
 from .classifiers import ImageClassifier
@@ -67,7 +67,7 @@ def _slug(text: str) -> str:
 
 def read_png(path: Path) -> torch.Tensor:
     """An 8-bit PNG (L or RGB, as gankit writes them) as a [0, 1] float CHW tensor."""
-    with Image.open(path) as img:
+    with Image.open(path, formats=["PNG"]) as img:
         a = np.asarray(img, dtype=np.float32) / 255
     a = a[:, :, None] if a.ndim == 2 else a
     return torch.from_numpy(a).permute(2, 0, 1)
@@ -113,7 +113,7 @@ def attack_files(
         try:
             x = load_image_tensor(path, model).unsqueeze(0).to(device)
         except BAD_IMAGE_ERRORS as e:
-            raise GankitError(f"{path}: not an image gankit can decode ({type(e).__name__}: {e})") from None
+            raise GankitError(f"{path}: {describe_bad_image(e)}") from None
         with torch.no_grad():
             p0 = torch.softmax(model.eval()(x).float(), 1)[0]
         entry = {

@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import GankitError
-from ..io import atomic_path, write_text_atomic
+from ..io import atomic_path, fsync_path
 
 CHUNK = 1 << 20
 RETRIES = 4
@@ -31,11 +31,19 @@ RETRIES = 4
 
 @dataclass(frozen=True)
 class Remote:
-    """A file to fetch: where from, its expected digest (`md5:...` or `sha256:...`), its name."""
+    """A file to fetch: where from, its pinned digest (`md5:...` or `sha256:...`), its size in bytes
+    where published, and its name. There is no trust on first use: every file gankit downloads is
+    checked against a digest written here before it gets its final name."""
 
     url: str
-    digest: str | None  # None: none published; the first download's sha256 is recorded and checked
+    digest: str
     name: str | None = None
+    size: int | None = None
+
+    def __post_init__(self):
+        algorithm, _, value = str(self.digest).partition(":")
+        if algorithm not in ("md5", "sha256") or not value:
+            raise ValueError(f"{self.url}: digest {self.digest!r} is not md5:HEX or sha256:HEX")
 
     @property
     def filename(self) -> str:
@@ -55,13 +63,7 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _check_digest(path: Path, digest: str | None) -> tuple[bool, str]:
-    """Compare with the expected digest; with none published, with the sha256 recorded beside the
-    file when it was first downloaded (a later change of the file is still caught)."""
-    if digest is None:
-        record = path.with_name(path.name.removesuffix(".part") + ".sha256")
-        actual = file_digest(path, "sha256")
-        return (not record.exists() or record.read_text().strip() == actual), actual
+def _check_digest(path: Path, digest: str) -> tuple[bool, str]:
     algorithm, _, expected = digest.partition(":")
     actual = file_digest(path, algorithm)
     return actual == expected.lower(), actual
@@ -107,8 +109,9 @@ def _fetch_once(url: str, part: Path, progress: bool, timeout: float) -> None:
 def download(remote: Remote, folder: Path, progress: bool = True, timeout: float = 60.0) -> Path:
     """Return the local path of `remote` inside `folder`, downloading it if needed.
 
-    Resumes partial downloads, retries transient network errors, and raises GankitError on a
-    checksum mismatch (deleting the bad file) or when the source cannot be reached.
+    Resumes partial downloads and retries transient network errors. A transfer that ended short of the
+    published size is kept to resume; one with the wrong size or digest is deleted (so running again
+    downloads afresh) and raises GankitError, as does a source that cannot be reached.
     """
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / remote.filename
@@ -131,17 +134,24 @@ def download(remote: Remote, folder: Path, progress: bool = True, timeout: float
                     f"partial file kept at {part}, run again to resume"
                 ) from None
             time.sleep(min(2**attempt, 10) * 0.1)
+    got = part.stat().st_size
+    if remote.size is not None and got < remote.size:
+        raise GankitError(
+            f"download of {remote.url} ended early ({got} of {remote.size} bytes); "
+            f"partial file kept at {part}, run again to resume"
+        )
     ok, actual = _check_digest(part, remote.digest)
-    if not ok:
+    if not ok or (remote.size is not None and got != remote.size):
         part.unlink()
         raise GankitError(
-            f"checksum mismatch for {remote.url}: expected {remote.digest}, got "
-            f"{actual}; the file was removed, run again to re-download"
+            f"checksum mismatch for {remote.url}: expected {remote.digest} ({remote.size or '?'} bytes), "
+            f"got {remote.digest.partition(':')[0]}:{actual} ({got} bytes); the file was removed, run "
+            "again to download it afresh (if the publisher changed the file, download it yourself and "
+            "pass --data-dir)"
         )
-    if remote.digest is None:
-        record = dest.with_name(dest.name + ".sha256")
-        write_text_atomic(record, actual + "\n")
+    fsync_path(part)
     os.replace(part, dest)
+    fsync_path(folder)
     return dest
 
 
@@ -205,7 +215,7 @@ def extract_archive(archive: Path, dest: Path) -> None:
                 _extract_tar(tar, tmp)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise GankitError(f"{archive}: damaged archive ({e}); delete it to download again") from None
+        raise GankitError(f"{archive}: damaged archive ({e})") from None
     entries = list(tmp.iterdir())
     src = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
     os.replace(src, dest)

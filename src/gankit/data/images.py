@@ -1,17 +1,25 @@
 """Folders of ordinary image files, decoded with Pillow into uint8 tensors.
 
-Grayscale, RGBA, palette and 16-bit images are converted explicitly (alpha is composited on
-white; 16-bit values are scaled by their mode's range, not truncated). Unreadable files, and images
-of more than `$GANKIT_MAX_IMAGE_PIXELS` pixels (default: Pillow's limit, about 89 megapixels; a
-decompression bomb is just a bad image), are reported by path; the user chooses to stop (default) or
-skip them.
+Every image gankit reads (folders, uploads, attack and translate inputs) is opened by `open_image`,
+which hands the file only to the decoders in `DECODERS`: PNG, JPEG, WebP, BMP, TIFF and GIF. The
+content decides, never the extension, so a PostScript file named `x.png` is refused in one line and
+Pillow's EPS plugin (which runs Ghostscript) is never reached.
+
+Grayscale, RGBA, palette, CMYK, CIELAB and 16-bit images are converted explicitly (alpha is composited
+on white; 16-bit values are scaled by their mode's range, not truncated; floating-point pixels must lie
+in 0..1 or 0..255). Unreadable files, and images of more than `$GANKIT_MAX_IMAGE_PIXELS` pixels
+(default: Pillow's limit, about 89 megapixels; a decompression bomb is just a bad image), are reported
+by path; the user chooses to stop (default) or skip them. Hidden files (`.name`, such as the `._x.jpg`
+files macOS leaves on shared drives) and hidden folders are not part of a folder's images.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +29,34 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import GankitError
 from .base import ImageSet
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# Pillow's format ids of the only decoders gankit lets open a file, and how messages name them.
+DECODERS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+FORMATS_TEXT = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 UNLABELED = "unlabeled"
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit
+
+# Leading bytes of formats people mistake for images, to name what a refused file holds.
+_OTHER_FORMATS = (
+    (0, b"%!PS", "PostScript/EPS"),
+    (0, b"\xc5\xd0\xd3\xc6", "EPS"),
+    (0, b"%PDF", "PDF"),
+    (0, b"8BPS", "Photoshop PSD"),
+    (0, b"<?xml", "XML (SVG?)"),
+    (0, b"<svg", "SVG"),
+    (0, b"\x00\x00\x01\x00", "ICO"),
+    (0, b"\xffO\xffQ", "JPEG 2000"),
+    (4, b"jP  ", "JPEG 2000"),
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"PK\x03\x04", "a zip archive"),
+)
+
+
+class BadImage(ValueError):
+    """A file that is not an image gankit decodes; the message does not repeat the path."""
+
 
 # What a file that is not a decodable image raises while it is opened or decoded.
 BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -39,20 +71,60 @@ def max_image_pixels() -> int:
         raise GankitError(f"GANKIT_MAX_IMAGE_PIXELS={text!r}: expected a whole number of pixels") from None
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file; raises DecompressionBombError for one over the pixel
-    limit (checked from the header, before any pixel is decoded)."""
-    limit = max_image_pixels()
+def _what_it_is(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return ""
+    for offset, magic, name in _OTHER_FORMATS:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return ""
+
+
+@contextmanager
+def opened(path: str | Path, max_pixels: int | None = None, hint: str = "set GANKIT_MAX_IMAGE_PIXELS"):
+    """The image at `path` opened by one of `DECODERS` (header read, no pixel decoded yet), checked
+    against the pixel limit (default `max_image_pixels()`). A file whose content is another format
+    raises BadImage naming what it holds; one over the limit, DecompressionBombError (its message ends
+    with `hint`, how to raise the limit)."""
+    limit = max_image_pixels() if max_pixels is None else max_pixels
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # Pillow's own check (at twice its limit) must not be stricter
-    with Image.open(path) as img:
+    try:
+        img = Image.open(path, formats=DECODERS)
+    except UnidentifiedImageError:
+        kind = _what_it_is(Path(path))
+        raise BadImage(
+            f"its content is {kind}, not an image gankit reads ({FORMATS_TEXT})"
+            if kind
+            else f"not a {FORMATS_TEXT} image"
+        ) from None
+    with img:
         w, h = img.size
         if w * h > limit:
             raise Image.DecompressionBombError(
-                f"{w}x{h} = {w * h} pixels exceeds the limit of {limit} (set GANKIT_MAX_IMAGE_PIXELS)"
+                f"{w}x{h} = {w * h / 1e6:.1f} MP is over the limit of {limit / 1e6:.1f} MP ({hint})"
             )
+        yield img
+
+
+def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file through `opened` (same decoders, same limit)."""
+    with opened(path, max_pixels) as img:
         img.load()
         return img.copy()
+
+
+def image_mode(path: str | Path) -> str:
+    """The Pillow mode of an image file, from its header."""
+    with opened(path) as img:
+        return img.mode
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -60,7 +132,11 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise GankitError(f"{folder}: no such folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in EXTENSIONS and not _hidden(p, folder) and p.is_file()
+    )
 
 
 def expand_paths(inputs) -> list[Path]:
@@ -81,16 +157,38 @@ def expand_paths(inputs) -> list[Path]:
 def _to_8bit(img: Image.Image) -> Image.Image:
     """Map 16/32-bit integer and float images to 8-bit 'L' by the range of their *mode*, never by their
     content (a dark 16-bit image stays dark): I;16* and I (what Pillow gives 16-bit PNG/TIFF files)
-    0..65535, F (floating point) 0..1."""
+    0..65535; F (floating point) 0..1, or 0..255 when its values pass 1. Values outside those ranges
+    are refused (BadImage) rather than saturated."""
     a = np.asarray(img, dtype=np.float64)
-    a = a * 255.0 if img.mode == "F" else a / 257.0  # 65535 -> 255
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise BadImage("floating-point pixels that are not finite (NaN or infinity)")
+    if img.mode == "F":
+        if lo < 0 or hi > 255:
+            raise BadImage(f"floating-point pixels in [{lo:.4g}, {hi:.4g}]: expected 0..1 or 0..255")
+        a = a * 255.0 if hi <= 1 else a
+    else:
+        if lo < 0 or hi > 65535:
+            raise BadImage(f"32-bit pixels in [{lo:.0f}, {hi:.0f}]: expected 0..65535")
+        a = a / 257.0  # 65535 -> 255
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def _lab_to_rgb(img: Image.Image) -> Image.Image:
+    """CIELAB (a TIFF's 'LAB' mode) to sRGB through Little CMS: a plain convert would copy L*, a*, b*
+    into R, G, B."""
+    from PIL import ImageCms
+
+    lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
+    return ImageCms.applyTransform(img, ImageCms.buildTransform(lab, srgb, "LAB", "RGB"))
 
 
 def to_mode(img: Image.Image, channels: int) -> Image.Image:
     """Convert any Pillow image to 8-bit 'L' (channels=1) or 'RGB' (channels=3)."""
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         img = _to_8bit(img)
+    if img.mode == "LAB":
+        img = _lab_to_rgb(img)
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
@@ -101,14 +199,12 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
 
 
 def is_gray(path: Path) -> bool:
-    with Image.open(path) as img:
-        return img.mode in _GRAY_MODES
+    return image_mode(path) in _GRAY_MODES
 
 
 def _mode(path: Path) -> str:
     try:
-        with Image.open(path) as img:
-            return img.mode
+        return image_mode(path)
     except BAD_IMAGE_ERRORS:
         return "RGB"  # decided (and reported) when decoded
 
@@ -141,13 +237,18 @@ def _decode_or_report(path: Path, channels: int, size: int | None, skip_bad: boo
     try:
         return decode(path, channels, size)
     except BAD_IMAGE_ERRORS as e:
+        why = describe_bad_image(e)
         if skip_bad:
-            print(f"gankit: skipping unreadable image {path} ({e})", file=sys.stderr)
+            print(f"gankit: skipping unreadable image {path} ({why})", file=sys.stderr)
             return None
-        raise GankitError(
-            f"{path}: cannot decode image ({type(e).__name__}: {e}); "
-            "pass --skip-bad-images to skip such files"
-        ) from None
+        raise GankitError(f"{path}: {why}; pass --skip-bad-images to skip such files") from None
+
+
+def describe_bad_image(e: BaseException) -> str:
+    """What was wrong with a file that raised one of BAD_IMAGE_ERRORS, in a few words."""
+    if isinstance(e, BadImage):
+        return str(e)
+    return f"cannot decode image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
 def infer_channels(paths: list[Path]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise GankitError(f"{path}: truncated IDX file (header incomplete)")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # exact: numpy's product of four 32-bit sizes can overflow int64
     have = len(raw) - 4 - 4 * ndim
     if have < expected:
         raise GankitError(

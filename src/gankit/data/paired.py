@@ -27,9 +27,16 @@ from ..engine import distributed
 from ..errors import GankitError
 from .decoded import memory_budget
 from .download import Remote, cache_dir, download, extract_archive
-from .images import BAD_IMAGE_ERRORS, list_images, open_image, to_mode, uniform_channels
+from .images import (
+    BAD_IMAGE_ERRORS,
+    describe_bad_image,
+    list_images,
+    open_image,
+    to_mode,
+    uniform_channels,
+)
 
-PIX2PIX_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{}.tar.gz"
+PIX2PIX_URL = "https://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{}.tar.gz"
 
 # File counts of the published archives, checked after extraction (a truncated or altered archive
 # fails here even though it still unpacks).
@@ -40,6 +47,21 @@ PIX2PIX_SETS: dict[str, dict[str, int]] = {
     "edges2shoes": {"train": 49825, "val": 200},
     "night2day": {"train": 17823, "val": 10, "test": 2287},
 }
+
+# The archives' pinned digests. The publisher lists none; these md5 sums are the ones a public
+# pix2pix data loader checks its downloads against.
+PIX2PIX_DIGESTS: dict[str, str] = {
+    "facades": "md5:e2e25dd517e9d15828416ab329da2854",
+    "cityscapes": "md5:32569df708076e427e9cd02abbca7748",
+    "maps": "md5:e5f65d26eb288457f5ac056deb94d154",
+    "edges2shoes": "md5:71da478b54fedde126e234a2a050bc15",
+    "night2day": "md5:fd21b1d447a1f927fed41aabedd85baa",
+}
+
+
+def pix2pix_archive(name: str) -> Remote:
+    """The download of a named pix2pix dataset, with its pinned digest."""
+    return Remote(PIX2PIX_URL.format(name), PIX2PIX_DIGESTS[name])
 
 
 # -- archives -----------------------------------------------------------------------------------
@@ -56,15 +78,14 @@ def count_split_files(root: Path, counts: dict[str, int]) -> None:
 
 def fetch_archive_set(
     name: str,
-    url: str,
+    remote: Remote,
     counts: dict[str, int],
     data_dir: str | None,
-    digest: str | None = None,
     progress: bool = True,
 ) -> Path:
     """The extracted folder of a named archive dataset (.tar.gz or .zip; pix2pix and CycleGAN sets):
-    `data_dir` if given, else the cache (downloading, verifying and extracting on first use), with
-    the published file count of every split folder checked."""
+    `data_dir` if given, else the cache (downloading, verifying against the pinned digest and
+    extracting on first use), with the published file count of every split folder checked."""
     if data_dir:
         root = Path(data_dir)
         if not root.is_dir():
@@ -76,8 +97,12 @@ def fetch_archive_set(
     folder = cache_dir() / name
     root = folder / name
     if not root.is_dir():
-        archive = download(Remote(url, digest), folder, progress)
-        extract_archive(archive, root)
+        archive = download(remote, folder, progress)
+        try:
+            extract_archive(archive, root)
+        except GankitError as e:
+            archive.unlink(missing_ok=True)
+            raise GankitError(f"{e}; it was removed, run again to download it afresh") from None
     count_split_files(root, counts)
     return root
 
@@ -166,7 +191,7 @@ def decode_pair(
                     f"{path}: {b.size[0]}x{b.size[1]} but its pair {pairs.a[i]} is {a.size[0]}x{a.size[1]}"
                 )
     except BAD_IMAGE_ERRORS as e:
-        raise GankitError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+        raise GankitError(f"{path}: {describe_bad_image(e)}") from None
     if min(a.size) < crop:
         raise GankitError(
             f"{path}: {a.size[0]}x{a.size[1]} per side is smaller than the {crop} px crop "

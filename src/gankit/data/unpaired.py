@@ -14,9 +14,10 @@ import torch
 from ..engine import distributed
 from ..errors import GankitError
 from .batches import cycled_order
+from .download import Remote
 from .images import decode_all, list_images, uniform_channels
 
-CYCLEGAN_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{}.zip"
+CYCLEGAN_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{}.zip"
 
 # Published file counts of the CycleGAN archives, checked after extraction.
 CYCLEGAN_SETS: dict[str, dict[str, int]] = {
@@ -25,6 +26,23 @@ CYCLEGAN_SETS: dict[str, dict[str, int]] = {
     "apple2orange": {"trainA": 995, "trainB": 1019, "testA": 266, "testB": 248},
     "monet2photo": {"trainA": 1072, "trainB": 6287, "testA": 121, "testB": 751},
 }
+
+# (size in bytes, sha256) of each archive, as TensorFlow Datasets records them for the same files.
+CYCLEGAN_DIGESTS: dict[str, tuple[int, str]] = {
+    "summer2winter_yosemite": (
+        132_640_856,
+        "167fe1726807a9d22bd106b4a6c0bd7953b688af924ac1bf967439c4961e49f9",
+    ),
+    "horse2zebra": (116_867_962, "a74d9d392eecca9966b51287a76ca126af473d9de4f3e8fc0e9cda08fa1730a1"),
+    "apple2orange": (78_456_409, "845a191e9af8926408ea597001cd03a452e3300a1f44a79fe329b3d59f6e3eb8"),
+    "monet2photo": (305_231_073, "88f91b00fc228f97c9411fbf1880ec1d119c98f1722e4cfcfaa2fb35fac05b04"),
+}
+
+
+def cyclegan_archive(name: str) -> Remote:
+    """The download of a named CycleGAN dataset, with its pinned size and sha256."""
+    size, sha256 = CYCLEGAN_DIGESTS[name]
+    return Remote(CYCLEGAN_URL.format(name), f"sha256:{sha256}", size=size)
 
 
 @dataclass

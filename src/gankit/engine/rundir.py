@@ -37,8 +37,22 @@ class RunDir:
     def checkpoint_steps(self) -> list[int]:
         return [s for s, _ in list_checkpoints(self.checkpoints)]
 
+    def require_checkpoint(self) -> RunDir:
+        """Refuse to resume a run that stopped before its first checkpoint, saying how to start over."""
+        if not list_checkpoints(self.checkpoints):
+            raise GankitError(self._no_checkpoint_message())
+        return self
+
+    def _no_checkpoint_message(self) -> str:
+        return (
+            f"{self.path}: the run stopped before its first checkpoint, so there is nothing to resume; "
+            f"remove the folder (rm -r {self.path}) and train again, or choose another --out"
+        )
+
     def ensure_new(self) -> None:
         """Refuse to start a run where one exists already."""
+        if self.is_run() and not list_checkpoints(self.checkpoints):
+            raise GankitError(self._no_checkpoint_message())
         if self.is_run() or list_checkpoints(self.checkpoints):
             raise GankitError(
                 f"{self.path} already holds a gankit run: continue it with "

@@ -25,9 +25,9 @@ from ..data.pairs import jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
 from ..data.unpaired import (
     CYCLEGAN_SETS,
-    CYCLEGAN_URL,
     UnpairedBatches,
     UnpairedData,
+    cyclegan_archive,
     domain_folders,
     load_domains,
 )
@@ -117,8 +117,8 @@ def cycle_losses(
 def resolve_unpaired_root(cfg: CycleGANConfig, progress: bool = True) -> Path:
     """The domains' folder: a named CycleGAN archive (downloaded, extracted, counted) or a path."""
     if cfg.data in CYCLEGAN_SETS:
-        url = CYCLEGAN_URL.format(cfg.data)
-        return fetch_archive_set(cfg.data, url, CYCLEGAN_SETS[cfg.data], cfg.data_dir, progress=progress)
+        remote = cyclegan_archive(cfg.data)
+        return fetch_archive_set(cfg.data, remote, CYCLEGAN_SETS[cfg.data], cfg.data_dir, progress=progress)
     root = Path(cfg.data)
     if not root.is_dir():
         raise GankitError(

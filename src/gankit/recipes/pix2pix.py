@@ -25,12 +25,12 @@ from .. import viz
 from ..config import opt
 from ..data.paired import (
     PIX2PIX_SETS,
-    PIX2PIX_URL,
     PairBatches,
     PairList,
     fetch_archive_set,
     list_pairs,
     pair_channels,
+    pix2pix_archive,
 )
 from ..data.pairs import paired_jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
@@ -82,7 +82,7 @@ def resolve_paired_root(cfg: Pix2PixConfig, progress: bool = True) -> Path:
     """The folder of the run's pairs: a named pix2pix archive (downloaded and checked) or a path."""
     if cfg.data in PIX2PIX_SETS:
         return fetch_archive_set(
-            cfg.data, PIX2PIX_URL.format(cfg.data), PIX2PIX_SETS[cfg.data], cfg.data_dir, progress=progress
+            cfg.data, pix2pix_archive(cfg.data), PIX2PIX_SETS[cfg.data], cfg.data_dir, progress=progress
         )
     root = Path(cfg.data)
     if not root.is_dir():
