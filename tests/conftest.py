@@ -98,3 +98,21 @@ def standard_extractor_file() -> Path | None:
         return None
     path = Path(spec.submodule_search_locations[0]) / "default_1.pt"
     return path if path.is_file() else None
+
+
+@pytest.fixture
+def fake_gs(tmp_path, monkeypatch) -> Path:
+    """A `gs` first on PATH that records each call (Pillow's EPS plugin runs `gs` to decode)."""
+    bin_dir, calls = tmp_path / "fakebin", tmp_path / "gs-calls"
+    bin_dir.mkdir()
+    gs = bin_dir / "gs"
+    # It answers Pillow's version check, records every call and writes no page.
+    gs.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = --version ] && echo 10.05.1 && exit 0\nexit 1\n'
+    )
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    from PIL import EpsImagePlugin
+
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # looked up again, on this PATH
+    return calls

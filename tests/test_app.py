@@ -3,9 +3,15 @@ Chromium (Debian's `chromium` driven by the `playwright` package; no browser dow
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -20,7 +26,7 @@ from gankit import api, cli
 from gankit.errors import GankitError
 
 gr = pytest.importorskip("gradio")
-from gankit.app import Service, find_runs, serve, stop  # noqa: E402
+from gankit.app import Service, _page_errors, find_runs, serve, stop  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SMALL = dict(progress=False, precision="fp32", device="cpu", log_every=5)
@@ -142,17 +148,201 @@ def test_cyclegan_translates_both_ways(service, runs, tmp_path):
     assert to_b.shape == to_a.shape == (30, 50, 3) and not np.array_equal(to_b, to_a)
 
 
-def test_another_address_than_this_machine_is_served_with_a_warning(runs, capsys):
+def test_another_address_than_this_machine_needs_a_login(runs, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("GANKIT_SERVE_AUTH", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main(["serve", str(runs / "dcgan"), "--host", "0.0.0.0", "--port", str(_free_port())]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "gankit: error: --host 0.0.0.0: serving beyond this machine needs a login: --auth USER:PASS "
+        "(or --auth auto for a generated password)"
+    )
+    for bad in ("alice", "alice:", ":pw"):
+        assert cli.main(["serve", str(runs / "dcgan"), "--host", "0.0.0.0", "--auth", bad]) == 1
+        assert "expected USER:PASS" in capsys.readouterr().err
+    assert not list(tmp_path.glob("gankit-serve-*"))  # refused before anything was made
+
+
+def test_with_a_login_another_address_is_served_to_those_who_log_in(runs, capsys):
+    httpx = pytest.importorskip("httpx")
     before = os.environ.get("GRADIO_TEMP_DIR")
-    page, url, workdir = serve([runs / "dcgan"], host="0.0.0.0", port=_free_port(), block=False)
+    port = _free_port()
+    page, url, workdir = serve([runs / "dcgan"], host="0.0.0.0", port=port, auth="auto", block=False)
     try:
-        assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
+        password = capsys.readouterr().err.split("with password ")[1].split()[0]
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/config").status_code == 401
+        with httpx.Client(base_url=base) as client:
+            assert client.post("/login", data={"username": "gankit", "password": "wrong"}).status_code == 400
+            client.post("/login", data={"username": "gankit", "password": password})
+            assert client.get("/config").status_code == 200
     finally:
         stop(page, workdir)
-        os.environ.pop("GRADIO_TEMP_DIR", None) if before is None else os.environ.update(
-            GRADIO_TEMP_DIR=before
-        )
-    assert not workdir.exists()
+        _restore_upload_dir(before)
+
+
+def test_only_this_server_s_host_names_no_paths_no_share_link_and_an_upload_limit(runs, monkeypatch):
+    """DNS rebinding: a page on evil.example that resolves its name to 127.0.0.1 sends Host:
+    evil.example; refused before Gradio sees it. The page names runs by opaque ids, GRADIO_SHARE does
+    not open a public link, and an upload over --max-upload-mb is refused by the server."""
+    httpx = pytest.importorskip("httpx")
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    monkeypatch.setenv("GRADIO_SHARE", "true")
+    port = _free_port()
+    page, url, workdir = serve(
+        [runs], port=port, block=False, allowed_host=["gankit.lan"], max_upload_mb=0.01
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for host, status in (
+            ("evil.example", 400),
+            (f"evil.example:{port}", 400),
+            (f"127.0.0.1:{port}", 200),
+            (f"localhost:{port}", 200),
+            (f"gankit.lan:{port}", 200),
+        ):
+            assert httpx.get(f"{base}/config", headers={"Host": host}).status_code == status, host
+        assert "is not served here" in httpx.get(f"{base}/", headers={"Host": "evil.example"}).text
+        config = httpx.get(f"{base}/config").text
+        assert str(runs.resolve()) not in config and "run-" in config
+        assert page.share is False and page.share_url is None
+        small, big = b"x" * 1000, b"x" * 20_000
+        for body, ok in ((small, True), (big, False)):
+            r = httpx.post(f"{base}/gradio_api/upload", files={"files": ("a.png", body, "image/png")})
+            assert (r.status_code == 200) is ok, r.text
+    finally:
+        stop(page, workdir)
+        _restore_upload_dir(before)
+
+
+def test_sigterm_removes_the_app_s_folder_as_ctrl_c_does(runs, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gankit", "serve", str(runs / "dcgan"), "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/config").status_code == 200:
+                    break
+            time.sleep(0.5)
+        assert list(tmp_path.glob("gankit-serve-*")), "the app's folder exists while it serves"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert not list(tmp_path.glob("gankit-serve-*"))
+
+
+def test_files_outside_the_run_and_foreign_reports_are_not_served(runs, tmp_path, capsys):
+    run = tmp_path / "copied"
+    shutil.copytree(runs / "ssgan", run)
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(secret)
+    (run / "loss.png").unlink()
+    (run / "loss.png").symlink_to(secret)
+    for p in (run / "previews").glob("*.png"):
+        p.unlink()
+        p.symlink_to(secret)
+    (tmp_path / "theirs.json").write_text(json.dumps({"lines": ["the secret"]}))
+    (run / "evaluation" / "report.json").unlink()
+    (run / "evaluation" / "report.json").symlink_to(tmp_path / "theirs.json")
+    service = Service([run], tmp_path / "work", builtin=False)
+    preview, loss, text = service.run_details(service.id_of(run))
+    assert preview is None and loss is None and "secret" not in text
+    (run / "evaluation" / "report.json").unlink()
+    (run / "evaluation" / "report.json").write_text(json.dumps({"tool": "other", "metrics": {"fid": 3.0}}))
+    service = Service([tmp_path], tmp_path / "work2", builtin=False)  # starts, though the report is foreign
+    assert service.runs_table()[1][0][5] == "unreadable report"
+    assert "cannot be read" not in service.run_details(service.id_of(run))[2]
+    assert cli.main(["runs", str(tmp_path)]) == 0
+    assert "unreadable report" in capsys.readouterr().out
+    (run / "evaluation" / "report.json").write_text("[1, 2]")
+    assert "cannot be read" in service.run_details(service.id_of(run))[2]
+
+
+def test_run_ids_messages_and_logs_say_no_server_path(service, runs, caplog, monkeypatch):
+    ids = [value for _, value in service.choices("sample") + service.choices("translate")]
+    assert ids and all(i.startswith("run-") and "/" not in i for i in ids)
+    path = str((runs / "dcgan").resolve())
+
+    def broken():
+        raise RuntimeError(f"weights in {path}/checkpoints do not fit\nsecond line")
+
+    from gankit.app import log
+
+    monkeypatch.setattr(log, "propagate", True)  # serve() keeps the app's log off the root logger
+    with caplog.at_level("ERROR", logger="gankit.app"), pytest.raises(gr.Error) as e:
+        _page_errors(broken, scrub=service.scrub)()
+    ref = e.value.message.split("(server log: ")[1].rstrip(")")
+    assert e.value.message == f"RuntimeError: weights in dcgan/checkpoints do not fit (server log: {ref})"
+    (record,) = caplog.records
+    assert ref in record.getMessage() and record.exc_info and path in str(record.exc_info[1])
+    with pytest.raises(gr.Error) as e:  # a user error is one line, with the run's name only
+        _page_errors(lambda: service.run("nope"), scrub=service.scrub)()
+    assert e.value.message == "nope: not one of the runs this app serves for this tab"
+
+
+def test_results_expire_and_uploads_have_a_size_limit(runs, tmp_path):
+    service = Service(
+        [runs / "dcgan"], tmp_path / "work", builtin=False, max_upload_bytes=1000, results_ttl=0.5
+    )
+    first = service.fresh_dir("generate")
+    time.sleep(1.1)
+    second = service.fresh_dir("generate")
+    assert not first.exists() and second.exists()
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(big)
+    with pytest.raises(GankitError, match=r"big.png: 0.0 MB is over this app's upload limit of 0 MB"):
+        service.check_upload(str(big))
+
+
+def test_uploads_of_other_formats_never_reach_ghostscript(service, runs, tmp_path, fake_gs):
+    eps = tmp_path / "photo.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    with pytest.raises(
+        GankitError, match="photo.png: its content is PostScript/EPS, not an image gankit reads"
+    ):
+        service.check_upload(str(eps))
+    with pytest.raises(GankitError, match="photo.png: its content is PostScript/EPS"):
+        service.classify(service.id_of(runs / "ssgan"), str(eps))
+    with pytest.raises(GankitError, match="photo.png: its content is PostScript/EPS"):
+        service.translate(service.id_of(runs / "pix2pix"), str(eps))
+    assert not fake_gs.exists()
+
+
+def test_one_client_cannot_fill_the_queue():
+    import asyncio
+
+    from gankit.app_guard import Guard
+
+    sent = []
+
+    async def app(scope, receive, send):
+        sent.append("app")
+
+    async def send(message):
+        sent.append(message)
+
+    waiting = {"10.0.0.5": 8, "127.0.0.1": 2}
+    guard = Guard(app, {"127.0.0.1"}, per_client=8, queued=lambda c: waiting.get(c, 0))
+    for client, expect in (("10.0.0.5", 429), ("127.0.0.1", "app")):
+        sent.clear()
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/gradio_api/queue/join",
+            "headers": [(b"host", b"127.0.0.1:7860")],
+            "client": (client, 5000),
+        }
+        asyncio.run(guard(scope, None, send))
+        assert (sent[0]["status"] if isinstance(sent[0], dict) else sent[0]) == expect
 
 
 def test_classify_with_a_run_and_the_runs_tab(service, runs):
@@ -176,14 +366,13 @@ def test_sweep_yields_a_row_per_epsilon_and_failures_become_one_line_messages(se
     toy = str(_toy_png(tmp_path / "toy.png"))
     tables = list(service.sweep(service.id_of(runs / "ssgan"), "bim", 2, toy, steps=2))
     assert [len(t) for t in tables] == [1, 2] and [r[0] for r in tables[-1]] == ["1/255", "2/255"]
-    from gankit.app import _page_errors
 
     def broken(x):
         raise RuntimeError("weights do not fit\nsecond line")
 
     with pytest.raises(gr.Error) as e:
         _page_errors(broken)(1)
-    assert e.value.message == "RuntimeError: weights do not fit"
+    assert e.value.message.startswith("RuntimeError: weights do not fit (server log: ")
     with pytest.raises(gr.Error, match="choose a run first"):
         list(_page_errors(service.sweep)(None, "fgsm", 1, toy))
 
@@ -333,7 +522,7 @@ def test_browser_runs_table_preview_and_report(browser_page, runs):
     assert "accuracy" in page.locator("#runs-report").inner_text().lower()
 
 
-def test_browser_bad_upload_is_a_message_and_the_app_keeps_serving(browser_page, app, tmp_path):
+def test_browser_bad_upload_is_a_message_and_the_app_keeps_serving(browser_page, app, tmp_path, fake_gs):
     page = browser_page
     fake = tmp_path / "holiday.png"
     fake.write_bytes(b"this is text, not a PNG")
@@ -341,6 +530,18 @@ def test_browser_bad_upload_is_a_message_and_the_app_keeps_serving(browser_page,
     _upload(page, "translate-upload", fake)
     page.click("#translate-go")
     page.wait_for_selector("text=holiday.png: not a PNG", timeout=30_000)
+    eps = tmp_path / "poster.png"  # Gradio checks the extension only; gankit reads the content
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    for tab, upload, go in (
+        ("Translate", "translate-upload", "#translate-go"),
+        ("Classify", "classify-upload", "#classify-go"),
+    ):
+        _tab(page, tab)
+        _upload(page, upload, eps)
+        page.click(go)
+        page.wait_for_selector("text=poster.png: its content is PostScript/EPS", timeout=30_000)
+    assert not fake_gs.exists()
+    _tab(page, "Translate")
     big = tmp_path / "huge.png"
     Image.new("RGB", (2000, 1500)).save(big)  # 3 MP, over this app's 2 MP limit
     _upload(page, "translate-upload", big)

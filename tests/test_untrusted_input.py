@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_idx_dir
-from PIL import EpsImagePlugin, Image, ImageCms
+from PIL import Image, ImageCms
 
 import gankit
 from gankit import api
@@ -26,22 +26,6 @@ from gankit.errors import GankitError
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\nshowpage\n"
 SMALL = dict(progress=False, precision="fp32", device="cpu", log_every=1)
-
-
-@pytest.fixture
-def fake_gs(tmp_path, monkeypatch) -> Path:
-    """A `gs` first on PATH that records each call (Pillow's EPS plugin runs `gs` to decode)."""
-    bin_dir, calls = tmp_path / "fakebin", tmp_path / "gs-calls"
-    bin_dir.mkdir()
-    gs = bin_dir / "gs"
-    # It answers Pillow's version check, records every call and writes no page.
-    gs.write_text(
-        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = --version ] && echo 10.05.1 && exit 0\nexit 1\n'
-    )
-    gs.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # looked up again, on this PATH
-    return calls
 
 
 def _folder(path: Path, n: int = 4, size: int = 16) -> Path:

@@ -758,10 +758,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (it may be replaced after start)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _log_to_stderr() -> None:
-    """Unexpected request failures (with their tracebacks) go to the server's standard error."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    """Unexpected request failures (with their tracebacks) go to the server's standard error, once
+    (not again through the root logger's handlers, if the embedding program has any)."""
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("gankit: %(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
