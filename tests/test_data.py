@@ -106,7 +106,17 @@ def test_image_folder_converts_every_mode(tmp_path):
 def test_unreadable_image_named_or_skipped(tmp_path, capsys):
     _write_mixed_folder(tmp_path / "imgs")
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(GankitError, match=r"broken.png: cannot decode image \(.*\); pass --skip-bad-images"):
+    with pytest.raises(
+        GankitError, match=r"broken.png: not a PNG, JPEG, WebP, BMP, TIFF or GIF image; pass --skip"
+    ):
+        load_image_folder(tmp_path / "imgs", size=16)
+    (tmp_path / "imgs" / "broken.png").unlink()
+    whole = tmp_path / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(whole)
+    (tmp_path / "imgs" / "cut.png").write_bytes(whole.read_bytes()[:2000])  # a PNG cut short
+    with pytest.raises(
+        GankitError, match=r"cut.png: cannot decode image \(OSError: .*\); pass --skip-bad-images"
+    ):
         load_image_folder(tmp_path / "imgs", size=16)
     ds = load_image_folder(tmp_path / "imgs", size=16, skip_bad=True)
     assert len(ds) == 5 and "skipping unreadable image" in capsys.readouterr().err
