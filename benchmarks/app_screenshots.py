@@ -1,4 +1,4 @@
-"""Screenshots of each tab of `gankit serve` for the README (docs/app_*.png), in headless Chromium.
+"""Screenshots of each tab of `gankit serve` for the docs (docs/assets/app_*.png), in headless Chromium.
 
     python benchmarks/app_screenshots.py RUN_OR_FOLDER [...] --photo coffee.png
 
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--generate-run", default=None, help="the run to pick in Generate (label shown)")
     ap.add_argument("--runs-run", required=True, help="the run to open in Runs (label shown)")
     ap.add_argument("--count", type=int, default=80, help="images in the Generate grid")
-    ap.add_argument("--out", default="docs")
+    ap.add_argument("--out", default="docs/assets")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 

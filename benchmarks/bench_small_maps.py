@@ -1,6 +1,6 @@
 """The small-map GEMM path of gankit's Conv2d / ConvTranspose2d against the layer's other CPU path
 (oneDNN, or the GEMM weight gradient where that applies), forward + both gradients, fp32, channels-last,
-alternating (benchmarks/README.md, session 21). The U-Net's inner 512-channel layers and DCGAN's 7 px
+alternating. The U-Net's inner 512-channel layers and DCGAN's 7 px
 layers, at the batches where `gankit.nn.layers._small_map`'s rules were drawn.
 
     python benchmarks/bench_small_maps.py [--rounds 3]
@@ -10,7 +10,7 @@ import argparse
 import os
 
 import torch
-from bench_instance_norm import timed  # this folder
+from common import timed  # this folder
 
 import gankit.nn.layers as L
 from gankit.device import keep_freed_host_memory

@@ -131,8 +131,8 @@ class OperatorTimer(TorchDispatchMode):
     """Wall seconds per aten operator (`seconds["aten::mm"]`, ...) of the code run under it, backward
     passes included, each operator timed around its own call (nested calls are inside their caller's
     time, not counted again). On these CPUs torch.profiler made memory-bound operators look several
-    times slower than they run: a copy it gave 23-43 ms took 2.5-3.1 ms in the step (benchmarks/
-    README.md, session 20). With CUDA each operator is waited for (slower, but each kernel's own time)."""
+    times slower than they run: a copy it gave 23-43 ms took 2.5-3.1 ms in the step.
+    With CUDA each operator is waited for (slower, but each kernel's own time)."""
 
     def __init__(self):
         super().__init__()

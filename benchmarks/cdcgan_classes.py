@@ -15,7 +15,7 @@ that class's 1,000 test images (smaller counts: biased upwards against the overa
 within-class spread: the per-pixel standard deviation across a class's generated images, averaged over
 pixels, divided by the same for its real test images (1.0: as varied as the real class; near 0: one
 image whatever the noise, a per-class mode collapse).
-Writes JSON + Markdown to benchmarks/results/ and the class-by-row grid docs/cdcgan_classes.png.
+Writes JSON + Markdown to benchmarks/results/ and the class-by-row grid docs/assets/cdcgan_classes.png.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gankit import api, viz
 from gankit.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_all import machine  # noqa: E402
+from common import machine  # noqa: E402
 
 
 def spread(images: torch.Tensor) -> float:
@@ -50,6 +50,35 @@ def predict(judge, images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     return torch.cat([spec.module((part - mean) / std).argmax(1) for part in x.split(500)])
+
+
+def markdown(result: dict, stamp: str) -> str:
+    """The result file's table, from the JSON alone (benchmarks/render_results.py renders it too)."""
+    per_class = result["per_class"]
+    lines = [
+        f"# cdcgan: the requested class, recognised ({result['machine']['cpu']}, {stamp})",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"Judge (supervised ssgan classifier) on the real test set: {result['judge_test_accuracy']:.1%}. "
+        f"Generated images recognised as the requested class: {result['recognised']:.1%}. "
+        f"FID (10k vs test 10k): {result['fid']:.2f}."
+        + (  # files written before these were measured leave them out
+            f" Within-class spread (generated / real, mean over classes): {result['spread']:.3f}."
+            if "spread" in result
+            else ""
+        )
+        + (f" Mode-seeking weight: {result['mode_seeking']}." if "mode_seeking" in result else ""),
+        "",
+        "| class | recognised (generated) | judge on real test | FID of the class (1k vs 1k) | spread |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in per_class.items():
+        lines.append(
+            f"| {name} | {v['recognised']:.1%} | {v['judge_on_real']:.1%} | {v.get('fid', float('nan')):.1f} "
+            f"| {format(v['spread'], '.3f') if 'spread' in v else ''} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -135,28 +164,11 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{stamp}-cdcgan-classes.json").write_text(json.dumps(result, indent=1))
-    lines = [
-        f"# cdcgan: the requested class, recognised ({result['machine']['cpu']}, {stamp})",
-        "",
-        f"`{result['command']}`",
-        "",
-        f"Judge (supervised ssgan classifier) on the real test set: {result['judge_test_accuracy']:.1%}. "
-        f"Generated images recognised as the requested class: {result['recognised']:.1%}. "
-        f"FID (10k vs test 10k): {result['fid']:.2f}. Within-class spread (generated / real, mean over "
-        f"classes): {result['spread']:.3f}. Mode-seeking weight: {result['mode_seeking']}.",
-        "",
-        "| class | recognised (generated) | judge on real test | FID of the class (1k vs 1k) | spread |",
-        "|---|---|---|---|---|",
-    ]
-    for name, v in per_class.items():
-        lines.append(
-            f"| {name} | {v['recognised']:.1%} | {v['judge_on_real']:.1%} | {v.get('fid', float('nan')):.1f} "
-            f"| {v['spread']:.3f} |"
-        )
+    lines = markdown(result, stamp).splitlines()
     (results / f"{stamp}-cdcgan-classes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     grid = gen.sample(k * 8, seed=1, labels=torch.arange(k).repeat_interleave(8))
-    viz.save_grid(grid, "docs/cdcgan_classes.png", nrow=8)
+    viz.save_grid(grid, "docs/assets/cdcgan_classes.png", nrow=8)
 
 
 if __name__ == "__main__":

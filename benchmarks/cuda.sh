@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA table (issue 12) in one short run on a lent GPU (eager rows first, then torch.compile;
+# The CUDA table in one short run on a lent GPU (eager rows first, then torch.compile;
 # each result is appended as it comes, so a run stopped early keeps what it measured):
 #
 #     bash benchmarks/cuda.sh OUT_DIR          # device tool: bash benchmarks/cuda.sh "$OUT"

@@ -30,7 +30,7 @@ from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
 from gankit.recipes.dcgan import DCGAN, sample
 
 VARIANTS = {  # on top of the demo's options (embedded data, Adam beta1 0.5, ...)
-    "b64": {"batch_size": 64, "lr": 2e-4},  # the demo's (30 epochs without EMA before session 18)
+    "b64": {"batch_size": 64, "lr": 2e-4},  # the demo's batch and learning rate
     "b64-lr4": {"batch_size": 64, "lr": 4e-4},
     "b128": {"batch_size": 128, "lr": 2e-4},
     "b128-lr4": {"batch_size": 128, "lr": 4e-4},

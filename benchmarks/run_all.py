@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -25,6 +24,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import machine  # noqa: E402  (this folder)
 
 # (recipe, batch, seed baseline script and its arguments, steps for gankit)
 TRAIN = [
@@ -35,27 +37,6 @@ TRAIN = [
     ("cyclegan", 1, ["seed_cyclegan_tf.py", "1", "4"], 4),
 ]
 ATTACKS = [("fgsm", 1), ("fgsm", 32), ("pgd", 1), ("pgd", 32)]
-
-
-def machine() -> dict:
-    import torch
-
-    from gankit.device import auto_precision, cpu_features, cpu_kind, cpu_model, pick_device
-
-    dev = pick_device("auto")
-    return {
-        "cpu": cpu_model(),
-        "cpu_features": cpu_features(),
-        "cpu_kind": cpu_kind(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(dev),
-        "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None,
-        "auto_precision": auto_precision(dev, quiet=True),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
 
 
 def run_json(cmd: list[str], env: dict | None = None) -> dict | None:

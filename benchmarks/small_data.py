@@ -17,7 +17,7 @@ one DiffAugment policy): each run's validation FID, 1,000 EMA samples (seed 0) a
 held-out training images, picks the best policy per size; the test set is then read for `none` and
 that policy only. At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images
 (standard protocol: Inception pool3, 299 px, fp32 features).
-Writes JSON + Markdown to benchmarks/results/ and the figure docs/small_data.png (small_data_64px.png
+Writes JSON + Markdown to benchmarks/results/ and the figure docs/assets/small_data.png (small_data_64px.png
 for --image-size 64; --figure elsewhere).
 """
 
@@ -40,7 +40,7 @@ from gankit.io import write_json_atomic
 from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_all import machine  # noqa: E402
+from common import machine  # noqa: E402
 
 DEFAULT_POLICIES = ["none", "color,translation,cutout"]
 
@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument(
         "--figure",
         default=None,
-        help="where the figure goes (default docs/small_data.png, docs/small_data_64px.png at 64 px)",
+        help="where the figure goes (default docs/assets/small_data.png; small_data_64px.png at 64 px)",
     )
     args = ap.parse_args()
     earlier = {}
@@ -247,10 +247,25 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "protocol": __doc__.split("Protocol.")[1].split("Writes")[0].split(),
         "rows": rows,
+        "test_read": not args.no_test,
     }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{stamp}-small-data.json").write_text(json.dumps(result, indent=1))
+    lines = markdown(result, stamp).splitlines()
+    (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    default = (
+        "docs/assets/small_data.png"
+        if args.image_size == 28
+        else f"docs/assets/small_data_{args.image_size}px.png"
+    )
+    plot(rows, Path(args.figure or default))
+
+
+def markdown(result: dict, stamp: str) -> str:
+    """The result file's table, from the JSON alone (benchmarks/render_results.py renders it too)."""
+    rows = result["rows"]
     lines = [
         f"# DiffAugment on small data ({result['machine']['cpu']}, {stamp})",
         "",
@@ -261,23 +276,21 @@ def main() -> None:
         "| D(train) - D(held-out) at end | D(fake) at end |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        end = r["curve"][-1]
-        gap = end["d_train_real"] - end["d_held_out_real"]
+    for r in rows:  # files written before a column existed leave it empty
+        end = r["curve"][-1] if r.get("curve") else {}
+        gap = f"{end['d_train_real'] - end['d_held_out_real']:+.3f}" if "d_held_out_real" in end else ""
+        d_fake = f"{end['d_fake']:.3f}" if "d_fake" in end else ""
         test = (
             f"{r['fid']:.2f} | {r['kid'] * 1000:.2f} | {r['precision']:.3f} | {r['recall']:.3f}"
             if "fid" in r
-            else f"{'not read' if args.no_test else 'not selected'} | | |"
+            else f"{'not read' if result.get('test_read') is False else 'not selected'} | | |"
         )
+        val = f"{r['validation_fid']:.2f}" if "validation_fid" in r else ""
         lines.append(
             f"| {r['images']} | {r.get('image_size', 28)} px | {r['diffaugment']} | {r['steps']} "
-            f"| {r['validation_fid']:.2f} | {test} "
-            f"| {gap:+.3f} | {end['d_fake']:.3f} |"
+            f"| {val} | {test} | {gap} | {d_fake} |"
         )
-    (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    default = "docs/small_data.png" if args.image_size == 28 else f"docs/small_data_{args.image_size}px.png"
-    plot(rows, Path(args.figure or default))
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "assets"
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, api
+from . import api
+from ._version import __version__
 from .config import TrainConfig, field_type, flag
 from .errors import GankitError, TrainingInterrupted
 from .recipes import RECIPES
@@ -92,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="offline demo: train a small model on the embedded data")
-    demo.add_argument("--recipe", choices=sorted(DEMO), default="dcgan")
+    demo.add_argument(
+        "--recipe", choices=sorted(DEMO), default="dcgan", help="the recipe the demo trains (default dcgan)"
+    )
     demo.add_argument("--out", default=None, help="run directory (default: runs/demo, runs/demo-2, ...)")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     _add_json(demo)
 
     train = sub.add_parser(
@@ -109,14 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="continue this run from its latest checkpoint with its stored config",
     )
-    for name, typ in (("epochs", int), ("max_steps", int), ("device", str), ("data_dir", str)):
-        train.add_argument(
-            f"--{flag(name)}",
-            dest=name,
-            type=typ,
-            default=argparse.SUPPRESS,
-            help="with --resume: train longer, elsewhere, or with the data moved",
-        )
+    for name, typ, text in (
+        ("epochs", int, "with --resume: a larger total number of epochs (train longer)"),
+        ("max_steps", int, "with --resume: a larger total number of optimisation steps"),
+        ("device", str, "with --resume: continue on another device (auto, cpu, cuda, cuda:N, mps)"),
+        ("data_dir", str, "with --resume: where the run's dataset files are now, if they moved"),
+    ):
+        train.add_argument(f"--{flag(name)}", dest=name, type=typ, default=argparse.SUPPRESS, help=text)
     _add_json(train)
     _add_resume_refusals(train)
     recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")
@@ -143,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--separate", metavar="DIR", default=None, help="also write each image as DIR/NNNN.png"
     )
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument(
+        "--seed", type=int, default=0, help="seed of the latent vectors: the same seed draws the same images"
+    )
     sample.add_argument(
         "--class",
         dest="label",
@@ -163,14 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--gif", metavar="FILE", default=None, help="with --interpolate: also an animated GIF"
     )
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", default="cpu", help="where to run the generator (default cpu)")
     _add_json(sample)
 
     export = sub.add_parser(
         "export", help="a run's network as a TorchScript or ONNX file, with a JSON side file"
     )
     export.add_argument("run", help="run directory")
-    export.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    export.add_argument(
+        "--format",
+        choices=("torchscript", "onnx"),
+        default="torchscript",
+        help="torchscript or onnx (onnx needs gankit[export])",
+    )
     export.add_argument("-o", "--output", required=True, help="file to write (its side file: FILE.json)")
     export.add_argument(
         "--network",
@@ -209,7 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--steps", type=int, default=10, help="with --attack: iterations of iterative attacks"
     )
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="images per batch through the generator and the feature network",
+    )
     evaluate.add_argument(
         "--num-samples",
         type=int,
@@ -240,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "-o", "--output", default=None, help="with --attack: output folder (default robustness/)"
     )
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="where to run the networks (default cpu)")
     _add_json(evaluate)
 
     tr = sub.add_parser(
@@ -253,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--to", choices=("A", "B"), default=None, help="direction of a cyclegan run (default B)")
     tr.add_argument("--side-by-side", action="store_true", help="write input and output side by side")
     tr.add_argument("--skip-bad-images", action="store_true", help="skip unreadable files")
-    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--device", default="cpu", help="where to run the translator (default cpu)")
     _add_json(tr)
 
     attack = sub.add_parser(
@@ -282,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="pgd's threat model")
     attack.add_argument("--restarts", type=int, default=1, help="pgd random restarts")
     attack.add_argument("--early-stop", action="store_true", help="stop iterating on an image once fooled")
-    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--seed", type=int, default=0, help="seeds random starts and random targets")
     attack.add_argument("-o", "--output", default="attack", help="output folder (default ./attack)")
-    attack.add_argument("--device", default="cpu")
+    attack.add_argument("--device", default="cpu", help="where to run the model (default cpu)")
     _add_json(attack)
 
     runs = sub.add_parser("runs", help="a table of the runs in a folder: recipe, data, steps, time, metric")
@@ -295,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("run", help="run directory")
     classify.add_argument("inputs", nargs="+", help="image files and/or folders")
     classify.add_argument("-o", "--output", default=None, help="CSV to write (default RUN/predictions.csv)")
-    classify.add_argument("--skip-bad-images", action="store_true")
-    classify.add_argument("--device", default="cpu")
+    classify.add_argument(
+        "--skip-bad-images", action="store_true", help="skip files that cannot be decoded instead of stopping"
+    )
+    classify.add_argument("--device", default="cpu", help="where to run the classifier (default cpu)")
     _add_json(classify)
 
     serve = sub.add_parser(

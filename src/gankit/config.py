@@ -64,7 +64,7 @@ class TrainConfig:
         "translation, cutout, or none; auto = on for fewer than 10,000 training images trained on long "
         "enough for the discriminator to memorise them, as measured per recipe (DCGAN and cDCGAN: once "
         "it has been shown 300,000 real images at 64 px, e.g. 300 passes over 1,000 or 60 over 5,000; "
-        "1.5 million at 28/32 px; see the README), else none",
+        "1.5 million at 28/32 px; see the own-data guide), else none",
     )
     eval_samples: int = opt(1000, "samples for --eval-every (small: quick, not comparable with papers)")
     extractor: str | None = opt(None, "local TorchScript FID Inception file (default: downloaded once)")

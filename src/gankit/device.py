@@ -59,7 +59,7 @@ def keep_freed_host_memory() -> bool:
     large activations in again, page by page, and the kernel zeroes each page. Here large blocks come
     from the heap and the heap is trimmed only past 1 GiB free: on the 2-core AMD EPYC an FGSM attack
     on EfficientNet-Lite0 at batch 32 ran 2.5x faster and PGD-10 3x, the DCGAN step at batch 512 5-10%
-    (benchmarks/README.md), for a few percent more peak memory; memory freed inside the heap stays with
+    (docs/guides/performance.md), for a few percent more peak memory; memory freed inside the heap stays with
     the process for its next step. Process-wide and idempotent; Linux with glibc only (elsewhere a
     no-op); returns whether it is in effect. `GANKIT_KEEP_HOST_MEMORY=0` leaves the allocator alone
     (e.g. under jemalloc or tcmalloc, which need none of this).

@@ -53,7 +53,7 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, fl
 
     The default (foreach) Adam makes five memory-bound passes over the weights per step; for the
     54M-parameter pix2pix U-Net on CPU that was 40% of a training step, the fused kernel one pass
-    (about 4x faster, benchmarks/README.md). Same algorithm, same hyper-parameters.
+    (about 4x faster, docs/guides/performance.md). Same algorithm, same hyper-parameters.
     """
     params = list(params)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._version import __version__
 from ..config import TrainConfig
 from ..errors import GankitError
 from ..io import write_json_atomic, write_text_atomic
@@ -82,8 +83,6 @@ class RunDir:
         self.save_config(cfg)
 
     def save_config(self, cfg: TrainConfig) -> None:
-        from .. import __version__
-
         write_json_atomic(self.config, {**cfg.to_dict(), "gankit_version": __version__})
 
     def record_session(self, from_step: int, to_step: int, seconds: float) -> None:

@@ -104,8 +104,8 @@ def extract(
     progress: bool = True,
 ) -> torch.Tensor:
     """Features (N, D) float32 on the CPU of uint8 image batches; `precision` bf16 runs the network
-    under bf16 autocast (faster on CPUs with AVX512-BF16/AMX and on GPUs; see the README for the FID
-    difference it makes)."""
+    under bf16 autocast (faster on CPUs with AVX512-BF16/AMX and on GPUs; docs/guides/evaluation.md
+    gives the FID difference it makes)."""
     device = next(iter(extractor.net.parameters()), torch.empty(0)).device
     if device.type == "cpu":
         keep_freed_host_memory()

@@ -155,7 +155,7 @@ def per_image_norm(
     # split, not x[i : i + 1]: a slice's backward fills a zero tensor of x's full size and copies its
     # part in, and the N of them are then summed; split's backward is one concatenation. Fwd + bwd over
     # the U-Net's normalised maps on the AMD EPYC Zen 3: batch 2 55 -> 15 ms, batch 3 86 -> 24 ms, and
-    # batch 1 without any slice 23 -> 4 ms (benchmarks/README.md).
+    # batch 1 without any slice 23 -> 4 ms (docs/guides/performance.md).
     return torch.cat([F.batch_norm(p, None, None, weight, bias, True, 0.0, eps) for p in x.split(1)])
 
 
@@ -167,7 +167,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     exactly instance norm's, and batch norm's CPU kernels read and write channels-last directly.
     torch's instance norm reshapes to (1, N*C, H, W), so it returns an NCHW tensor that every following
     convolution converts back, forward and backward: CycleGAN spent 9% of its step in those copies on
-    the AMD EPYC, and a conv-norm-conv block ran 1.1-1.9x faster this way (benchmarks/README.md).
+    the AMD EPYC, and a conv-norm-conv block ran 1.1-1.9x faster this way (docs/guides/performance.md).
     Elsewhere the stock layer runs, handing its backward a contiguous gradient: with PyTorch 2.13 on
     CPU its backward is wrong for a single image when that gradient is channels-last (0.09 max error on
     a conv-norm-conv stack; tests/test_nets.py).
@@ -323,7 +323,7 @@ class Conv2d(nn.Conv2d):
     There the layer is all weights and no pixels (a 512 -> 512, 4x4 layer on a 2x2 map: 8 M weights,
     16 outputs per image), and oneDNN's kernels, built for the opposite, spent most of their time
     converting weight gradients; the GEMM form was 8-30% faster at 2x2 to 8x8 under bf16 autocast on
-    the AMD EPYC (benchmarks/README.md). `small_maps=False` leaves such maps to oneDNN (networks whose
+    the AMD EPYC (docs/guides/performance.md). `small_maps=False` leaves such maps to oneDNN (networks whose
     maps are small only on toy inputs: the PatchGAN, the ResNet generator). Same parameters; other
     devices run the stock layer."""
 

@@ -95,9 +95,9 @@ class DCGAN(GANRecipe):
 
     @classmethod
     def diffaugment_auto(cls, cfg: DCGANConfig) -> tuple[float, str]:
-        """Where DiffAugment was measured to pay (README, benchmarks/small_data.py: Fashion-MNIST,
-        batch 64, validation FID against 1,000 held-out training images, test FID at the end), counted
-        in real images shown to the discriminator (passes x set size), which fits both set sizes
+        """Where DiffAugment was measured to pay (docs/guides/own-data.md, benchmarks/small_data.py:
+        Fashion-MNIST, batch 64, validation FID against 1,000 held-out training images, test FID at the
+        end), counted in real images shown to the discriminator (passes x set size), which fits both set sizes
         measured where passes do not. The 64 px networks (batch-norm discriminator) with
         color,translation,cutout from ~300,000: at 1,000 images a tie at 256 passes (213 vs 216),
         ahead at 320 (157 vs 173) and 384 (119 vs 176); at 5,000 images a tie at 51 passes (151 vs
@@ -201,7 +201,7 @@ class DCGAN(GANRecipe):
         means and variances. Here they are recomputed ("standing statistics", Brock et al. 2019) as
         the plain average over 16 batches of 64 fresh latents (their own seeded generator: training
         randomness is untouched, the result is reproducible). Validation FID (1,000 samples against
-        1,000 held-out Fashion-MNIST training images; runs of README's DiffAugment section): 64 px,
+        1,000 held-out Fashion-MNIST training images; runs of docs/guides/own-data.md): 64 px,
         6,000 steps, 119.2 -> 84.1 with DiffAugment, 175.9 -> 157.1 without; 28 px, 24,000 steps,
         38.3 -> 37.8 with translation, 41.1 -> 40.6 without. Done when the EMA generator is used
         (previews, samples, export, monitoring) after training steps, not every step. Skipped inside

@@ -13,7 +13,7 @@ of the classifier for evaluation, and `--baseline supervised`: the same classifi
 labelled subset alone, for the same number of steps.
 Defaults differ from the seed's schedule (30 epochs at Adam 2e-4, constant): 8 epochs at 6e-4 with
 +-2 px shifts of the real images and a linear decay over the second half reach a higher test
-accuracy in about a quarter of the steps (measured on Fashion-MNIST, see benchmarks/README.md).
+accuracy in about a quarter of the steps (measured on Fashion-MNIST, see docs/guides/performance.md).
 """
 
 from __future__ import annotations

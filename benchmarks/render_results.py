@@ -1,0 +1,122 @@
+"""Render the documentation's results page from the result files (`results/*.json`): every number on
+it comes from a file written by a benchmark, with the machine, the command and the date it names.
+
+    python benchmarks/render_results.py            # writes docs/benchmarks/results.md
+    python benchmarks/render_results.py --check    # exit 1 if the committed page differs (CI)
+
+The speed benchmark (`run_all.py`) is shown per machine kind from its newest complete run (with any
+newer partial runs above it; older runs stay in `results/`); every run of each quality benchmark is
+shown, newest first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cdcgan_classes  # noqa: E402
+import run_all  # noqa: E402
+import small_data  # noqa: E402
+
+RESULTS = HERE / "results"
+PAGE = HERE.parent / "docs" / "benchmarks" / "results.md"
+
+INTRO = """# Results
+
+Rendered by `python benchmarks/render_results.py` from the JSON files in `benchmarks/results/`; CI
+checks that this page is what the script renders, so no figure here is typed by hand. Each section
+names its machine (CPU model and vector extensions, threads, torch), its command and its date. How
+each benchmark measures: [How we measure](index.md).
+"""
+
+
+def _machine_kind(m: dict) -> str:
+    feats = "-".join(k for k, v in (m.get("cpu_features") or {}).items() if v)
+    return f"{m.get('cpu', '?')} {m.get('cpu_kind', '').split(' ')[0]} {feats}".strip()
+
+
+def _stamp(path: Path) -> str:
+    return path.stem[:15]  # YYYY-MM-DD-HHMM
+
+
+def load() -> dict[str, list[tuple[Path, dict]]]:
+    """The result files by kind (speed, small-data, cdcgan-classes), newest first."""
+    kinds: dict[str, list[tuple[Path, dict]]] = {"speed": [], "small-data": [], "cdcgan-classes": []}
+    for path in sorted(RESULTS.glob("*.json"), reverse=True):
+        data = json.loads(path.read_text())
+        if "train" in data and "attacks" in data:
+            kinds["speed"].append((path, data))
+        elif path.stem.endswith("small-data"):
+            kinds["small-data"].append((path, data))
+        elif path.stem.endswith("cdcgan-classes"):
+            kinds["cdcgan-classes"].append((path, data))
+    return kinds
+
+
+def _demote(markdown: str) -> str:
+    """A benchmark's own Markdown under this page's headings: its title becomes a level-3 heading."""
+    return "\n".join(("###" + line[1:]) if line.startswith("# ") else line for line in markdown.splitlines())
+
+
+def render() -> str:
+    kinds = load()
+    out = [INTRO]
+    out += [
+        "## Speed: every recipe and attack beside its baseline",
+        "",
+        "`run_all.py`: images/s of each recipe's training step at the seed's batch sizes, gankit "
+        "against the seed's TensorFlow code, and attacks against torchattacks, in interleaved rounds on "
+        "one machine. The newest run of each machine kind:",
+        "",
+    ]
+    complete = {(r, b) for r, b, *_ in run_all.TRAIN}
+    done = set()  # machine kinds whose newest complete run is shown (newer partial runs shown above it)
+    for path, data in kinds["speed"]:
+        kind = _machine_kind(data["machine"])
+        if kind in done:
+            continue
+        if complete <= {(row["recipe"], row["batch"]) for row in data["train"]}:
+            done.add(kind)
+        out += [f"### {kind}, {data['machine']['date']}", "", f"File: `benchmarks/results/{path.name}`", ""]
+        out += [run_all.table(data), ""]
+    out += ["## DiffAugment on small data", ""]
+    for path, data in kinds["small-data"]:
+        out += [
+            _demote(small_data.markdown(data, _stamp(path))),
+            f"File: `benchmarks/results/{path.name}`",
+            "",
+        ]
+    out += ["## cDCGAN: is the requested class what comes out?", ""]
+    for path, data in kinds["cdcgan-classes"]:
+        out += [
+            _demote(cdcgan_classes.markdown(data, _stamp(path))),
+            f"File: `benchmarks/results/{path.name}`",
+            "",
+        ]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed page instead")
+    args = parser.parse_args()
+    page = render()
+    if args.check:
+        if not PAGE.is_file() or PAGE.read_text() != page:
+            print(
+                f"{PAGE} is not what benchmarks/render_results.py renders: run it and commit", file=sys.stderr
+            )
+            return 1
+        return 0
+    PAGE.write_text(page)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
