@@ -10,12 +10,12 @@ accuracy vs eps for FGSM and PGD-10 over all photos, the labels being the model'
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import skimage.data
+from common import ResultLog  # noqa: E402  (this folder)
 
 from gankit.attacks import attack_paths, load_classifier, robustness
 from gankit.attacks.files import load_image_tensor
@@ -33,10 +33,9 @@ def main() -> None:
     sweep = attack_paths(
         "fgsm", "efficientnet-lite0", [str(src / "coffee.png")], "0,0.0025,0.005,0.05", out / "fgsm"
     )
+    log = ResultLog("attack-photos")
     for r in sweep["images"][0]["results"]:
-        print(
-            json.dumps({"fgsm_eps": r["eps"], "label": r["label"], "confidence": round(r["confidence"], 4)})
-        )
+        log.add({"fgsm_eps": r["eps"], "label": r["label"], "confidence": round(r["confidence"], 4)})
     model = load_classifier("efficientnet-lite0")
     with tempfile.TemporaryDirectory() as tmp:  # a labelled folder: class id = clean prediction
         for name in PHOTOS:
@@ -46,7 +45,8 @@ def main() -> None:
             shutil.copy(src / name, Path(tmp) / str(cls) / name)
         rep = robustness("efficientnet-lite0", tmp, ["fgsm", "pgd"], args.eps, out / "robustness", steps=10)
     for row in rep["rows"]:
-        print(json.dumps({k: row[k] for k in ("eps", "attack", "robust_accuracy", "mean_linf")}))
+        log.add({k: row[k] for k in ("eps", "attack", "robust_accuracy", "mean_linf")})
+    log.write()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 
 import torch
 from bench_train import peak_memory
+from common import ResultLog  # noqa: E402  (this folder)
 
 
 def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) -> dict:
@@ -87,6 +88,7 @@ def main() -> None:
             json.dumps(measure(args.impl[0], args.attack[0], args.batch_size[0], args.repeats, args.device))
         )
         return
+    log = ResultLog("bench-attacks")
     for attack in args.attack:
         for bs in args.batch_size:
             for impl in args.impl:
@@ -112,6 +114,7 @@ def main() -> None:
                     )
                     continue
                 r = json.loads(p.stdout)
+                log.add(r, echo=False)
                 print(
                     json.dumps(r)
                     if args.json
@@ -119,6 +122,7 @@ def main() -> None:
                     f"peak {r['peak_memory_mb']:.0f} MB on {r['device']}",
                     flush=True,
                 )
+    log.write()
 
 
 if __name__ == "__main__":

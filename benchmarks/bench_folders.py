@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import ResultLog  # noqa: E402  (this folder)
 from PIL import Image
 
 
@@ -80,6 +81,7 @@ def main() -> None:
         f"decoded {decoded / 2**30:.2f} GiB",
         flush=True,
     )
+    log = ResultLog("bench-folders")
     for name, env in paths.items():
         if name == "cache-cold":
             shutil.rmtree(cache / "decoded", ignore_errors=True)
@@ -89,9 +91,10 @@ def main() -> None:
         long = run([args.recipe, *common, "--max-steps", str(args.steps), "--out", str(out / "long")], env)
         row = {"path": name, "first_step_wall_s": first["wall_s"], "images_per_s": long["images_per_s"]}
         row.update(peak_rss_mb=max(first["peak_rss_mb"], long["peak_rss_mb"]), steps=long["steps"])
-        print(json.dumps(row), flush=True)
+        log.add(row)
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
+    log.write()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import time
 
 import torch
+from common import ResultLog  # noqa: E402  (this folder)
 
 from gankit.device import keep_freed_host_memory
 from gankit.nn.dcgan import SeedGenerator
@@ -55,6 +56,7 @@ def main() -> None:
     print("| --- | ---: | --- | --- | ---: |")
     with torch.no_grad():
         exact = torch.nn.functional.conv_transpose2d(x, layer.weight, None, 1, 2)
+    log = ResultLog("bench-frequency-conv")
     for r in range(args.rounds):
         for precision in args.precisions:
             for mode in ("direct", "frequency"):
@@ -63,6 +65,8 @@ def main() -> None:
                 with torch.no_grad():
                     err = ((forward(layer, x, precision) - exact).norm() / exact.norm()).item()
                 print(f"| layer, round {r} | 512 | {precision} | {mode} (error {err:.1e}) | {t:.0f} |")
+                row = {"what": "layer", "round": r, "batch": 512, "precision": precision, "path": mode}
+                log.add({**row, "relative_error": err, "ms": round(t, 2)}, echo=False)
         for b in args.batches:
             z = torch.randn(b, 100)
             for precision in args.precisions:
@@ -72,6 +76,9 @@ def main() -> None:
                         ran = "frequency" if _frequency_domain_pays(layer, x[:b], [0, 0]) else "direct"
                     t = _ms(lambda z=z, p=precision: forward(gen, z, p).square().mean().backward())
                     print(f"| generator, round {r} | {b} | {precision} | {ran} | {t:.0f} |")
+                    row = {"what": "generator", "round": r, "batch": b, "precision": precision, "path": ran}
+                    log.add({**row, "ms": round(t, 2)}, echo=False)
+    log.write()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 
 import torch
 from bench_train import image_recipe
+from common import ResultLog  # noqa: E402  (this folder)
 
 from gankit.nn import layers
 
@@ -84,6 +85,20 @@ def main() -> None:
         if i >= 2:  # the first block of each: warm-up
             times[on].append(1000 * (time.perf_counter() - t0) / args.block)
     on, off = statistics.median(times[True]), statistics.median(times[False])
+    log = ResultLog("bench-interleaved")
+    log.add(
+        {
+            "recipe": args.recipe,
+            "batch": args.batch_size,
+            "precision": args.precision,
+            "toggle": args.toggle,
+            "on_ms": round(on, 2),
+            "off_ms": round(off, 2),
+            "off_over_on": round(off / on, 4),
+        },
+        echo=False,
+    )
+    log.write()
     print(
         f"{args.recipe} batch {args.batch_size} {args.precision}, {args.toggle}: on {on:.1f} ms/step "
         f"(blocks {min(times[True]):.1f}-{max(times[True]):.1f}), off {off:.1f} "

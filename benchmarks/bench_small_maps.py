@@ -10,7 +10,7 @@ import argparse
 import os
 
 import torch
-from common import timed  # this folder
+from common import ResultLog, timed  # this folder
 
 import gankit.nn.layers as L
 from gankit.device import keep_freed_host_memory
@@ -71,6 +71,7 @@ def main():
     os.environ.setdefault("GANKIT_FREQUENCY_CONV", "0")  # DCGAN's stride-1 layer: the direct kernel
     torch.manual_seed(0)
     print(f"{'layer':38s} {'px':>3s} {'batch':>5s} {'GEMM ms':>16s} {'other ms':>16s}")
+    log = ResultLog("bench-small-maps")
     for name, make, c, size, batches in CASES:
         layer = make().to(memory_format=CL)
         for n in batches:
@@ -81,6 +82,11 @@ def main():
                     ms[gemm].append(layer_ms(layer, c, n, size, args.reps))
             lo_hi = {k: f"{min(v):.1f}-{max(v):.1f}" for k, v in ms.items()}
             print(f"{name:38s} {size:3d} {n:5d} {lo_hi[True]:>16s} {lo_hi[False]:>16s}", flush=True)
+            log.add(
+                {"layer": name, "px": size, "batch": n, "gemm_ms": ms[True], "other_ms": ms[False]},
+                echo=False,
+            )
+    log.write()
 
 
 if __name__ == "__main__":

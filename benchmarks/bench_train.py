@@ -20,6 +20,7 @@ import sys
 import time
 
 import torch
+from common import ResultLog  # noqa: E402  (this folder)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -302,6 +303,7 @@ def main() -> None:
             )
         )
         return
+    log = ResultLog("bench-train")
     for recipe in args.recipe:
         for bs in args.batch_size or {
             "dcgan": [64, 512],
@@ -333,6 +335,7 @@ def main() -> None:
                         *([f"--compile={args.compile}"] if args.compile else []),
                     ]
                     res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                    log.add(res, echo=False)
                     if args.json:
                         print(json.dumps(res), flush=True)
                     else:
@@ -343,6 +346,7 @@ def main() -> None:
                             f"on {res['device']}",
                             flush=True,
                         )
+    log.write()
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 A result file names its machine with `machine()`: CPU model and kind (vector extensions AVX2, AVX-512,
 AVX512-BF16, AMX), cores and threads, torch and Python versions, the device, what `--precision auto`
-chooses there, and the date.
+chooses there, and the date; `ResultLog` writes a benchmark's rows with it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def machine() -> dict:
@@ -43,3 +46,46 @@ def timed(f: Callable[[], object], n: int = 10) -> float:
     for _ in range(n):
         f()
     return (time.perf_counter() - t0) / n * 1000
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class ResultLog:
+    """The rows of one benchmark run, written to `results/<date>-<name>.json` with the machine, the
+    command and the date when the run ends (and rendered on the docs' results page). Each row is also
+    printed as a JSON line. A benchmark run by another (run_all.py) sets GANKIT_BENCH_NO_SAVE=1 in its
+    children: their parent writes the one file."""
+
+    def __init__(self, name: str):
+        self.name, self.rows = name, []
+        self.stamp = time.strftime("%Y-%m-%d-%H%M")
+
+    def add(self, row: dict, echo: bool = True) -> None:
+        self.rows.append(row)
+        if echo:
+            print(json.dumps(row), flush=True)
+
+    def write(self, **extra) -> Path | None:
+        if not self.rows or os.environ.get("GANKIT_BENCH_NO_SAVE"):
+            return None
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{self.stamp}-{self.name}.json"
+        payload = {
+            "benchmark": self.name,
+            "machine": machine(),
+            "command": " ".join(["python", *sys.argv]),
+            **extra,
+            "rows": self.rows,
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+        os.replace(tmp, path)
+        print(f"wrote {path}", file=sys.stderr)
+        return path
+
+    def __enter__(self) -> ResultLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.write()

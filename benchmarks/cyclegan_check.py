@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import ResultLog  # noqa: E402  (this folder)
 from PIL import Image
 
 PHOTOS = ["astronaut", "rocket", "hubble_deep_field", "coffee", "retina", "chelsea"]
@@ -127,6 +128,9 @@ def main() -> None:
     tiles = torch.stack([t for i in range(4) for t in (fa[i], to_b[i], fb[i], to_a[i])])
     viz.save_image(viz.make_grid(tiles, nrow=4), out / "panel.png")
     print(json.dumps(result, indent=2))
+    log = ResultLog("cyclegan-check")
+    log.add(result, echo=False)
+    log.write()
     print(f"panel (columns: testA | G(testA) | true T(testA) | F(T(testA))): {out / 'panel.png'}")
 
 

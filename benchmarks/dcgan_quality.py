@@ -10,20 +10,20 @@ scores it at one protocol (samples vs the 10,000 test images, standard Inception
 this machine measured it faster), `bf16-direct` (bf16 with that layer on oneDNN's direct kernel,
 GANKIT_FREQUENCY_CONV=0 in this process), `torch-dropout` (fp32 with the discriminator's FastDropout
 replaced by torch.nn.functional.dropout in this process). `--curve-every N` adds --eval-every N to the first
-variant: FID of 1,000 samples vs 1,000 training images along training (the README's curve). Variants
+variant: FID of 1,000 samples vs 1,000 training images along training (the evaluation guide's curve). Variants
 may run in separate processes with the same --out; prints one JSON line per variant.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import ResultLog  # noqa: E402  (this folder)
 
 import gankit
 from gankit.nn.layers import FREQUENCY_CONV_ENV, FastDropout
@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/dcgan-quality")
     args = ap.parse_args()
     environ_frequency = os.environ.get(FREQUENCY_CONV_ENV, "auto")
+    log = ResultLog("dcgan-quality")
     for i, name in enumerate(args.variants):
         run = Path(args.out) / name
         if name == "torch-dropout":
@@ -90,26 +91,24 @@ def main() -> None:
             seed=args.seed,
         )
         m = r["metrics"]
-        print(
-            json.dumps(
-                {
-                    "variant": name,
-                    "epochs": args.epochs,
-                    "fid": round(m["fid"], 3),
-                    "kid": round(m["kid"], 6),
-                    "kid_std": round(m["kid_std"], 6),
-                    "precision": round(m["precision"], 4),
-                    "recall": round(m["recall"], 4),
-                    "samples": args.num_samples,
-                    "feature_precision": args.feature_precision,
-                    "train_wall_s": wall,
-                    "images_per_s": ips,
-                    "threads": torch.get_num_threads(),
-                    "run": str(run),
-                }
-            ),
-            flush=True,
+        log.add(
+            {
+                "variant": name,
+                "epochs": args.epochs,
+                "fid": round(m["fid"], 3),
+                "kid": round(m["kid"], 6),
+                "kid_std": round(m["kid_std"], 6),
+                "precision": round(m["precision"], 4),
+                "recall": round(m["recall"], 4),
+                "samples": args.num_samples,
+                "feature_precision": args.feature_precision,
+                "train_wall_s": wall,
+                "images_per_s": ips,
+                "threads": torch.get_num_threads(),
+                "run": str(run),
+            }
         )
+    log.write()
 
 
 if __name__ == "__main__":

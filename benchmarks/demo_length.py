@@ -16,11 +16,11 @@ features, 299 px); FID and KID x 1e3. Prints one JSON line per stop with the wal
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from common import ResultLog  # noqa: E402  (this folder)
 
 import gankit
 from gankit.api import load_recipe
@@ -62,6 +62,7 @@ def main() -> None:
     run = Path(args.out) / f"{args.variant}-seed{args.seed}"
     options = dict(DCGAN.demo_options, ema=args.ema, seed=args.seed, **VARIANTS[args.variant])
     trained = 0.0
+    log = ResultLog("demo-length")
     for i, epochs in enumerate(sorted(args.epochs)):
         t0 = time.perf_counter()
         if i == 0:
@@ -75,7 +76,8 @@ def main() -> None:
             fake = to_uint8(sample(module, args.samples, seed=0))
             m = evaluate_samples(fake, real, args.extractor, progress=False)["metrics"]
             row[name] = {"fid": round(m["fid"], 2), "kid_x1e3": round(m["kid"] * 1000, 2)}
-        print(json.dumps(row), flush=True)
+        log.add(row)
+    log.write()
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ generated, against the test split (what a perfect generator would get at these c
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+from common import ResultLog  # noqa: E402  (this folder)
 
 from gankit.data import load_dataset
 from gankit.metrics.quality import STANDARD_COUNT, RealSet, evaluate_samples
@@ -33,7 +33,9 @@ def main() -> None:
         ns.feature_precision,
     )
     r["protocol"]["generated"] = {"count": len(pick), "source": f"{ns.data}:train (random, seed 0)"}
-    print(json.dumps(r))
+    log = ResultLog("fid-floor")
+    log.add(r)
+    log.write()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import ResultLog  # noqa: E402  (this folder)
 from PIL import Image
 
 TRAIN = ["astronaut", "coffee", "rocket", "immunohistochemistry", "retina", "hubble_deep_field"]
@@ -84,7 +85,11 @@ def main() -> None:
         check=True,
     )
     r = subprocess.run([*gk, "evaluate", str(run), "--json"], check=True, capture_output=True, text=True)
-    print(json.dumps(json.loads(r.stdout), indent=2))
+    report = json.loads(r.stdout)
+    print(json.dumps(report, indent=2))
+    log = ResultLog("pix2pix-quality")
+    log.add(report, echo=False)
+    log.write()
 
 
 if __name__ == "__main__":

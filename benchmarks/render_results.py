@@ -46,10 +46,17 @@ def _stamp(path: Path) -> str:
 
 def load() -> dict[str, list[tuple[Path, dict]]]:
     """The result files by kind (speed, small-data, cdcgan-classes), newest first."""
-    kinds: dict[str, list[tuple[Path, dict]]] = {"speed": [], "small-data": [], "cdcgan-classes": []}
+    kinds: dict[str, list[tuple[Path, dict]]] = {
+        "speed": [],
+        "small-data": [],
+        "cdcgan-classes": [],
+        "rows": [],
+    }
     for path in sorted(RESULTS.glob("*.json"), reverse=True):
         data = json.loads(path.read_text())
-        if "train" in data and "attacks" in data:
+        if "benchmark" in data and "rows" in data:  # written by common.ResultLog
+            kinds["rows"].append((path, data))
+        elif "train" in data and "attacks" in data:
             kinds["speed"].append((path, data))
         elif path.stem.endswith("small-data"):
             kinds["small-data"].append((path, data))
@@ -61,6 +68,32 @@ def load() -> dict[str, list[tuple[Path, dict]]]:
 def _demote(markdown: str) -> str:
     """A benchmark's own Markdown under this page's headings: its title becomes a level-3 heading."""
     return "\n".join(("###" + line[1:]) if line.startswith("# ") else line for line in markdown.splitlines())
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(", ", ": "))[:120].replace("|", "/")
+    return str(value).replace("|", "/")
+
+
+def rows_table(data: dict) -> str:
+    """A ResultLog file as a table: one row per measurement, a column per key."""
+    columns: list[str] = []
+    for row in data["rows"]:
+        columns += [k for k in row if k not in columns]
+    m = data["machine"]
+    lines = [
+        f"Machine: {_machine_kind(m)}, {m.get('threads')} threads, torch {m.get('torch')}, "
+        f"{m.get('device')}.",
+        f"Command: `{data.get('command', '?')}`",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in data["rows"]]
+    return "\n".join(lines) + "\n"
 
 
 def render() -> str:
@@ -98,6 +131,15 @@ def render() -> str:
             f"File: `benchmarks/results/{path.name}`",
             "",
         ]
+    by_name: dict[str, list[tuple[Path, dict]]] = {}
+    for path, data in kinds["rows"]:
+        by_name.setdefault(data["benchmark"], []).append((path, data))
+    if by_name:
+        out += ["## Other benchmarks", ""]
+    for name, files in sorted(by_name.items()):
+        for path, data in files:
+            out += [f"### {name}, {data['machine'].get('date', _stamp(path))}", "", rows_table(data)]
+            out += [f"File: `benchmarks/results/{path.name}`", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

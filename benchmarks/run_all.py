@@ -40,7 +40,8 @@ ATTACKS = [("fgsm", 1), ("fgsm", 32), ("pgd", 1), ("pgd", 32)]
 
 
 def run_json(cmd: list[str], env: dict | None = None) -> dict | None:
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    env = {**os.environ, "GANKIT_BENCH_NO_SAVE": "1", **(env or {})}  # this run writes the one file
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         print(
             f"  failed: {' '.join(cmd[1:4])}: {(p.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr

@@ -16,12 +16,12 @@ control gets the same ones. Seeds can run in separate processes with the same --
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 from bench_train import apply_sets
+from common import ResultLog  # noqa: E402  (this folder)
 
 import gankit
 from gankit.recipes.ssgan import SSGANConfig
@@ -44,6 +44,7 @@ def main() -> None:
         cfg.epochs = args.epochs
     apply_sets(cfg, args.set)
     options = {k: getattr(cfg, k) for k in ["epochs", *(s.partition("=")[0] for s in args.set)]}
+    log = ResultLog("ssgan-accuracy")
     results: dict[str, list[float]] = {"ssgan": [], "supervised": []}
     val_results: dict[str, list[float]] = {"ssgan": [], "supervised": []}
     for seed in args.seeds:
@@ -75,38 +76,34 @@ def main() -> None:
             acc = report["accuracy"]
             results[method].append(acc)
             val_results[method].append(report.get("validation_accuracy", float("nan")))
-            print(
-                json.dumps(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "test_accuracy": acc,
-                        "validation_accuracy": report.get("validation_accuracy"),
-                        "test_images": report["count"],
-                        "train_wall_s": round(wall, 1),
-                        "run": str(run),
-                    }
-                ),
-                flush=True,
+            log.add(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "test_accuracy": acc,
+                    "validation_accuracy": report.get("validation_accuracy"),
+                    "test_images": report["count"],
+                    "train_wall_s": round(wall, 1),
+                    "run": str(run),
+                }
             )
     for method, accs in results.items():
         if not accs:
             continue
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(
-            json.dumps(
-                {
-                    "method": method,
-                    "mean": round(statistics.mean(accs), 4),
-                    "std": round(sd, 4),
-                    "validation_mean": round(statistics.mean(val_results[method]), 4),
-                    "draws": len(accs),
-                    "options": options,
-                    "labels": args.labels,
-                }
-            ),
-            flush=True,
+        log.add(
+            {
+                "method": method,
+                "summary": True,
+                "mean": round(statistics.mean(accs), 4),
+                "std": round(sd, 4),
+                "validation_mean": round(statistics.mean(val_results[method]), 4),
+                "draws": len(accs),
+                "options": options,
+                "labels": args.labels,
+            }
         )
+    log.write()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's demo pictures from a `gankit demo` run: three previews side by side, and its loss plot.
+"""The docs' demo pictures from a `gankit demo` run: three previews side by side, and its loss plot.
 
 gankit demo --out runs/demo && python scripts/demo_figure.py runs/demo --epochs 0 4 7
 """

@@ -70,7 +70,8 @@ def test_classes_come_from_sub_folders_and_unlabeled_is_ignored_with_a_note(tmp_
     assert cfg["class_names"] == ["bright", "dark"] and cfg["num_classes"] == 2
     err = capsys.readouterr().err
     assert "unlabeled: 5 images without a class are not used" in err
-    assert "DiffAugment" not in err and cfg["diffaugment"] == "none"  # auto: off for this recipe (README)
+    # auto: off for this recipe (docs/guides/own-data.md)
+    assert "DiffAugment" not in err and cfg["diffaugment"] == "none"
     preview = Image.open(sorted((tmp_path / "r" / "previews").glob("*.png"))[0])
     assert preview.size[1] < preview.size[0] / 3  # two rows (classes) of eight
 

@@ -349,5 +349,5 @@ def test_14_torchscript_warnings_say_loading_runs_code(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(GankitError, match="runs its code when loaded"):
         load_classifier(str(bad))
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert "only TorchScript files you trust" in readme
+    guide = (Path(__file__).parents[1] / "docs" / "guides" / "attacks.md").read_text()
+    assert "only TorchScript files you trust" in guide
