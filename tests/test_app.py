@@ -215,23 +215,25 @@ def test_only_this_server_s_host_names_no_paths_no_share_link_and_an_upload_limi
         _restore_upload_dir(before)
 
 
-def test_sigterm_removes_the_app_s_folder_as_ctrl_c_does(runs, tmp_path):
+@pytest.mark.parametrize("when", ["as soon as its folder exists", "once it answers"])
+def test_sigterm_removes_the_app_s_folder_as_ctrl_c_does(runs, tmp_path, when):
     httpx = pytest.importorskip("httpx")
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gankit", "serve", str(runs / "dcgan"), "--port", str(port)],
         env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if when.startswith("as soon") and list(tmp_path.glob("gankit-serve-*")):
+                break
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"http://127.0.0.1:{port}/config").status_code == 200:
                     break
-            time.sleep(0.5)
+            time.sleep(0.05)
         assert list(tmp_path.glob("gankit-serve-*")), "the app's folder exists while it serves"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -706,6 +706,10 @@ def serve(
             "(or --auth auto for a generated password)"
         )
     _log_to_stderr()
+    # SIGTERM cleans up as Ctrl+C does, from before the folder exists (the server answers requests as
+    # soon as it listens, so a SIGTERM may come before launch() returns).
+    catch = block and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if catch else None
     workdir = Path(tempfile.mkdtemp(prefix="gankit-serve-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # Gradio's upload cache, inside ours
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -740,18 +744,22 @@ def serve(
         )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
+        if catch:
+            signal.signal(signal.SIGTERM, previous)
         raise
     print(f"gankit: serving {len(service.runs)} run(s) on {url} (Ctrl+C to stop)", file=sys.stderr)
     if generated:
         print(f"gankit: log in as {login[0]} with password {login[1]} (shown only now)", file=sys.stderr)
     if not block:
         return page, url, workdir
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl+C does
     try:
         page.block_thread()
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop(page, workdir)
+        try:
+            stop(page, workdir)
+        finally:
+            if catch:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum, frame):
