@@ -117,20 +117,13 @@ def render() -> str:
             done.add(kind)
         out += [f"### {kind}, {data['machine']['date']}", "", f"File: `benchmarks/results/{path.name}`", ""]
         out += [run_all.table(data), ""]
-    out += ["## DiffAugment on small data", ""]
-    for path, data in kinds["small-data"]:
-        out += [
-            _demote(small_data.markdown(data, _stamp(path))),
-            f"File: `benchmarks/results/{path.name}`",
-            "",
-        ]
-    out += ["## cDCGAN: is the requested class what comes out?", ""]
-    for path, data in kinds["cdcgan-classes"]:
-        out += [
-            _demote(cdcgan_classes.markdown(data, _stamp(path))),
-            f"File: `benchmarks/results/{path.name}`",
-            "",
-        ]
+    for title, kind, markdown in (
+        ("DiffAugment on small data", "small-data", small_data.markdown),
+        ("cDCGAN: is the requested class what comes out?", "cdcgan-classes", cdcgan_classes.markdown),
+    ):
+        out += [f"## {title}", ""]
+        for path, data in kinds[kind]:
+            out += [_demote(markdown(data, _stamp(path))), f"File: `benchmarks/results/{path.name}`", ""]
     by_name: dict[str, list[tuple[Path, dict]]] = {}
     for path, data in kinds["rows"]:
         by_name.setdefault(data["benchmark"], []).append((path, data))
