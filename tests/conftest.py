@@ -29,6 +29,37 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -seconds(item))
 
 
+# What may be missing even in CI: hardware and platforms the CI machine does not have. Anything else a
+# test skips for (a browser, classifier weights, the FID network, an extra's package) is installed by
+# .ci/run, so there a skip is a failure: a missing install step must not pass as green.
+CI_MAY_SKIP = ("CUDA", "MPS", "GPU", "glibc's mallopt")
+
+
+def _skip_reason(report) -> str:
+    text = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+def _fail_unexpected_skip(report) -> None:
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not any(allowed in reason for allowed in CI_MAY_SKIP):
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI, where what it needs is installed ({reason})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_unexpected_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_unexpected_skip(outcome.get_result())
+
+
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
