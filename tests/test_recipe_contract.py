@@ -254,7 +254,12 @@ def test_declarations(recipe):
     assert recipe.data_format in DATA_FORMATS
     assert recipe.capabilities <= CAPABILITIES.keys()
     for cap in recipe.capabilities:
-        method = {"classify": "classifier_spec", "translate": "translator"}.get(cap, cap)
+        method = {
+            "classify": "classifier_spec",
+            "translate": "translator",
+            "two_way": "translator",
+            "conditional": "sample",
+        }.get(cap, cap)
         assert getattr(recipe, method) is not getattr(Recipe, method, None), (recipe.name, cap)
     assert "see the module docstring" not in recipe.summary() and len(recipe.summary()) > 20
     assert dataclasses.is_dataclass(recipe.Config) and recipe.Config().recipe == recipe.name
@@ -439,6 +444,16 @@ def test_capabilities_work_and_the_others_are_refused(recipe, tmp_path, idx_dir)
             assert result[0]["label"] in json.loads((run / "config.json").read_text())["class_names"]
         else:
             assert result["lines"] and (run / "evaluation" / "report.json").is_file()
+    # what the API and the app ask instead of a recipe's name
+    classes = api.run_classes(run)
+    assert (classes is not None) == recipe.offers("conditional")
+    if recipe.offers("conditional"):
+        images = api.sample(run, 4, seed=1, labels=classes[1])
+        assert images.shape[0] == 4 and not torch.equal(images, api.sample(run, 4, seed=1, labels=classes[0]))
+    if recipe.offers("two_way"):
+        for to in ("A", "B"):
+            out = api.translate(run, [image], tmp_path / f"to-{to}", to=to)
+            assert Image.open(out[0]["output"]).size == (90, 70)
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)

@@ -219,13 +219,14 @@ def sample(run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "cpu",
 def run_classes(run_dir: str | Path) -> list[str] | None:
     """The class names of a conditional run (None for other runs)."""
     cfg = load_config(RunDir(run_dir).require_run().path, config_classes())
-    return list(cfg.class_names) if getattr(cfg, "class_names", None) and cfg.recipe == "cdcgan" else None
+    conditional = get_recipe(cfg.recipe).offers("conditional")
+    return list(cfg.class_names) if conditional and getattr(cfg, "class_names", None) else None
 
 
 def _generator_run(run_dir, device: str, labels, command: str):
     r = load_recipe(run_dir, device)
     r.require("sample", command)
-    if labels is not None and not getattr(r, "conditional", False):
+    if labels is not None and not r.offers("conditional"):
         raise GankitError(f"--class: {run_dir} is an unconditional {r.name} run (train cdcgan for classes)")
     return r
 
@@ -257,7 +258,7 @@ def interpolate(
     ]
     path = slerp(z[0], z[1], torch.linspace(0, 1, steps)).to(r.device)
     with torch.no_grad():
-        if getattr(r, "conditional", False):
+        if r.offers("conditional"):
             ids = r.class_ids(label if label is not None else 0).expand(steps).to(r.device)
             images = g(path, ids)
         else:

@@ -284,7 +284,7 @@ class Service:
         info = self.run(run, "translate")
         src = self.check_upload(upload)
         out = self.fresh_dir("translate")
-        to = (to or "B") if info.recipe == "cyclegan" else None
+        to = (to or "B") if "two_way" in info.capabilities else None
         result = api.translate(info.path, [src], out, to=to)[0]
         shown = viz.save_image(decode(src, 3).float().div(255), out / "input.png")
         return str(shown), result["output"]
@@ -572,7 +572,7 @@ def build_app(service: Service):
                 ["B", "A"],
                 value="B",
                 label="direction (CycleGAN: to domain)",
-                visible=any(service.runs[p].recipe == "cyclegan" for _, p in translators),
+                visible=any("two_way" in service.runs[p].capabilities for _, p in translators),
             )
             t_in = gr.File(
                 label="image (any size)", file_types=["image"], type="filepath", elem_id="translate-upload"

@@ -84,7 +84,7 @@ def exportable(recipe, network: str | None = None, to: str | None = None, batch:
             {"name": "z", "shape": ["batch", module.latent_dim], "dtype": "float32", "values": "N(0, 1)"}
         ]
         info = {}
-        if getattr(recipe, "conditional", False):
+        if recipe.offers("conditional"):
             inputs += (torch.arange(batch) % cfg.num_classes,)
             specs.append(
                 {

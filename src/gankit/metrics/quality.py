@@ -182,7 +182,7 @@ def evaluate_generator(
     n = STANDARD_COUNT if num_samples is None else num_samples
     if n < MIN_SAMPLES:
         raise GankitError(f"--num-samples {n}: too few (at least {MIN_SAMPLES}; standard: {STANDARD_COUNT})")
-    labels = balanced_labels(n, recipe.cfg.num_classes) if getattr(recipe, "conditional", False) else None
+    labels = balanced_labels(n, recipe.cfg.num_classes) if recipe.offers("conditional") else None
     fake = to_uint8(recipe.sample(n, seed) if labels is None else recipe.sample(n, seed, labels=labels))
     report = evaluate_samples(
         fake,

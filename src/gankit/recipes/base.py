@@ -66,6 +66,8 @@ CAPABILITIES = {
     "classify": "classifier_spec() -> ClassifierSpec; classify(paths, skip_bad) -> [{path, label, ...}]",
     "evaluate": "evaluate(run_dir, data) -> report dict with 'lines' (also written to run_dir/evaluation)",
     "monitor": "monitor() -> (metric name, value, lower is better) during training, for --eval-every",
+    "conditional": "sample(n, seed, labels=...) draws the classes asked for; cfg.class_names names them",
+    "two_way": "translator(to) for to in A and B: the run translates in both directions",
 }
 
 

@@ -77,7 +77,7 @@ class CDCGAN(DCGAN):
     name = "cdcgan"
     Config = CDCGANConfig
     data_format = "labelled"
-    conditional = True
+    capabilities = DCGAN.capabilities | {"conditional"}
     smoke_options = dict(epochs=2, batch_size=16, ema=0.9, checkpoint_every=3)
     demo_options = dict(
         data="fashion-mnist-small",

@@ -135,7 +135,7 @@ class CycleGAN(Recipe):
     name = "cyclegan"
     Config = CycleGANConfig
     data_format = "unaligned"
-    capabilities = frozenset({"translate", "evaluate"})
+    capabilities = frozenset({"translate", "two_way", "evaluate"})
     smoke_options = dict(image_size=64, load_size=72, epochs=2, pool_size=3, checkpoint_every=3, ngf=8, ndf=8)
     preview_count = 4
 
