@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import api
 from ._version import __version__
+from .attacks.gradient import ATTACKS
 from .config import TrainConfig, field_type, flag
 from .errors import GankitError, TrainingInterrupted
 from .recipes import RECIPES
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack = sub.add_parser(
         "attack", help="adversarial images at several epsilons, checked after saving as PNG"
     )
-    attack.add_argument("method", choices=["fgsm", "bim", "pgd", "mifgsm"])
+    attack.add_argument("method", choices=list(ATTACKS), help="the attack (apgd: Croce and Hein 2020)")
     attack.add_argument(
         "--model",
         required=True,
@@ -289,12 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--target", default=None, help="targeted attack: a class id or name, least-likely or random"
     )
-    attack.add_argument("--steps", type=int, default=10, help="iterations (bim, pgd, mifgsm)")
+    attack.add_argument(
+        "--steps", type=int, default=None, help="iterations (default: 10 for bim, pgd, mifgsm; 100 for apgd)"
+    )
     attack.add_argument(
         "--alpha", type=float, default=None, help="step size (default eps/steps; pgd 2.5*eps/steps)"
     )
     attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="pgd's threat model")
-    attack.add_argument("--restarts", type=int, default=1, help="pgd random restarts")
+    attack.add_argument("--restarts", type=int, default=1, help="random restarts (pgd, apgd)")
+    attack.add_argument(
+        "--loss", choices=["ce", "dlr"], default=None, help="apgd's loss: cross-entropy or DLR (default ce)"
+    )
     attack.add_argument("--early-stop", action="store_true", help="stop iterating on an image once fooled")
     attack.add_argument("--seed", type=int, default=0, help="seeds random starts and random targets")
     attack.add_argument("-o", "--output", default="attack", help="output folder (default ./attack)")
@@ -538,6 +544,7 @@ def cmd_attack(ns: argparse.Namespace) -> None:
         alpha=ns.alpha,
         norm=ns.norm,
         restarts=ns.restarts,
+        loss=ns.loss,
         early_stop=ns.early_stop,
         seed=ns.seed,
         device=ns.device,

@@ -1,9 +1,11 @@
-"""Adversarial attacks on image classifiers, under one contract (see base.py).
+"""Adversarial attacks on image classifiers, under one contract (see base.py): FGSM, BIM, PGD and
+MI-FGSM (gradient.py), APGD (apgd.py).
 
 atk = PGD(model, eps=4/255, alpha=1/255, steps=10)
 adv = atk(images, labels=None)          # images in [0, 1]; labels default to the predictions
 """
 
+from .apgd import APGD
 from .base import Attack, AttackResult
 from .classifiers import ImageClassifier, load_classifier
 from .gradient import ATTACKS, BIM, FGSM, MIFGSM, PGD, make_attack
@@ -84,6 +86,7 @@ __all__ = [
     "BIM",
     "PGD",
     "MIFGSM",
+    "APGD",
     "ATTACKS",
     "make_attack",
     "ImageClassifier",

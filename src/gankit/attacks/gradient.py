@@ -135,7 +135,13 @@ class MIFGSM(BIM):
         return self._step(state, None), state
 
 
-ATTACKS = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "mifgsm": MIFGSM}
+def _registry() -> dict[str, type[Attack]]:
+    from .apgd import APGD  # its own module; it builds on this module's contract only through base
+
+    return {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "mifgsm": MIFGSM, "apgd": APGD}
+
+
+ATTACKS = _registry()
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **options) -> Attack:

@@ -1,0 +1,165 @@
+"""APGD, Auto-PGD (Croce and Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble
+of diverse parameter-free attacks", Algorithm 1): PGD whose step size needs no tuning.
+
+Every sample keeps its own step size, starting at 2 eps. At checkpoints (after 22% of the steps, then
+after intervals 3% of the steps shorter each time, never under 6%: for 100 steps at 22, 41, 57, 70,
+80, 87, 93 and 99) a sample's step is halved and its search resumes from its best point when
+  1. its loss rose in at most `rho` (0.75) of the steps since the last checkpoint, or
+  2. its step was not halved at the last checkpoint and its best loss has not improved since.
+Each update moves 0.75 of the way to the projected gradient step plus 0.25 of the previous update
+(momentum; the first update is the plain step).
+
+Losses: `ce` (cross-entropy) or `dlr`, the difference of logits ratio
+    DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3),
+invariant to shifts and rescalings of the logits, so it still gives gradients where the softmax is
+saturated. With targets: -CE towards the target, or the targeted DLR
+    -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
+
+    atk = APGD(model, eps=8/255, steps=100, loss="dlr")
+    adv = atk(images)                  # (N, C, H, W) in [0, 1], inside the Linf ball
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import GankitError
+from .base import NORMS, Attack, per_sample_rand, project
+
+LOSSES = ("ce", "dlr")
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iteration counts (1-based) after which APGD checks each sample's progress."""
+    k, least, shrink = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    out, at = [], k
+    while at <= steps:
+        out.append(at)
+        k = max(k - shrink, least)
+        at += k
+    return out
+
+
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample DLR loss to *increase* (untargeted), or its targeted form towards `targets`."""
+    z = logits.float()
+    top = z.sort(dim=1, descending=True).values
+    zy = z.gather(1, labels[:, None])[:, 0]
+    if targets is None:
+        others = z.scatter(1, labels[:, None], float("-inf")).amax(1)
+        return -(zy - others) / (top[:, 0] - top[:, 2] + 1e-12)
+    zt = z.gather(1, targets[:, None])[:, 0]
+    return -(zy - zt) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
+
+
+class APGD(Attack):
+    """Auto-PGD (Croce and Hein 2020) under the Linf or L2 norm: see the module docstring.
+
+    steps (default 100), loss `ce` or `dlr`, rho (0.75), restarts (independent random starts; per
+    sample a success is kept, else the try with the highest loss). The result is, per sample, the
+    last iterate that was misclassified (or reached the target) if any, else the highest-loss point.
+    """
+
+    first_step_at_input = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float,
+        steps: int = 100,
+        norm: str = "linf",
+        loss: str = "ce",
+        restarts: int = 1,
+        rho: float = 0.75,
+        **kw,
+    ):
+        super().__init__(model, eps, **kw)
+        if norm not in NORMS:
+            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        if loss not in LOSSES:
+            raise GankitError(f"--loss {loss!r}: expected one of {', '.join(LOSSES)}")
+        if steps < 1 or restarts < 1:
+            raise GankitError("--steps and --restarts must be at least 1")
+        if not 0.0 < rho < 1.0:
+            raise GankitError(f"rho {rho}: expected a fraction in (0, 1)")
+        self.norm, self.steps, self.loss, self.restarts, self.rho = norm, steps, loss, restarts, rho
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def _loss_grad(self, adv: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
+        adv = adv.detach().requires_grad_(True)
+        logits = self.model(adv)
+        if self.loss == "dlr" and logits.shape[1] < (4 if targets is not None else 3):
+            raise GankitError(f"--loss dlr needs at least {4 if targets is not None else 3} classes")
+        if self.loss == "dlr":
+            loss = dlr_loss(logits, labels, targets)
+        elif targets is None:
+            loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        else:
+            loss = -F.cross_entropy(logits.float(), targets, reduction="none")
+        (grad,) = torch.autograd.grad(loss.sum(), adv)  # per-sample gradients: the sum keeps them apart
+        return loss.detach(), grad, logits.detach()
+
+    def _start(self, x: torch.Tensor, restart: int) -> torch.Tensor:
+        seed = self.seed * 1013 + restart
+        t = per_sample_rand(x, seed, "uniform" if self.norm == "linf" else "normal")
+        flat = t.flatten(1)
+        size = flat.abs().amax(1) if self.norm == "linf" else flat.norm(dim=1)
+        return (x + self.eps * t / (size.view(-1, 1, 1, 1) + 1e-12)).clamp(0.0, 1.0)
+
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            return adv + step * grad.sign()
+        return adv + step * grad / (grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)
+
+    # -- one run ----------------------------------------------------------------------------------
+    def _one_try(self, x, labels, targets, restart: int):
+        adv = self._start(x, restart)
+        loss, grad, logits = self._loss_grad(adv, labels, targets)
+        best, best_loss, best_grad = adv.clone(), loss.clone(), grad.clone()
+        found = self.succeeded(logits, labels, targets)
+        adversarial = adv.clone()
+        step = torch.full((len(x), 1, 1, 1), 2.0 * self.eps, device=x.device, dtype=x.dtype)
+        previous, losses = adv.clone(), [loss]
+        marks = set(checkpoints(self.steps))
+        last_mark, best_at_mark = 0, best_loss.clone()
+        halved_at_mark = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        for i in range(1, self.steps + 1):
+            momentum, previous = adv - previous, adv
+            z = project(self._step(adv, grad, step), x, self.eps, self.norm)
+            a = 0.75 if i > 1 else 1.0
+            adv = project(adv + a * (z - adv) + (1 - a) * momentum, x, self.eps, self.norm)
+            loss, grad, logits = self._loss_grad(adv, labels, targets)
+            ok = self.succeeded(logits, labels, targets)
+            adversarial = torch.where(ok.view(-1, 1, 1, 1), adv, adversarial)
+            found |= ok
+            better = loss > best_loss
+            best = torch.where(better.view(-1, 1, 1, 1), adv, best)
+            best_grad = torch.where(better.view(-1, 1, 1, 1), grad, best_grad)
+            best_loss = torch.where(better, loss, best_loss)
+            losses.append(loss)
+            if i in marks:
+                k = i - last_mark
+                rises = sum((losses[j] > losses[j - 1]).float() for j in range(i - k + 1, i + 1))
+                oscillating = rises <= self.rho * k
+                stalled = ~halved_at_mark & (best_at_mark >= best_loss)
+                halve = oscillating | stalled
+                step = torch.where(halve.view(-1, 1, 1, 1), step / 2, step)
+                adv = torch.where(halve.view(-1, 1, 1, 1), best, adv)
+                grad = torch.where(halve.view(-1, 1, 1, 1), best_grad, grad)
+                halved_at_mark, best_at_mark, last_mark = halve, best_loss.clone(), i
+        result = torch.where(found.view(-1, 1, 1, 1), adversarial, best)
+        return result, best_loss, found
+
+    def perturb(self, x, labels, targets):
+        if labels is None:
+            with torch.no_grad():
+                labels = self.model(x).argmax(1)
+        best, best_loss, best_ok = self._one_try(x, labels, targets, 0)
+        for r in range(1, self.restarts):
+            adv, loss, ok = self._one_try(x, labels, targets, r)
+            better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
+            best = torch.where(better.view(-1, 1, 1, 1), adv, best)
+            best_loss, best_ok = torch.where(better, loss, best_loss), best_ok | ok
+        return best, labels
