@@ -7,7 +7,9 @@ torchattacks is optional and needs no torchvision for these attacks:
 pip install --no-deps --target /tmp/ta torchattacks, then
 PYTHONPATH=/tmp/ta python benchmarks/bench_attacks.py. Each configuration runs in its own process.
 
-    python benchmarks/bench_attacks.py --attack fgsm pgd --batch-size 1 32 --json
+    python benchmarks/bench_attacks.py --attack fgsm pgd apgd --batch-size 1 32 --json
+
+APGD runs 10 steps here (APGD-CE, one restart), as PGD does, so the two compare step for step.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from common import ResultLog  # noqa: E402  (this folder)
 
 
 def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) -> dict:
-    from gankit.attacks import FGSM, PGD, load_classifier
+    from gankit.attacks import APGD, FGSM, PGD, load_classifier
     from gankit.device import pick_device
 
     dev = pick_device(device)
@@ -39,17 +41,20 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
         y = model(x).argmax(1)
     eps, alpha, steps = 4 / 255, 1 / 255, 10
     if impl == "gankit":
-        atk = FGSM(model, eps) if attack == "fgsm" else PGD(model, eps, alpha=alpha, steps=steps)
-        run = lambda: atk(x, y)  # noqa: E731
+        atk = {
+            "fgsm": lambda: FGSM(model, eps),
+            "pgd": lambda: PGD(model, eps, alpha=alpha, steps=steps),
+            "apgd": lambda: APGD(model, eps, steps=steps, loss="ce"),
+        }[attack]()
     else:
         import torchattacks
 
-        atk = (
-            torchattacks.FGSM(model, eps=eps)
-            if attack == "fgsm"
-            else torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
-        )
-        run = lambda: atk(x, y)  # noqa: E731
+        atk = {
+            "fgsm": lambda: torchattacks.FGSM(model, eps=eps),
+            "pgd": lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True),
+            "apgd": lambda: torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="ce"),
+        }[attack]()
+    run = lambda: atk(x, y)  # noqa: E731
     run()  # warm-up
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     sync()
@@ -62,7 +67,7 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
     peak, kind = peak_memory(dev)
     return {
         "impl": impl,
-        "attack": attack if attack == "fgsm" else "pgd-10",
+        "attack": attack if attack == "fgsm" else f"{attack}-{steps}",
         "batch_size": batch_size,
         "device": str(dev),
         "images_per_s": round(batch_size * repeats / dt, 2),
@@ -75,7 +80,7 @@ def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], choices=["fgsm", "pgd"])
+    ap.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], choices=["fgsm", "pgd", "apgd"])
     ap.add_argument("--batch-size", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--impl", nargs="+", default=["gankit", "torchattacks"])
     ap.add_argument("--repeats", type=int, default=3)
