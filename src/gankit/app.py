@@ -396,7 +396,8 @@ class Service:
         that resolve inside the run's folder are read (a link out of it is ignored)."""
         info = self.run(run)
         root = Path(info.path)
-        previews = [p for p in sorted((root / "previews").glob("*.png")) if _inside(root, p)]
+        newest_first = sorted((root / "previews").glob("*.png"), reverse=True)
+        preview_file = next((p for p in newest_first if _inside(root, p)), None)
         loss = _inside(root, root / "loss.png")
         report = _inside(root, root / "evaluation" / "report.json")
         text = f"No evaluation yet: `gankit evaluate {info.name}`"
@@ -411,7 +412,7 @@ class Service:
                 text = "The run's evaluation/report.json cannot be read (another tool's or damaged)."
         # Files are copied into the app's folder: the page serves only that folder.
         out = self.fresh_dir("run")
-        preview = shutil.copy(previews[-1], out / "preview.png") if previews else None
+        preview = shutil.copy(preview_file, out / "preview.png") if preview_file else None
         plot = shutil.copy(loss, out / "loss.png") if loss is not None else None
         return (str(preview) if preview else None), (str(plot) if plot else None), text
 
@@ -686,11 +687,10 @@ def serve(
     `host` that is not this machine. Requests whose Host header is not a name of this server (see
     gankit.app_guard.allowed_hosts, plus `allowed_host`) are refused. No public share link is opened,
     whatever GRADIO_SHARE says."""
-    from .app_guard import Guard, allowed_hosts, is_loopback, parse_auth, queued_per_client
+    from .app_guard import is_loopback, parse_auth
 
     try:
-        import gradio  # noqa: F401
-        from starlette.middleware import Middleware
+        import gradio  # noqa: F401  (starlette comes with it)
     except ImportError:
         raise GankitError("gankit serve needs Gradio: pip install 'gankit[app]'") from None
     if max_pixels <= 0:
@@ -710,6 +710,30 @@ def serve(
     # soon as it listens, so a SIGTERM may come before launch() returns).
     catch = block and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if catch else None
+    try:
+        service, page, url, workdir = _launch(
+            run_paths, host, port, max_pixels, login, allowed_host, max_upload_mb, results_ttl
+        )
+        print(f"gankit: serving {len(service.runs)} run(s) on {url} (Ctrl+C to stop)", file=sys.stderr)
+        if generated:
+            print(f"gankit: log in as {login[0]} with password {login[1]} (shown only now)", file=sys.stderr)
+        if not block:
+            return page, url, workdir
+        try:
+            page.block_thread()
+        finally:
+            stop(page, workdir)
+    finally:
+        if catch:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(run_paths, host, port, max_pixels, login, allowed_host, max_upload_mb, results_ttl):
+    """(service, page, url, workdir) of a started app; its temporary folder is removed if the start fails."""
+    from starlette.middleware import Middleware
+
+    from .app_guard import Guard, allowed_hosts, queued_per_client
+
     workdir = Path(tempfile.mkdtemp(prefix="gankit-serve-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # Gradio's upload cache, inside ours
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -744,22 +768,8 @@ def serve(
         )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
-        if catch:
-            signal.signal(signal.SIGTERM, previous)
         raise
-    print(f"gankit: serving {len(service.runs)} run(s) on {url} (Ctrl+C to stop)", file=sys.stderr)
-    if generated:
-        print(f"gankit: log in as {login[0]} with password {login[1]} (shown only now)", file=sys.stderr)
-    if not block:
-        return page, url, workdir
-    try:
-        page.block_thread()
-    finally:
-        try:
-            stop(page, workdir)
-        finally:
-            if catch:
-                signal.signal(signal.SIGTERM, previous)
+    return service, page, url, workdir
 
 
 def _interrupt(signum, frame):

@@ -54,19 +54,19 @@ def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path
         raise
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` and rename the result to `path`."""
-    with atomic_path(path) as tmp:
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable: bool = False) -> Path:
+    """Call `write(tmp_path)` and rename the result to `path` (`durable`: see atomic_path)."""
+    with atomic_path(path, durable) as tmp:
         write(tmp)
     return Path(path)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    return write_atomic(path, lambda p: p.write_text(text))
+def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False) -> Path:
+    return write_atomic(path, lambda p: p.write_text(text), durable)
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json_atomic(path: str | os.PathLike, obj, durable: bool = False) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", durable)
 
 
 def remove_stale_tmp(folder: str | os.PathLike) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import GankitError
 from .base import NORMS, Attack, per_sample_rand, project
@@ -87,19 +86,12 @@ class APGD(Attack):
         self.norm, self.steps, self.loss, self.restarts, self.rho = norm, steps, loss, restarts, rho
 
     # -- pieces -----------------------------------------------------------------------------------
-    def _loss_grad(self, adv: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
-        adv = adv.detach().requires_grad_(True)
-        logits = self.model(adv)
-        if self.loss == "dlr" and logits.shape[1] < (4 if targets is not None else 3):
+    def per_sample_loss(self, logits, labels, targets):
+        if self.loss == "ce":
+            return super().per_sample_loss(logits, labels, targets)
+        if logits.shape[1] < (4 if targets is not None else 3):
             raise GankitError(f"--loss dlr needs at least {4 if targets is not None else 3} classes")
-        if self.loss == "dlr":
-            loss = dlr_loss(logits, labels, targets)
-        elif targets is None:
-            loss = F.cross_entropy(logits.float(), labels, reduction="none")
-        else:
-            loss = -F.cross_entropy(logits.float(), targets, reduction="none")
-        (grad,) = torch.autograd.grad(loss.sum(), adv)  # per-sample gradients: the sum keeps them apart
-        return loss.detach(), grad, logits.detach()
+        return dlr_loss(logits, labels, targets)
 
     def _start(self, x: torch.Tensor, restart: int) -> torch.Tensor:
         seed = self.seed * 1013 + restart
@@ -116,7 +108,7 @@ class APGD(Attack):
     # -- one run ----------------------------------------------------------------------------------
     def _one_try(self, x, labels, targets, restart: int):
         adv = self._start(x, restart)
-        loss, grad, logits = self._loss_grad(adv, labels, targets)
+        loss, grad, logits, _ = self.loss_and_grad(adv, labels, targets)
         best, best_loss, best_grad = adv.clone(), loss.clone(), grad.clone()
         found = self.succeeded(logits, labels, targets)
         adversarial = adv.clone()
@@ -130,7 +122,7 @@ class APGD(Attack):
             z = project(self._step(adv, grad, step), x, self.eps, self.norm)
             a = 0.75 if i > 1 else 1.0
             adv = project(adv + a * (z - adv) + (1 - a) * momentum, x, self.eps, self.norm)
-            loss, grad, logits = self._loss_grad(adv, labels, targets)
+            loss, grad, logits, _ = self.loss_and_grad(adv, labels, targets)
             ok = self.succeeded(logits, labels, targets)
             adversarial = torch.where(ok.view(-1, 1, 1, 1), adv, adversarial)
             found |= ok
@@ -159,7 +151,5 @@ class APGD(Attack):
         best, best_loss, best_ok = self._one_try(x, labels, targets, 0)
         for r in range(1, self.restarts):
             adv, loss, ok = self._one_try(x, labels, targets, r)
-            better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
-            best = torch.where(better.view(-1, 1, 1, 1), adv, best)
-            best_loss, best_ok = torch.where(better, loss, best_loss), best_ok | ok
+            best, best_loss, best_ok = self.keep_better(best, best_loss, best_ok, adv, loss, ok)
         return best, labels

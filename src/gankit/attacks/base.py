@@ -129,13 +129,25 @@ class Attack:
         logits = self.model(adv)
         if labels is None:
             labels = logits.detach().argmax(1)
-        if targets is None:
-            loss = F.cross_entropy(logits.float(), labels, reduction="none")
-        else:
-            loss = -F.cross_entropy(logits.float(), targets, reduction="none")
+        loss = self.per_sample_loss(logits, labels, targets)
         # Summing keeps each sample's gradient independent of the others in the batch.
         (grad,) = torch.autograd.grad(loss.sum(), adv)
         return loss.detach(), grad, logits.detach(), labels
+
+    def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None):
+        """The loss each sample's attack increases: cross-entropy on the logits, or minus the
+        cross-entropy towards the target."""
+        if targets is None:
+            return F.cross_entropy(logits.float(), labels, reduction="none")
+        return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+    @staticmethod
+    def keep_better(best, best_loss, best_ok, adv, loss, ok):
+        """Merge one more try into the best so far, per sample: a success beats a failure, then the
+        higher loss wins. Returns (best, best_loss, best_ok)."""
+        better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
+        best = torch.where(better.view(-1, 1, 1, 1), adv, best)
+        return best, torch.where(better, loss, best_loss), best_ok | ok
 
     @staticmethod
     def succeeded(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
+from .apgd import APGD
 from .base import NORMS, Attack, per_sample_rand, per_sample_uniform, project
 
 
@@ -96,9 +97,7 @@ class PGD(Attack):
         best, best_loss, best_ok, labels = self._one_try(x, labels, targets, 0, score)
         for r in range(1, self.restarts):
             adv, loss, ok, _ = self._one_try(x, labels, targets, r, score)
-            better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
-            best = torch.where(better.view(-1, 1, 1, 1), adv, best)
-            best_loss, best_ok = torch.where(better, loss, best_loss), best_ok | ok
+            best, best_loss, best_ok = self.keep_better(best, best_loss, best_ok, adv, loss, ok)
         return best, labels
 
 
@@ -135,13 +134,7 @@ class MIFGSM(BIM):
         return self._step(state, None), state
 
 
-def _registry() -> dict[str, type[Attack]]:
-    from .apgd import APGD  # its own module; it builds on this module's contract only through base
-
-    return {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "mifgsm": MIFGSM, "apgd": APGD}
-
-
-ATTACKS = _registry()
+ATTACKS = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "mifgsm": MIFGSM, "apgd": APGD}
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **options) -> Attack:

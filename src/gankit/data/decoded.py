@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, fsync_path
+from ..io import fsync_path, write_json_atomic
 from .download import cache_dir
 
 DEFAULT_BUDGET = 4 << 30
@@ -116,8 +116,7 @@ def decoded_images(
             "files": len(paths),
             "sample_sha256": _row_sample_digest(data, len(kept), row_bytes),
         }
-        with atomic_path(meta, durable=True) as t:
-            t.write_text(json.dumps({**info, "decode_seconds": seconds}, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(meta, {**info, "decode_seconds": seconds}, durable=True)
     # copy-on-write: the tensor is writable for torch, the file is never changed
     rows = np.memmap(data, np.uint8, "c", shape=(info["count"], channels, size, size))
     return torch.from_numpy(rows), info["kept"]

@@ -15,6 +15,7 @@ files macOS leaves on shared drives) and hidden folders are not part of a folder
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -110,9 +111,9 @@ def opened(path: str | Path, max_pixels: int | None = None, hint: str = "set GAN
         yield img
 
 
-def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image file through `opened` (same decoders, same limit)."""
-    with opened(path, max_pixels) as img:
+    with opened(path) as img:
         img.load()
         return img.copy()
 
@@ -174,13 +175,20 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
-def _lab_to_rgb(img: Image.Image) -> Image.Image:
-    """CIELAB (a TIFF's 'LAB' mode) to sRGB through Little CMS: a plain convert would copy L*, a*, b*
-    into R, G, B."""
+@functools.cache
+def _lab_to_srgb():
     from PIL import ImageCms
 
     lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
-    return ImageCms.applyTransform(img, ImageCms.buildTransform(lab, srgb, "LAB", "RGB"))
+    return ImageCms.buildTransform(lab, srgb, "LAB", "RGB")
+
+
+def _lab_to_rgb(img: Image.Image) -> Image.Image:
+    """CIELAB (a TIFF's 'LAB' mode) to sRGB through Little CMS, for both channel counts: Pillow has no
+    LAB -> L conversion, so a CIELAB file in a grayscale set goes through sRGB and then to luma."""
+    from PIL import ImageCms
+
+    return ImageCms.applyTransform(img, _lab_to_srgb())
 
 
 def to_mode(img: Image.Image, channels: int) -> Image.Image:

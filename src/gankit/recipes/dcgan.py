@@ -101,7 +101,7 @@ class DCGAN(GANRecipe):
         measured where passes do not. The 64 px networks (batch-norm discriminator) with
         color,translation,cutout from ~300,000: at 1,000 images a tie at 256 passes (213 vs 216),
         ahead at 320 (157 vs 173) and 384 (119 vs 176); at 5,000 images a tie at 51 passes (151 vs
-        149), ahead at 77 (91 vs 118; in an earlier run of the same protocol 87 vs 116, and 72 vs 110
+        149), ahead at 77 (91 vs 118; in another run of the same protocol 87 vs 116, and 72 vs 110
         at 102). The seed's 28/32 px networks (dropout
         discriminator) with translation only from ~1,500,000 (1,000 images: at 1,150 passes 42.5 vs
         41.8, 1,340 40.6 vs 41.0, 1,540 38.3 vs 41.1; one set size measured). Shorter runs lost
