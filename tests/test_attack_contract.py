@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from gankit.attacks import ATTACKS, ImageClassifier
 from gankit.attacks.base import NORMS
-from gankit.attacks.gradient import accepted_options, make_attack
+from gankit.errors import GankitError
+from gankit.attacks.registry import accepted_options, make_attack
 
 VARIANTS = [
     (name, norm)
@@ -49,7 +50,8 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def attack(name, norm, model, eps, **kw):
-    return make_attack(name, model, eps, norm=norm, steps=3, seed=5, **kw)
+    """A short run of the attack: few iterations (and few queries for score-based search)."""
+    return make_attack(name, model, eps, norm=norm, steps=3, queries=20, seed=5, **kw)
 
 
 @pytest.mark.parametrize("name,norm", VARIANTS, ids=IDS)
@@ -70,7 +72,11 @@ def test_eps_zero_returns_the_input_and_the_input_is_never_mutated(model, name, 
     before = x.clone()
     assert torch.equal(attack(name, norm, model, 0.0)(x), x)
     attack(name, norm, model, 0.1).run(x)
-    attack(name, norm, model, 0.1)(x, target="random")
+    if ATTACKS[name].supports_target:
+        attack(name, norm, model, 0.1)(x, target="random")
+    else:
+        with pytest.raises(GankitError, match="untargeted"):
+            attack(name, norm, model, 0.1)(x, target="random")
     assert torch.equal(x, before)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import api
 from ._version import __version__
-from .attacks.gradient import ATTACKS
+from .attacks.registry import ATTACKS
 from .config import TrainConfig, field_type, flag
 from .errors import GankitError, TrainingInterrupted
 from .recipes import RECIPES

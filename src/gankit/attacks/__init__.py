@@ -1,14 +1,19 @@
 """Adversarial attacks on image classifiers, under one contract (see base.py): FGSM, BIM, PGD and
-MI-FGSM (gradient.py), APGD (apgd.py).
+MI-FGSM (gradient.py), APGD and APGD-T (apgd.py), FAB-T (fab.py), Square (square.py) and the
+AutoAttack ensemble of the last four (autoattack.py); the registry (registry.py) names them.
 
 atk = PGD(model, eps=4/255, alpha=1/255, steps=10)
 adv = atk(images, labels=None)          # images in [0, 1]; labels default to the predictions
 """
 
-from .apgd import APGD
+from .apgd import APGD, APGDT
+from .autoattack import AutoAttack
 from .base import Attack, AttackResult
 from .classifiers import ImageClassifier, load_classifier
-from .gradient import ATTACKS, BIM, FGSM, MIFGSM, PGD, make_attack
+from .fab import FAB
+from .gradient import BIM, FGSM, MIFGSM, PGD
+from .registry import ATTACKS, make_attack
+from .square import Square
 
 
 def attack_paths(
@@ -87,6 +92,10 @@ __all__ = [
     "PGD",
     "MIFGSM",
     "APGD",
+    "APGDT",
+    "FAB",
+    "Square",
+    "AutoAttack",
     "ATTACKS",
     "make_attack",
     "ImageClassifier",

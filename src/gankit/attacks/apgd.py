@@ -15,6 +15,9 @@ invariant to shifts and rescalings of the logits, so it still gives gradients wh
 saturated. With targets: -CE towards the target, or the targeted DLR
     -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
 
+APGD-T (`APGDT`) runs the targeted DLR loss towards each of the classes ranked 2nd to 10th by the
+clean logits in turn, on the images no earlier target fooled: AutoAttack's second attack.
+
     atk = APGD(model, eps=8/255, steps=100, loss="dlr")
     adv = atk(images)                  # (N, C, H, W) in [0, 1], inside the Linf ball
 """
@@ -57,8 +60,11 @@ class APGD(Attack):
     """Auto-PGD (Croce and Hein 2020) under the Linf or L2 norm: see the module docstring.
 
     steps (default 100), loss `ce` or `dlr`, rho (0.75), restarts (independent random starts; per
-    sample a success is kept, else the try with the highest loss). The result is, per sample, the
-    last iterate that was misclassified (or reached the target) if any, else the highest-loss point.
+    sample a success is kept, else the try with the highest loss), eot (gradients averaged over this
+    many forward passes, for randomised models: AutoAttack's `rand` version uses 20). The result is,
+    per sample, the last iterate that was misclassified (or reached the target) if any, else the
+    highest-loss point. With `early_stop` a sample leaves the batch at its first success (the first
+    misclassified iterate is returned): the same images are fooled, for less work.
     """
 
     first_step_at_input = False
@@ -72,6 +78,7 @@ class APGD(Attack):
         loss: str = "ce",
         restarts: int = 1,
         rho: float = 0.75,
+        eot: int = 1,
         **kw,
     ):
         super().__init__(model, eps, **kw)
@@ -79,11 +86,12 @@ class APGD(Attack):
             raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
         if loss not in LOSSES:
             raise GankitError(f"--loss {loss!r}: expected one of {', '.join(LOSSES)}")
-        if steps < 1 or restarts < 1:
-            raise GankitError("--steps and --restarts must be at least 1")
+        if steps < 1 or restarts < 1 or eot < 1:
+            raise GankitError("--steps, --restarts and eot must be at least 1")
         if not 0.0 < rho < 1.0:
             raise GankitError(f"rho {rho}: expected a fraction in (0, 1)")
         self.norm, self.steps, self.loss, self.restarts, self.rho = norm, steps, loss, restarts, rho
+        self.eot = eot
 
     # -- pieces -----------------------------------------------------------------------------------
     def per_sample_loss(self, logits, labels, targets):
@@ -92,6 +100,28 @@ class APGD(Attack):
         if logits.shape[1] < (4 if targets is not None else 3):
             raise GankitError(f"--loss dlr needs at least {4 if targets is not None else 3} classes")
         return dlr_loss(logits, labels, targets)
+
+    def loss_and_grad(self, adv, labels, targets):
+        if self.eot == 1:
+            return super().loss_and_grad(adv, labels, targets)
+        # Expectation over transformation: the mean gradient; the loss and logits of the last pass,
+        # as the authors' code does it.
+        total = None
+        for _ in range(self.eot):
+            loss, grad, logits, labels = super().loss_and_grad(adv, labels, targets)
+            total = grad if total is None else total + grad
+        return loss, total / self.eot, logits, labels
+
+    def _loss_and_grad_of(self, adv, labels, targets, active, previous):
+        """loss_and_grad on the active samples only; the others keep `previous` (loss, grad, logits)."""
+        if previous is None or bool(active.all()):
+            return self.loss_and_grad(adv, labels, targets)[:3]
+        idx = active.nonzero()[:, 0]
+        loss, grad, logits = (t.clone() for t in previous)
+        if len(idx):
+            sub = self.loss_and_grad(adv[idx], labels[idx], None if targets is None else targets[idx])
+            loss[idx], grad[idx], logits[idx] = sub[0], sub[1], sub[2]
+        return loss, grad, logits
 
     def _start(self, x: torch.Tensor, restart: int) -> torch.Tensor:
         seed = self.seed * 1013 + restart
@@ -106,11 +136,14 @@ class APGD(Attack):
         return adv + step * grad / (grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)
 
     # -- one run ----------------------------------------------------------------------------------
-    def _one_try(self, x, labels, targets, restart: int):
+    def _one_try(self, x, labels, targets, restart: int, goal="same"):
+        """One APGD run from random start number `restart`. `goal`: the targets that count as success
+        ("same": `targets`; None: any misclassification, as APGD-T counts it)."""
+        goal = targets if isinstance(goal, str) else goal
         adv = self._start(x, restart)
-        loss, grad, logits, _ = self.loss_and_grad(adv, labels, targets)
+        loss, grad, logits = self.loss_and_grad(adv, labels, targets)[:3]
         best, best_loss, best_grad = adv.clone(), loss.clone(), grad.clone()
-        found = self.succeeded(logits, labels, targets)
+        found = self.succeeded(logits, labels, goal)
         adversarial = adv.clone()
         step = torch.full((len(x), 1, 1, 1), 2.0 * self.eps, device=x.device, dtype=x.dtype)
         previous, losses = adv.clone(), [loss]
@@ -118,12 +151,16 @@ class APGD(Attack):
         last_mark, best_at_mark = 0, best_loss.clone()
         halved_at_mark = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for i in range(1, self.steps + 1):
+            active = ~found if self.early_stop else torch.ones_like(found)
+            if not active.any():
+                break
             momentum, previous = adv - previous, adv
             z = project(self._step(adv, grad, step), x, self.eps, self.norm)
             a = 0.75 if i > 1 else 1.0
-            adv = project(adv + a * (z - adv) + (1 - a) * momentum, x, self.eps, self.norm)
-            loss, grad, logits, _ = self.loss_and_grad(adv, labels, targets)
-            ok = self.succeeded(logits, labels, targets)
+            new = project(adv + a * (z - adv) + (1 - a) * momentum, x, self.eps, self.norm)
+            adv = torch.where(active.view(-1, 1, 1, 1), new, adv)
+            loss, grad, logits = self._loss_and_grad_of(adv, labels, targets, active, (loss, grad, logits))
+            ok = self.succeeded(logits, labels, goal) & active
             adversarial = torch.where(ok.view(-1, 1, 1, 1), adv, adversarial)
             found |= ok
             better = loss > best_loss
@@ -144,12 +181,57 @@ class APGD(Attack):
         result = torch.where(found.view(-1, 1, 1, 1), adversarial, best)
         return result, best_loss, found
 
-    def perturb(self, x, labels, targets):
+    def _labels(self, x, labels):
         if labels is None:
             with torch.no_grad():
                 labels = self.model(x).argmax(1)
+        return labels
+
+    def perturb(self, x, labels, targets):
+        labels = self._labels(x, labels)
         best, best_loss, best_ok = self._one_try(x, labels, targets, 0)
         for r in range(1, self.restarts):
             adv, loss, ok = self._one_try(x, labels, targets, r)
             best, best_loss, best_ok = self.keep_better(best, best_loss, best_ok, adv, loss, ok)
         return best, labels
+
+
+class APGDT(APGD):
+    """APGD-T (Croce and Hein 2020): APGD with the targeted DLR loss (or targeted cross-entropy with
+    loss="ce"), run towards each of the `n_targets` (default 9) classes ranked highest by the clean
+    logits after the label, in that order, each on the images that no earlier target fooled. Any
+    misclassification counts as success. Given explicit targets (`target=`), it is the targeted
+    attack towards them and success means reaching them.
+    """
+
+    def __init__(self, model: nn.Module, eps: float, steps: int = 100, n_targets: int = 9, **kw):
+        kw.setdefault("loss", "dlr")
+        super().__init__(model, eps, steps, **kw)
+        if n_targets < 1:
+            raise GankitError(f"n_targets {n_targets}: expected at least 1")
+        self.n_targets = n_targets
+
+    def perturb(self, x, labels, targets):
+        if targets is not None:
+            return super().perturb(x, labels, targets)
+        with torch.no_grad():
+            logits = self.model(x).float()
+        labels = logits.argmax(1) if labels is None else labels
+        ranked = logits.scatter(1, labels[:, None], float("-inf")).argsort(1, descending=True)
+        adv, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+        for k in range(min(self.n_targets, logits.shape[1] - 1)):
+            for r in range(self.restarts):
+                idx = (~fooled).nonzero()[:, 0]
+                if not len(idx):
+                    return adv, labels
+                tried, loss, ok = self._one_try(
+                    x[idx], labels[idx], ranked[idx, k], k * self.restarts + r, goal=None
+                )
+                # Keep a success, else the try with the highest loss (losses of different targets
+                # are on one scale: DLR is normalised).
+                keep = ok | (loss > best_loss[idx])
+                adv[idx[keep]] = tried[keep]
+                best_loss[idx[keep]] = loss[keep]
+                fooled[idx[ok]] = True
+        return adv, labels

@@ -41,6 +41,7 @@ class AttackResult:
     success: torch.Tensor  # bool: prediction changed (untargeted) / reached the target (targeted)
     linf: torch.Tensor
     l2: torch.Tensor
+    found_by: list | None = None  # ensembles (AutoAttack): the member that broke each sample
 
 
 @contextmanager
@@ -115,6 +116,7 @@ class Attack:
 
     norm = "linf"
     first_step_at_input = True
+    supports_target = True  # False: untargeted only (target= is refused)
 
     def __init__(self, model: nn.Module, eps: float, *, seed: int = 0, early_stop: bool = False):
         if not 0.0 <= float(eps) <= 1.0:
@@ -192,6 +194,8 @@ class Attack:
             raise GankitError(
                 "attack input must lie in [0, 1] (pixel scale); normalisation belongs to the model"
             )
+        if target is not None and not self.supports_target:
+            raise GankitError(f"{type(self).__name__.lower()} is untargeted: leave out --target")
         x = images.detach().clone()
         if x.device.type == "cpu":
             keep_freed_host_memory()

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..io import atomic_path, write_json_atomic, write_text_atomic
-from .gradient import make_attack
+from .registry import make_attack
 
 
 def robustness_curve(

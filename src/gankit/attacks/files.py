@@ -17,7 +17,7 @@ from ..data.images import BAD_IMAGE_ERRORS, decode, describe_bad_image
 from ..errors import GankitError
 from ..io import atomic_path, distinct_stems, write_json_atomic
 from .classifiers import ImageClassifier
-from .gradient import make_attack
+from .registry import make_attack
 
 
 def parse_eps(text: str) -> list[float]:

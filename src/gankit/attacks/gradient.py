@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .apgd import APGD
 from .base import NORMS, Attack, per_sample_rand, per_sample_uniform, project
 
 
@@ -132,28 +129,3 @@ class MIFGSM(BIM):
         g = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
         state = g if state is None else self.decay * state + g
         return self._step(state, None), state
-
-
-ATTACKS = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "mifgsm": MIFGSM, "apgd": APGD}
-
-
-def make_attack(name: str, model: nn.Module, eps: float, **options) -> Attack:
-    """An attack by CLI name; options the attack does not take are dropped (e.g. steps for FGSM)."""
-    if name not in ATTACKS:
-        raise GankitError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
-    cls = ATTACKS[name]
-    return cls(model, eps, **{k: v for k, v in options.items() if k in accepted_options(cls)})
-
-
-def accepted_options(cls: type[Attack]) -> set[str]:
-    """The keyword options an attack class takes, through its whole constructor chain."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break  # this constructor takes nothing further up the chain
-    return names - {"self", "model", "eps"}
