@@ -379,6 +379,15 @@ def test_sweep_yields_a_row_per_epsilon_and_failures_become_one_line_messages(se
         list(_page_errors(service.sweep)(None, "fgsm", 1, toy))
 
 
+def test_autoattack_in_the_app_names_the_attack_that_broke_the_image(service, runs, tmp_path):
+    toy = str(_toy_png(tmp_path / "toy.png"))
+    r = service.attack(service.id_of(runs / "ssgan"), "autoattack", 64, toy)
+    assert r["report"]["protocol"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert r["after"]["success"] == (r["after"]["broken_by"] is not None)
+    with pytest.raises(GankitError, match="untargeted"):
+        service.attack(service.id_of(runs / "ssgan"), "autoattack", 4, toy, target="1")
+
+
 def test_serve_refuses_bad_options_in_one_line(capsys, tmp_path):
     assert cli.main(["serve", str(tmp_path), "--port", "70000"]) == 1
     assert cli.main(["serve", str(tmp_path)]) == 1

@@ -50,7 +50,8 @@ RESULTS_TTL_S = 1800  # a request's files are kept this long for the user to dow
 PER_CLIENT_QUEUE = 8  # requests one client may have waiting (the queue holds 64 in all)
 MAX_GRID = 1024  # images one Generate request may draw
 BUILTIN_CLASSIFIER = "efficientnet-lite0"
-ATTACK_METHODS = ("fgsm", "bim", "pgd", "mifgsm")
+ATTACK_METHODS = ("fgsm", "bim", "pgd", "mifgsm", "apgd", "autoattack")
+STEPPED = ("bim", "pgd", "mifgsm", "apgd")  # the steps slider applies to these; autoattack keeps its standard budgets
 log = logging.getLogger("gankit.app")
 
 
@@ -321,7 +322,7 @@ class Service:
         src = self.check_upload(upload)
         tgt = resolve_target(target.strip(), clf) if target and target.strip() else None
         out = self.fresh_dir("attack")
-        options = {} if method == "fgsm" else {"steps": int(steps)}
+        options = {"steps": int(steps)} if method in STEPPED else {}
         report = attack_files(clf, [src], method, [eps], out, tgt, **options)
         entry = report["images"][0]
         result = entry["results"][0]
@@ -334,7 +335,7 @@ class Service:
             "perturbation": str(out / "perturbation.png"),
             "adversarial": result["png"],
             "before": entry["clean"],
-            "after": {k: result[k] for k in ("label", "confidence", "success", "linf_saved")},
+            "after": {k: result.get(k) for k in ("label", "confidence", "success", "linf_saved", "broken_by")},
             "amplification": factor,
             "report": report,
         }
@@ -608,7 +609,7 @@ def build_app(service: Service):
                 a_method = gr.Dropdown(list(ATTACK_METHODS), value="fgsm", label="attack")
             with gr.Row():
                 a_eps = gr.Slider(1, 32, value=4, step=1, label="epsilon (x 1/255)", elem_id="attack-eps")
-                a_steps = gr.Slider(1, 50, value=10, step=1, label="steps (bim, pgd, mifgsm)")
+                a_steps = gr.Slider(1, 50, value=10, step=1, label="steps (bim, pgd, mifgsm, apgd)")
                 a_target = gr.Textbox(
                     label="target (blank: untargeted; class id, name, least-likely, random)"
                 )
@@ -634,7 +635,9 @@ def build_app(service: Service):
                 text = (
                     f"**before:** {b['label']} ({b['confidence']:.1%})  \n"
                     f"**after:** {a['label']} ({a['confidence']:.1%}), read from the saved PNG; "
-                    f"{'fooled' if a['success'] else 'not fooled'}; "
+                    f"{'fooled' if a['success'] else 'not fooled'}"
+                    + (f" (by {a['broken_by']})" if a.get("broken_by") not in (None, "clean") else "")
+                    + "; "
                     f"L-inf {a['linf_saved'] * 255:.2f}/255"
                     + (f"; perturbation shown x{r['amplification']:.0f}" if r["amplification"] else "")
                 )

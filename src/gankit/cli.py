@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--attack",
         default=None,
-        help="comma-separated attacks (fgsm,bim,pgd,mifgsm): robust accuracy vs --eps, per attack and the "
-        "per-sample worst case",
+        help="comma-separated attacks (autoattack for the standard, or " + ",".join(a for a in ATTACKS if a != "autoattack")
+        + "): robust accuracy vs --eps, per attack and the per-sample worst case",
     )
     evaluate.add_argument(
         "--model", default=None, help="with --attack: the classifier (as for gankit attack)"
@@ -217,7 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps", default="0,1/255,2/255,4/255,8/255", help="with --attack: epsilons in [0, 1]"
     )
     evaluate.add_argument(
-        "--steps", type=int, default=10, help="with --attack: iterations of iterative attacks"
+        "--steps",
+        type=int,
+        default=None,
+        help="with --attack: iterations (default per attack: 10 for bim, pgd, mifgsm; 100 for apgd, apgdt, "
+        "fab and autoattack; queries of square 5000)",
+    )
+    evaluate.add_argument("--norm", choices=["linf", "l2"], default=None, help="with --attack: threat model (default linf)")
+    evaluate.add_argument(
+        "--version",
+        choices=["standard", "rand"],
+        default=None,
+        help="with --attack autoattack: standard (APGD-CE, APGD-T, FAB-T, Square) or rand (EOT, for "
+        "randomised models)",
     )
     evaluate.add_argument(
         "--batch-size",
@@ -244,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="generator runs: feature extraction",
     )
-    evaluate.add_argument("--seed", type=int, default=None, help="generator runs: sampling seed (default 0)")
+    evaluate.add_argument(
+        "--seed", type=int, default=None, help="generator runs: sampling seed; with --attack: attack seed (default 0)"
+    )
     evaluate.add_argument(
         "--checkpoint",
         choices=("latest", "best"),
@@ -274,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     attack = sub.add_parser(
         "attack", help="adversarial images at several epsilons, checked after saving as PNG"
     )
-    attack.add_argument("method", choices=list(ATTACKS), help="the attack (apgd: Croce and Hein 2020)")
+    attack.add_argument(
+        "method",
+        choices=list(ATTACKS),
+        help="the attack (apgd, apgdt, fab, square and their ensemble autoattack: Croce and Hein 2020)",
+    )
     attack.add_argument(
         "--model",
         required=True,
@@ -291,13 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", default=None, help="targeted attack: a class id or name, least-likely or random"
     )
     attack.add_argument(
-        "--steps", type=int, default=None, help="iterations (default: 10 for bim, pgd, mifgsm; 100 for apgd)"
+        "--steps",
+        type=int,
+        default=None,
+        help="iterations (default: 10 for bim, pgd, mifgsm; 100 for apgd, apgdt, fab, autoattack); square: "
+        "queries (default 5000)",
     )
     attack.add_argument(
         "--alpha", type=float, default=None, help="step size (default eps/steps; pgd 2.5*eps/steps)"
     )
-    attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="pgd's threat model")
-    attack.add_argument("--restarts", type=int, default=1, help="random restarts (pgd, apgd)")
+    attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (every attack but fgsm, bim, mifgsm)")
+    attack.add_argument("--restarts", type=int, default=1, help="restarts (pgd, apgd, apgdt, fab, square)")
+    attack.add_argument(
+        "--version",
+        choices=["standard", "rand"],
+        default="standard",
+        help="autoattack: standard, or rand (EOT) for randomised models",
+    )
     attack.add_argument(
         "--loss", choices=["ce", "dlr"], default=None, help="apgd's loss: cross-entropy or DLR (default ce)"
     )
@@ -519,15 +547,32 @@ def cmd_robustness(ns: argparse.Namespace) -> None:
         ns.eps,
         ns.output or "robustness",
         steps=ns.steps,
+        norm=ns.norm,
+        version=ns.version,
+        seed=ns.seed,
         batch_size=ns.batch_size,
         device=ns.device,
     )
-    lines = [f"clean accuracy {r['clean_accuracy']:.2%} on {r['count']} images"]
+    from .attacks.evaluate import breakdown_text
+
+    p = r["protocol"]
+    lines = [f"clean accuracy {r['clean_accuracy']:.2%} on {r['count']} images ({p['norm']}, seed {p['seed']})"]
+    if "autoattack" in p:
+        a = p["autoattack"]
+        lines.append(f"autoattack {a['version']}: {', '.join(a['attacks'])}; {a['steps']} steps")
     lines += [
         f"eps {row['eps']:.4f} {row['attack']:10s} robust accuracy {row['robust_accuracy']:.2%}"
+        + (f"  (broken by {breakdown_text(row['breakdown'])})" if row.get("breakdown") else "")
         for row in r["rows"]
     ]
+    _warn(r["warnings"])
     _report(r, "json" in ns, lines + [f"wrote {f}" for f in r["files"]])
+
+
+def _warn(warnings: list[dict]) -> None:
+    """Gradient-masking warnings on stderr, one line each (they are in the reports too)."""
+    for w in dict.fromkeys(w["message"] for w in warnings):
+        print(f"gankit: warning: {w}", file=sys.stderr)
 
 
 def cmd_attack(ns: argparse.Namespace) -> None:
@@ -545,6 +590,7 @@ def cmd_attack(ns: argparse.Namespace) -> None:
         norm=ns.norm,
         restarts=ns.restarts,
         loss=ns.loss,
+        version=ns.version if ns.method == "autoattack" else None,
         early_stop=ns.early_stop,
         seed=ns.seed,
         device=ns.device,
@@ -556,8 +602,18 @@ def cmd_attack(ns: argparse.Namespace) -> None:
         lines += [
             f"  eps {x['eps']:.4f}: {x['label']} ({x['confidence']:.1%})"
             + ("  <- fooled" if x["success"] else "")
+            + (f" (by {x['broken_by']})" if x.get("broken_by") not in (None, "clean") else "")
             for x in img["results"]
         ]
+    if len(r["images"]) > 1 or ns.method == "autoattack":
+        from .attacks.evaluate import breakdown_text
+
+        lines += [
+            f"eps {row['eps']:.4f}: {row['fooled']} of {row['images']} images fooled"
+            + (f" (by {breakdown_text(row['breakdown'])})" if row.get("breakdown") else "")
+            for row in r["summary"]
+        ]
+    _warn(r["warnings"])
     _report(r, "json" in ns, lines + [f"wrote {ns.output}/report.json and panels"])
 
 

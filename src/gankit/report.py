@@ -130,9 +130,22 @@ def write_robustness_page(report: dict, out: Path, title: str) -> Path:
     """OUT/robustness.html: the robust-accuracy curve (embedded) and its table, self-contained."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts.append(f"<pre>clean accuracy {report['clean_accuracy']:.2%} on {report['count']} images</pre>")
+    warnings = report.get("warnings") or []
+    if warnings:
+        parts.append("<h2>Warnings: possible gradient masking</h2>")
+        parts.append(
+            "<ul>" + "".join(f"<li><b>{html.escape(w['check'])}</b>: {html.escape(w['message'])}</li>" for w in warnings) + "</ul>"
+        )
+    if report.get("protocol"):
+        parts += ["<h2>Protocol</h2>", f"<pre>{html.escape(json.dumps(report['protocol'], indent=1))}</pre>"]
     if (out / "robustness.png").is_file():
         parts += ["<h2>Robust accuracy against epsilon</h2>", _img(out / "robustness.png", "attack curves")]
-    parts += ["<h2>Per attack and epsilon</h2>", _grid(report["rows"])]
+    rows = [
+        {k: v for k, v in r.items() if k != "breakdown"}
+        | ({"broken by": ", ".join(f"{k} {n}" for k, n in r["breakdown"].items())} if r.get("breakdown") else {})
+        for r in report["rows"]
+    ]
+    parts += ["<h2>Per attack and epsilon</h2>", _grid(rows)]
     path = out / "robustness.html"
     write_text_atomic(path, _page(title, parts))
     return path

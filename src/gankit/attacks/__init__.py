@@ -26,7 +26,7 @@ def attack_paths(
     from ..device import pick_device
     from .files import attack_files, parse_eps, resolve_target
 
-    eps_list = parse_eps(eps)
+    eps_list = parse_eps(eps, options.get("norm") or "linf")
     clf = load_classifier(model).to(pick_device(device))
     tgt = resolve_target(target, clf)
     options = {k: v for k, v in options.items() if v is not None}
@@ -74,10 +74,10 @@ def robustness(
         clf,
         torch.stack(images),
         torch.tensor(labels),
-        parse_eps(eps),
+        parse_eps(eps, options.get("norm") or "linf"),
         attacks,
         batch_size,
-        **{k: v for k, v in options.items() if k == "steps"},
+        **{k: v for k, v in options.items() if v is not None},
     )
     report["model"], report["data"] = clf.name, str(data)
     report["files"] = write_report(report, Path(out), f"{clf.name} on {data}")

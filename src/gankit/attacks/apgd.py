@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import NORMS, Attack, per_sample_rand, project
+from .base import Attack, per_sample_rand, project
 
 LOSSES = ("ce", "dlr")
 
@@ -81,16 +81,14 @@ class APGD(Attack):
         eot: int = 1,
         **kw,
     ):
-        super().__init__(model, eps, **kw)
-        if norm not in NORMS:
-            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        super().__init__(model, eps, norm=norm, **kw)
         if loss not in LOSSES:
             raise GankitError(f"--loss {loss!r}: expected one of {', '.join(LOSSES)}")
         if steps < 1 or restarts < 1 or eot < 1:
             raise GankitError("--steps, --restarts and eot must be at least 1")
         if not 0.0 < rho < 1.0:
             raise GankitError(f"rho {rho}: expected a fraction in (0, 1)")
-        self.norm, self.steps, self.loss, self.restarts, self.rho = norm, steps, loss, restarts, rho
+        self.steps, self.loss, self.restarts, self.rho = steps, loss, restarts, rho
         self.eot = eot
 
     # -- pieces -----------------------------------------------------------------------------------

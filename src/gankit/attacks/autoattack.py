@@ -20,11 +20,13 @@ import torch.nn as nn
 
 from ..errors import GankitError
 from .apgd import APGD, APGDT
-from .base import NORMS, Attack, AttackResult, project
+from .base import Attack, AttackResult, project
 from .fab import FAB
 from .square import Square
 
-VERSIONS = ("standard", "rand")
+# The attacks of each version, in the order they run.
+MEMBERS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+VERSIONS = tuple(MEMBERS)
 
 
 class AutoAttack(Attack):
@@ -50,14 +52,12 @@ class AutoAttack(Attack):
         n_targets: int = 9,
         **kw,
     ):
-        super().__init__(model, eps, **kw)
-        if norm not in NORMS:
-            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        super().__init__(model, eps, norm=norm, **kw)
         if version not in VERSIONS:
             raise GankitError(f"--version {version!r}: expected one of {', '.join(VERSIONS)}")
         if steps < 1 or queries < 1 or n_targets < 1:
             raise GankitError("--steps, --queries and n_targets must be at least 1")
-        self.norm, self.version, self.steps, self.queries, self.n_targets = norm, version, steps, queries, n_targets
+        self.version, self.steps, self.queries, self.n_targets = version, steps, queries, n_targets
         self.found_by: list[str | None] = []
 
     @property
@@ -72,7 +72,7 @@ class AutoAttack(Attack):
             "queries": self.queries if self.version == "standard" else None,
             "n_targets": self.n_targets if self.version == "standard" else None,
             "seed": self.seed,
-            "attacks": [name for name, _ in self.components()],
+            "attacks": list(MEMBERS[self.version]),
         }
 
     def components(self) -> list[tuple[str, Attack]]:
@@ -127,10 +127,10 @@ class AutoAttack(Attack):
     @property
     def breakdown(self) -> dict:
         """How many images each attack broke in the last call (and how many were misclassified clean)."""
-        return count_found(self.found_by, [n for n, _ in self.components()])
+        return count_found(self.found_by, MEMBERS[self.version])
 
 
-def count_found(found_by: list[str | None], names: list[str]) -> dict:
+def count_found(found_by: list[str | None], names) -> dict:
     """{"clean": n, attack: n, ..., "robust": n} from per-image found_by entries."""
     counts = {k: 0 for k in ["clean", *names, "robust"]}
     for f in found_by:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -96,6 +97,14 @@ def per_sample_uniform(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.stack(draws).to(x.device, x.dtype)
 
 
+def check_eps(eps: float, norm: str) -> None:
+    """eps in pixel scale: [0, 1] for Linf; for L2 any size up to the image's own diagonal (checked
+    per batch), as L2 budgets grow with the image (ImageNet's standard is 3.0)."""
+    if not math.isfinite(eps) or eps < 0 or (norm == "linf" and eps > 1):
+        bound = "[0, 1] (pixel scale)" if norm == "linf" else "a non-negative number (L2, pixel scale)"
+        raise GankitError(f"--eps {eps:g}: expected a value in {bound}")
+
+
 def project(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project `adv` onto the `norm` ball of radius eps around x, then into the [0, 1] box."""
     if norm == "linf":
@@ -118,10 +127,13 @@ class Attack:
     first_step_at_input = True
     supports_target = True  # False: untargeted only (target= is refused)
 
-    def __init__(self, model: nn.Module, eps: float, *, seed: int = 0, early_stop: bool = False):
-        if not 0.0 <= float(eps) <= 1.0:
-            raise GankitError(f"--eps {eps}: expected a value in [0, 1] (pixel scale)")
-        self.model, self.eps, self.seed, self.early_stop = model, float(eps), seed, early_stop
+    def __init__(
+        self, model: nn.Module, eps: float, *, norm: str = "linf", seed: int = 0, early_stop: bool = False
+    ):
+        if norm not in NORMS:
+            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        check_eps(float(eps), norm)
+        self.model, self.eps, self.norm, self.seed, self.early_stop = model, float(eps), norm, seed, early_stop
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def loss_and_grad(self, adv: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None):
@@ -193,6 +205,11 @@ class Attack:
         if images.min() < 0 or images.max() > 1:
             raise GankitError(
                 "attack input must lie in [0, 1] (pixel scale); normalisation belongs to the model"
+            )
+        if self.norm == "l2" and self.eps > math.sqrt(images[0].numel()):
+            raise GankitError(
+                f"--eps {self.eps:g}: beyond the L2 diameter of the [0, 1] box for {tuple(images.shape[1:])} "
+                f"images ({math.sqrt(images[0].numel()):.4g}); every image is inside that ball"
             )
         if target is not None and not self.supports_target:
             raise GankitError(f"{type(self).__name__.lower()} is untargeted: leave out --target")

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 
 from ..io import atomic_path, write_json_atomic, write_text_atomic
+from .autoattack import MEMBERS, AutoAttack, count_found
+from .checks import model_checks, square_check
 from .registry import make_attack
 
 
@@ -25,26 +27,39 @@ def robustness_curve(
 ) -> dict:
     """For each eps and attack: robust accuracy (correct on the adversarial image), success rate (among
     images classified correctly when clean) and mean Linf/L2 perturbation; plus the per-sample worst case
-    over all attacks (an image counts as robust only if every attack failed on it)."""
+    over all attacks (an image counts as robust only if every attack failed on it).
+
+    AutoAttack rows also count which of its attacks broke how many images (`breakdown`). The report
+    carries the protocol (norm, seed, image count; AutoAttack's version and budgets) and the
+    gradient-masking warnings of `checks.py`."""
     device = next(model.parameters()).device
-    rows = []
+    rows, warnings = [], model_checks(model, images.to(device), labels.to(device))
     with torch.no_grad():
         clean_correct = (
             torch.cat([model(b.to(device)).argmax(1).cpu() for b in images.split(batch_size)]) == labels
         )
+    protocol = {"count": len(labels), "norm": options.get("norm", "linf"), "seed": options.get("seed", 0)}
     for eps in eps_list:
         worst = clean_correct.clone()
         for name in attacks:
-            correct, linf, l2 = [], [], []
+            correct, linf, l2, found = [], [], [], []
             atk = make_attack(name, model, eps, **options)
+            if isinstance(atk, AutoAttack):
+                protocol["autoattack"] = {k: v for k, v in atk.protocol.items() if k != "eps"}
             for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
                 r = atk.run(xb.to(device), yb.to(device))
                 correct.append((r.adv_pred == r.labels).cpu())
                 linf.append(r.linf.cpu())
                 l2.append(r.l2.cpu())
+                found += r.found_by or []
             correct_t = torch.cat(correct) & clean_correct
             worst &= correct_t
-            rows.append(_row(eps, name, correct_t, clean_correct, torch.cat(linf), torch.cat(l2)))
+            row = _row(eps, name, correct_t, clean_correct, torch.cat(linf), torch.cat(l2))
+            if isinstance(atk, AutoAttack) and eps > 0:
+                row["breakdown"] = count_found(found, MEMBERS[atk.version])
+                for w in square_check(row["breakdown"]):
+                    warnings.append({**w, "eps": eps})
+            rows.append(row)
         if len(attacks) > 1:
             rows.append(_row(eps, "worst-case", worst, clean_correct, None, None))
     return {
@@ -52,6 +67,8 @@ def robustness_curve(
         "count": len(labels),
         "attacks": attacks,
         "eps": eps_list,
+        "protocol": protocol,
+        "warnings": warnings,
         "rows": rows,
     }
 
@@ -68,15 +85,25 @@ def _row(eps, attack, correct, clean_correct, linf, l2) -> dict:
     }
 
 
+CSV_COLUMNS = ("eps", "attack", "robust_accuracy", "success_rate", "mean_linf", "mean_l2", "broken_by")
+
+
+def breakdown_text(breakdown: dict | None) -> str:
+    """'apgd-ce 12, apgd-t 3, fab-t 0, square 0' (images each attack broke); '' for none."""
+    if not breakdown:
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in breakdown.items() if k not in ("clean", "robust"))
+
+
 def write_report(report: dict, out: Path, title: str = "") -> list[str]:
     """robustness.json, robustness.csv, robustness.png (robust accuracy vs eps) and robustness.html (a
     self-contained page of both) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "robustness.json", report)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(report["rows"][0]))
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     w.writeheader()
-    w.writerows(report["rows"])
+    w.writerows({**r, "broken_by": breakdown_text(r.get("breakdown"))} for r in report["rows"])
     write_text_atomic(out / "robustness.csv", buf.getvalue())
     import matplotlib
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import NORMS, Attack, per_sample_rand, project
+from .base import Attack, per_sample_rand, project
 
 
 def project_on_hyperplane(p: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
@@ -94,12 +94,10 @@ class FAB(Attack):
         beta: float = 0.9,
         **kw,
     ):
-        super().__init__(model, eps, **kw)
-        if norm not in NORMS:
-            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        super().__init__(model, eps, norm=norm, **kw)
         if steps < 1 or restarts < 1 or n_targets < 1:
             raise GankitError("--steps, --restarts and n_targets must be at least 1")
-        self.norm, self.steps, self.n_targets, self.restarts = norm, steps, n_targets, restarts
+        self.steps, self.n_targets, self.restarts = steps, n_targets, restarts
         self.alpha_max, self.eta, self.beta = alpha_max, eta, beta
 
     def _boundary(self, x1: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor):

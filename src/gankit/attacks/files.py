@@ -4,6 +4,7 @@ as PNG (rounded, never JPEG) with the float tensor beside it, and report the lab
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from .. import viz
 from ..data.images import BAD_IMAGE_ERRORS, decode, describe_bad_image
 from ..errors import GankitError
 from ..io import atomic_path, distinct_stems, write_json_atomic
+from .autoattack import MEMBERS, AutoAttack, count_found
+from .checks import model_checks, square_check
 from .classifiers import ImageClassifier
 from .registry import make_attack
 
 
-def parse_eps(text: str) -> list[float]:
-    """'0,1/255,0.01' -> [0.0, 0.00392..., 0.01]; each in [0, 1]."""
+def parse_eps(text: str, norm: str = "linf") -> list[float]:
+    """'0,1/255,0.01' -> [0.0, 0.00392..., 0.01]; each in [0, 1] (Linf) or non-negative (L2)."""
     values = []
     for part in text.split(","):
         try:
@@ -29,10 +32,9 @@ def parse_eps(text: str) -> list[float]:
             v = float(num) / float(den) if den else float(num)
         except (ValueError, ZeroDivisionError):
             raise GankitError(f"--eps {text!r}: {part!r} is not a number or fraction like 4/255") from None
-        if not 0.0 <= v <= 1.0:
-            raise GankitError(
-                f"--eps {text!r}: {part.strip()} is outside [0, 1] (epsilon is in [0, 1] pixel scale)"
-            )
+        if not math.isfinite(v) or v < 0 or (norm == "linf" and v > 1.0):
+            where = "[0, 1] (Linf epsilon is in [0, 1] pixel scale)" if norm == "linf" else "[0, inf) (L2)"
+            raise GankitError(f"--eps {text!r}: {part.strip()} is outside {where}")
         values.append(v)
     return values
 
@@ -109,6 +111,8 @@ def attack_files(
         "options": options,
         "images": [],
     }
+    found: dict[float, list] = {eps: [] for eps in eps_list}
+    checked = False
     for path, name in zip(paths, distinct_stems(paths)):
         try:
             x = load_image_tensor(path, model).unsqueeze(0).to(device)
@@ -125,9 +129,15 @@ def attack_files(
             },
             "results": [],
         }
+        if not checked:  # the masking checks on the first image: they need the model, not many images
+            report["warnings"], checked = model_checks(model, x), True
         panel = []
         for eps in eps_list:
-            r = make_attack(attack, model, eps, **options).run(x, None, target)
+            atk = make_attack(attack, model, eps, **options)
+            if isinstance(atk, AutoAttack):
+                report["protocol"] = {k: v for k, v in atk.protocol.items() if k != "eps"}
+            r = atk.run(x, None, target)
+            found[eps] += r.found_by or []
             stem = f"{name}_eps{eps:.4f}"
             decoded = _save_png(r.adversarial[0].cpu(), out / f"{stem}.png").to(device)
             with torch.no_grad():
@@ -160,12 +170,29 @@ def attack_files(
                     "l2": float(r.l2[0]),
                     "linf_saved": float((decoded - x[0]).abs().max()),
                 }
+                | ({"broken_by": r.found_by[0]} if r.found_by else {})
             )
             panel.append((eps, r.adversarial[0].cpu(), label, conf))
         entry["panel"] = str(_panel(x[0].cpu(), entry["clean"], panel, out / f"{name}_panel.png"))
         report["images"].append(entry)
+    report["summary"] = _summary(report, found, options)
+    for row in report["summary"]:
+        report["warnings"] += [{**w, "eps": row["eps"]} for w in square_check(row.get("breakdown") or {})]
     write_json_atomic(out / "report.json", report)
     return report
+
+
+def _summary(report: dict, found: dict, options: dict) -> list[dict]:
+    """Per eps: how many of the images the saved adversarial fooled, and for AutoAttack which of its
+    attacks did (before saving)."""
+    rows = []
+    for eps in report["eps"]:
+        hits = [r["success"] for img in report["images"] for r in img["results"] if r["eps"] == eps]
+        row = {"eps": eps, "images": len(hits), "fooled": sum(hits), "unfooled_share": 1 - sum(hits) / max(len(hits), 1)}
+        if found[eps] and eps > 0:
+            row["breakdown"] = count_found(found[eps], MEMBERS[options.get("version", "standard")])
+        rows.append(row)
+    return rows
 
 
 def _panel(x: torch.Tensor, clean: dict, results: list, path: Path) -> Path:

@@ -6,16 +6,19 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import NORMS, Attack, per_sample_rand, per_sample_uniform, project
+from .base import Attack, per_sample_rand, per_sample_uniform, project
 
 
 class FGSM(Attack):
     """Fast Gradient Sign Method (Goodfellow et al. 2015), the seed's attack: one step of size eps
-    along the sign of the loss gradient."""
+    along the sign of the loss gradient; under the L2 norm the fast gradient method, a step of L2
+    size eps along the gradient."""
 
     def perturb(self, x, labels, targets):
         _, grad, _, labels = self.loss_and_grad(x, labels, targets)
-        return x + self.eps * grad.sign(), labels
+        if self.norm == "linf":
+            return x + self.eps * grad.sign(), labels
+        return x + self.eps * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1), labels
 
 
 class PGD(Attack):
@@ -37,12 +40,10 @@ class PGD(Attack):
         restarts: int = 1,
         **kw,
     ):
-        super().__init__(model, eps, **kw)
-        if norm not in NORMS:
-            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        super().__init__(model, eps, norm=norm, **kw)
         if steps < 1 or restarts < 1:
             raise GankitError("--steps and --restarts must be at least 1")
-        self.norm, self.steps, self.restarts, self.random_start = norm, steps, restarts, random_start
+        self.steps, self.restarts, self.random_start = steps, restarts, random_start
         self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / steps
         if self.alpha <= 0 and self.eps > 0:
             raise GankitError(f"--alpha {alpha}: expected a positive step size")

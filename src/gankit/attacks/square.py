@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import NORMS, Attack, per_sample_rand, project
+from .base import Attack, per_sample_rand, project
 
 # The paper's schedule of p, at fractions of a 10,000-query budget: (upper bound, divisor of p_init).
 SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
@@ -80,14 +80,12 @@ class Square(Attack):
         restarts: int = 1,
         **kw,
     ):
-        super().__init__(model, eps, **kw)
-        if norm not in NORMS:
-            raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+        super().__init__(model, eps, norm=norm, **kw)
         if steps < 1 or restarts < 1:
             raise GankitError("--steps (queries) and --restarts must be at least 1")
         if not 0.0 < p_init <= 1.0:
             raise GankitError(f"p_init {p_init}: expected a fraction in (0, 1]")
-        self.norm, self.steps, self.p_init, self.restarts = norm, steps, p_init, restarts
+        self.steps, self.p_init, self.restarts = steps, p_init, restarts
 
     @torch.no_grad()
     def _margin(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
