@@ -9,6 +9,7 @@ from conftest import toy_images, write_idx
 from PIL import Image
 
 from gankit.cli import _fresh_dir, main
+from gankit.recipes import RECIPES
 
 
 def run_cli(*args):
@@ -34,7 +35,8 @@ def test_user_errors_are_one_line(capsys, tmp_path, idx_dir):
     )
     assert "not a gankit run directory" in one_line_error(capsys, "sample", str(tmp_path))
     assert "not a gankit run directory" in one_line_error(capsys, "train", "--resume", str(tmp_path))
-    assert "name a recipe (cdcgan, cyclegan, dcgan, pix2pix, ssgan) or give --resume" in one_line_error(
+    names = ", ".join(sorted(RECIPES))
+    assert f"name a recipe ({names}) or give --resume" in one_line_error(
         capsys, "train"
     )
     bad = tmp_path / "bad"

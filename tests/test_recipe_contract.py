@@ -287,7 +287,8 @@ def test_tiny_run_previews_load_and_checkpoint(recipe, tmp_path, idx_dir):
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)
 def test_kill_and_resume_equals_uninterrupted(recipe, tmp_path, idx_dir, monkeypatch, one_thread):
     # With DiffAugment on: its per-sample draws must come back with the checkpoint's RNG state too.
-    opts = options(recipe, tmp_path, idx_dir, diffaugment="color,translation,cutout")
+    policy = {"diffaugment": "color,translation,cutout"} if recipe.has_discriminator else {}
+    opts = options(recipe, tmp_path, idx_dir, **policy)
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "ref"), **opts)
     total = json.loads((tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     every = opts["checkpoint_every"]
@@ -380,6 +381,11 @@ def test_diffaugment_reaches_every_discriminator_input(recipe, tmp_path, idx_dir
     monkeypatch.setattr(base, "diff_augment", spy)
     opts = options(recipe, tmp_path, idx_dir, max_steps=1)
     policy = "translation,color"
+    if not recipe.has_discriminator:  # nothing to augment: the option is refused, not ignored
+        with pytest.raises(GankitError, match="--diffaugment translation,color: .*no discriminator"):
+            gankit.train(recipe.name, progress=False, out=str(tmp_path / "on"), **opts, diffaugment=policy)
+        assert not (tmp_path / "on").exists()
+        return
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "on"), **opts, diffaugment=policy)
     assert seen and {p for p, _ in seen} == {("translation", "color")}
     assert any(g for _, g in seen)  # generated images, which the generator's gradient flows through

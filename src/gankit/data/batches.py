@@ -94,3 +94,41 @@ class SemiSupervisedBatches:
                 continue
             idx = order[distributed.shard_rows(b, self.half, self.shard)]
             yield self.labelled[idx], self.labels[idx], x_unl
+
+
+class MixedBatches:
+    """Per step, a fixed number of rows from each of several labelled sources (real labelled images,
+    pseudo-labelled ones, generated ones), concatenated. An epoch is one pass over the first source;
+    the others are cycled. Each source's order in epoch `e` comes from (seed, e, source) alone, so a
+    resumed run continues the same sequence from (epoch, batch)."""
+
+    def __init__(
+        self,
+        sources: list[tuple[torch.Tensor, torch.Tensor]],
+        sizes: list[int],
+        seed: int,
+        device: torch.device,
+        shard: tuple[int, int] | None = None,
+    ):
+        self.sources = [(x.to(device), y.to(device)) for x, y in sources]
+        self.sizes, self.seed, self.device = sizes, seed, device
+        self.shard = shard or distributed.shard()
+        self.batch_size = sum(sizes)
+
+    def __len__(self) -> int:
+        return max(1, len(self.sources[0][0]) // (self.sizes[0] * self.shard[1]))
+
+    def epoch(self, epoch: int, start: int = 0):
+        """Yield (uint8 images, labels) for steps start.. of `epoch`."""
+        orders = [
+            cycled_order(len(x), len(self) * size * self.shard[1], self.seed * 1_000_003 + epoch + s * 7_777_777)
+            .to(self.device)
+            for s, ((x, _), size) in enumerate(zip(self.sources, self.sizes))
+        ]
+        for b in range(start, len(self)):
+            xs, ys = [], []
+            for (x, y), size, order in zip(self.sources, self.sizes, orders):
+                idx = order[distributed.shard_rows(b, size, self.shard)]
+                xs.append(x[idx])
+                ys.append(y[idx])
+            yield torch.cat(xs), torch.cat(ys)

@@ -47,3 +47,37 @@ def set_schedule_step(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int
         for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(step)
         scheduler._last_lr = [g["lr"] for g in groups]
+
+
+class Cyclic:
+    """Wong et al. 2020's cyclic schedule: the factor rises linearly from 0 to 1 over the first
+    `peak` of `total` steps, then falls linearly to 0 at `total`."""
+
+    def __init__(self, total: int, peak: float = 0.4):
+        self.total, self.top = max(1, total), max(1, int(round(max(1, total) * peak)))
+
+    def __call__(self, step: int) -> float:
+        if step < self.top:
+            return step / self.top
+        return max(0.0, (self.total - step) / max(1, self.total - self.top))
+
+
+class Piecewise:
+    """Factor 1, then 0.1 from half of `total` steps and 0.01 from three quarters (Madry et al.,
+    Rice et al. 2020)."""
+
+    def __init__(self, total: int):
+        self.half, self.three_quarters = max(1, total) // 2, max(1, total) * 3 // 4
+
+    def __call__(self, step: int) -> float:
+        return 1.0 if step < self.half else (0.1 if step < self.three_quarters else 0.01)
+
+
+LR_SCHEDULES = {"cyclic": Cyclic, "piecewise": Piecewise, "linear-decay": ConstantThenLinear}
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total: int):
+    """A per-step LambdaLR of LR_SCHEDULES by name, or None for a constant learning rate."""
+    if kind == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LR_SCHEDULES[kind](total))

@@ -15,6 +15,8 @@ Declares (class attributes)
 - `diffaugment_auto(cfg)` (optional classmethod): (images, policy) where `--diffaugment auto` turns
   DiffAugment on for a small set once the run shows the discriminator at least that many real images
   (passes x set size); None (the default): never.
+- `has_discriminator` (default True): False for a recipe without one (a classifier), where
+  `--diffaugment` does not apply.
 - `smoke_options`: options for a tiny run (a few steps on a few small images), used by the contract tests.
 - `demo_options` (optional): the options of `gankit demo --recipe NAME` on the embedded data.
 - A one-line class docstring: it is the recipe's line in `gankit train --help`.
@@ -93,6 +95,7 @@ class Recipe:
     smoke_options: ClassVar[dict] = {}
     demo_options: ClassVar[dict | None] = None
     preview_columns: ClassVar[int] = 4  # images per row of the preview grid
+    has_discriminator: ClassVar[bool] = True  # False: --diffaugment (of discriminator inputs) does not apply
     SMALL_DATA: ClassVar[int] = 10_000  # --diffaugment auto: "small" is fewer training images than this
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
