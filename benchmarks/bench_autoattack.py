@@ -87,7 +87,7 @@ def load(case: str, work: Path, wheel: str, count: int):
         from gankit.data.images import decode
 
         clf = load_classifier("efficientnet-lite0").eval()
-        names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "retina"]
+        names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "cat", "retina"]
         images = []
         for n in names[:count]:
             a = getattr(sd, n)()
@@ -115,7 +115,7 @@ def measure(impl: str, case: str, work: Path, wheel: str, count: int, batch_size
         from torchattacks.wrappers.multiattack import MultiAttack
 
         clf.model.to(memory_format=torch.contiguous_format)  # the model as a user hands it over
-        clf.channels_last = False
+        clf.channels_last, clf._layout_measured = False, True
         atk = MultiAttack(
             [
                 torchattacks.APGD(clf, norm="Linf", eps=eps, steps=100, loss="ce", n_restarts=1, seed=0),

@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data",
         default=None,
-        help="test data (default: the test split of the run's dataset); with --attack a labelled folder: "
-        "one sub-folder per class, named by class id or class name",
+        help="test data (default: the test split of the run's dataset); with --attack a labelled folder "
+        "(one sub-folder per class, named by class id or class name) or a dataset name (its test split)",
     )
     evaluate.add_argument(
         "--attack",
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --attack: iterations (default per attack: 10 for bim, pgd, mifgsm; 100 for apgd, apgdt, "
         "fab and autoattack; queries of square 5000)",
     )
+    evaluate.add_argument("--count", type=int, default=None, help="with --attack: the first N images only")
     evaluate.add_argument("--norm", choices=["linf", "l2"], default=None, help="with --attack: threat model (default linf)")
     evaluate.add_argument(
         "--version",
@@ -550,6 +551,7 @@ def cmd_robustness(ns: argparse.Namespace) -> None:
         norm=ns.norm,
         version=ns.version,
         seed=ns.seed,
+        count=ns.count,
         batch_size=ns.batch_size,
         device=ns.device,
     )

@@ -43,37 +43,39 @@ def robustness(
     device: str = "cpu",
     **options,
 ) -> dict:
-    """Robust accuracy vs epsilon of `model` on a labelled folder; writes JSON, CSV and a plot into `out`."""
+    """Robust accuracy vs epsilon of `model` on a labelled folder (one sub-folder per class) or the
+    test split of a built-in dataset or IDX folder (e.g. `mnist`); `count` keeps the first N images.
+    Writes JSON, CSV, a plot and an HTML page into `out`."""
     from pathlib import Path
 
     import torch
 
-    from ..data.images import list_dirs, list_images
     from ..device import pick_device
     from ..errors import GankitError
     from .evaluate import robustness_curve, write_report
-    from .files import load_image_tensor, parse_eps
+    from .files import parse_eps
 
     for a in attacks:
         if a not in ATTACKS:
             raise GankitError(f"--attack {a!r}: known attacks are {', '.join(ATTACKS)}")
     clf = load_classifier(model).to(pick_device(device))
-    names = [n.lower() for n in (clf.class_names or [])]
-    images, labels = [], []
-    for d in list_dirs(Path(data)):
-        key = d.name.lower()
-        cls = int(key) if key.isdigit() else (names.index(key) if key in names else None)
-        if cls is None or (names and cls >= len(names)):
-            raise GankitError(f"{d}: folder name is neither a class id nor a class name of {clf.name}")
-        for p in list_images(d):
-            images.append(load_image_tensor(p, clf))
-            labels.append(cls)
-    if not images:
-        raise GankitError(f"--data {data}: no images in class sub-folders")
+    count = options.pop("count", None)
+    if count is not None and count < 1:
+        raise GankitError(f"--count {count}: expected a positive number of images")
+    images, labels = _labelled_images(clf, data)
+    if count is not None:
+        images, labels = images[:count], labels[:count]
+    num_classes = clf.num_classes
+    with torch.no_grad():
+        width = clf.eval()(images[:1].to(next(clf.parameters()).device)).shape[1]
+    if num_classes is not None and width != num_classes:
+        raise GankitError(f"--model {model}: gives {width} outputs for its {num_classes} classes")
+    if int(labels.max()) >= width:
+        raise GankitError(f"--data {data}: has class {int(labels.max())}, the model has classes 0..{width - 1}")
     report = robustness_curve(
         clf,
-        torch.stack(images),
-        torch.tensor(labels),
+        images,
+        labels,
         parse_eps(eps, options.get("norm") or "linf"),
         attacks,
         batch_size,
@@ -82,6 +84,37 @@ def robustness(
     report["model"], report["data"] = clf.name, str(data)
     report["files"] = write_report(report, Path(out), f"{clf.name} on {data}")
     return report
+
+
+def _labelled_images(clf, data: str):
+    """([0, 1] images at the model's input, labels) of a labelled folder or a dataset's test split."""
+    from pathlib import Path
+
+    import torch
+
+    from ..data import is_known_dataset, load_dataset
+    from ..data.images import list_dirs, list_images
+    from ..errors import GankitError
+    from .files import load_image_tensor
+
+    folder = Path(data)
+    if is_known_dataset(data) or (folder.is_dir() and any(folder.glob("t10k-images-idx3-ubyte*"))):
+        size = clf.input_size[0] if clf.input_size else None
+        ds = load_dataset(data, "test", image_size=size, channels=clf.channels)
+        return ds.images.float().div(255), ds.labels
+    names = [n.lower() for n in (clf.class_names or [])]
+    images, labels = [], []
+    for d in list_dirs(folder):
+        key = d.name.lower()
+        cls = int(key) if key.isdigit() else (names.index(key) if key in names else None)
+        if cls is None or (names and cls >= len(names)):
+            raise GankitError(f"{d}: folder name is neither a class id nor a class name of {clf.name}")
+        for p in list_images(d):
+            images.append(load_image_tensor(p, clf))
+            labels.append(cls)
+    if not images:
+        raise GankitError(f"--data {data}: no images in class sub-folders (or give a dataset name such as mnist)")
+    return torch.stack(images), torch.tensor(labels)
 
 
 __all__ = [

@@ -156,16 +156,25 @@ class Square(Attack):
         g = torch.Generator().manual_seed(seed)
         best = project(self._start(x, g, seed), x, self.eps, self.norm)
         margin = self._margin(best, labels, targets)
+        # The images still searching, gathered once and compacted only when one is fooled.
+        idx = (margin > 0).nonzero()[:, 0]
+        xa, ba, ma, ya = x[idx], best[idx], margin[idx], labels[idx]
+        ta = None if targets is None else targets[idx]
         for i in range(1, self.steps):
-            idx = (margin > 0).nonzero()[:, 0]
             if not len(idx):
                 break
-            xi, bi = x[idx], best[idx]
-            cand = project(self._propose(xi, bi, i, g), xi, self.eps, self.norm)
-            m = self._margin(cand, labels[idx], None if targets is None else targets[idx])
-            better = m < margin[idx]
-            best[idx[better]] = cand[better]
-            margin[idx[better]] = m[better]
+            cand = project(self._propose(xa, ba, i, g), xa, self.eps, self.norm)
+            m = self._margin(cand, ya, ta)
+            better = m < ma
+            ba = torch.where(better.view(-1, 1, 1, 1), cand, ba)
+            ma = torch.where(better, m, ma)
+            done = ma <= 0
+            if done.any():
+                best[idx], margin[idx] = ba, ma
+                keep = ~done
+                idx, xa, ba, ma, ya = idx[keep], xa[keep], ba[keep], ma[keep], ya[keep]
+                ta = None if ta is None else ta[keep]
+        best[idx], margin[idx] = ba, ma
         return best, margin
 
     def perturb(self, x, labels, targets):
