@@ -69,7 +69,7 @@ class RobustConfig(TrainConfig):
     beta: float = opt(6.0, "trades: weight of the robustness (KL) term")
     eps_warmup: float = opt(0.0, "fraction of the run over which epsilon grows linearly from 0 (0 = off)")
     lr_schedule: str = opt(
-        "cyclic", "cyclic (up to --lr at 40%, down to 0), piecewise (x0.1 at 50% and 75%), linear-decay or constant",
+        "cyclic", "cyclic (up to --lr at 0.4 of the run, down to 0 at its end), piecewise (x0.1 at half and three quarters), linear-decay or constant",
         choices=(*LR_SCHEDULES, "constant"),
     )
     optimizer: str | None = opt(None, "sgd (momentum 0.9) or adam (default: sgd for preact-resnet18, else adam)", choices=("sgd", "adam"))
