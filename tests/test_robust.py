@@ -141,5 +141,7 @@ def test_a_robust_run_is_evaluated_by_autoattack_on_a_dataset_s_test_split(tmp_p
 
     r = robustness(str(run), str(idx_dir), ["autoattack"], "0.05", tmp_path / "rob", steps=5, count=20)
     assert r["count"] == 20 and r["protocol"]["autoattack"]["steps"] == 5
+    best = robustness(str(run), str(idx_dir), ["pgd"], "0.05", tmp_path / "rob3", steps=2, count=8, checkpoint="best")
+    assert best["count"] == 8  # the checkpoint kept by validation robust accuracy
     with pytest.raises(GankitError, match="--count 0"):
         robustness(str(run), str(idx_dir), ["pgd"], "0.05", tmp_path / "rob2", count=0)

@@ -552,6 +552,7 @@ def cmd_robustness(ns: argparse.Namespace) -> None:
         version=ns.version,
         seed=ns.seed,
         count=ns.count,
+        checkpoint=ns.checkpoint,
         batch_size=ns.batch_size,
         device=ns.device,
     )

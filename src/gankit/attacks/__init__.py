@@ -58,7 +58,7 @@ def robustness(
     for a in attacks:
         if a not in ATTACKS:
             raise GankitError(f"--attack {a!r}: known attacks are {', '.join(ATTACKS)}")
-    clf = load_classifier(model).to(pick_device(device))
+    clf = load_classifier(model, options.pop("checkpoint", None) or "latest").to(pick_device(device))
     count = options.pop("count", None)
     if count is not None and count < 1:
         raise GankitError(f"--count {count}: expected a positive number of images")

@@ -248,11 +248,12 @@ def torchscript_model(path: Path) -> ImageClassifier:
     return ImageClassifier(net.eval(), mean, std, input_size, channels, names, path.name)
 
 
-def run_model(run_dir: Path) -> ImageClassifier:
-    """The classifier of a gankit run whose recipe offers one (an SSGAN: its EMA weights when kept)."""
+def run_model(run_dir: Path, checkpoint: str = "latest") -> ImageClassifier:
+    """The classifier of a gankit run whose recipe offers one (its EMA weights when kept), from its
+    `latest` or `best` checkpoint."""
     from ..api import load_recipe
 
-    recipe = load_recipe(run_dir)
+    recipe = load_recipe(run_dir, checkpoint=checkpoint)
     if not recipe.offers("classify"):
         raise GankitError(f"--model {run_dir}: a {recipe.name} run has no classifier to attack")
     spec = recipe.classifier_spec()
@@ -267,19 +268,20 @@ def run_model(run_dir: Path) -> ImageClassifier:
     ).eval()
 
 
-def load_classifier(spec: str) -> ImageClassifier:
-    """Resolve --model: a built-in name, torchvision:NAME, a TorchScript file or a gankit run directory.
-    The classifier comes back in eval mode (every submodule)."""
+def load_classifier(spec: str, checkpoint: str = "latest") -> ImageClassifier:
+    """Resolve --model: a built-in name, torchvision:NAME, a TorchScript file or a gankit run directory
+    (`checkpoint`: its latest or best weights). The classifier comes back in eval mode (every
+    submodule)."""
     if spec == "efficientnet-lite0":
         return efficientnet_lite0().eval()
     if spec.startswith("torchvision:"):
         return torchvision_model(spec.split(":", 1)[1]).eval()
     path = Path(spec)
     if path.is_dir():
-        return run_model(path)
+        return run_model(path, checkpoint)
     if path.is_file():
         return torchscript_model(path).eval()
     raise GankitError(
         f"--model {spec!r}: unknown model; known: {', '.join(BUILTIN)}, torchvision:NAME, "
-        "a TorchScript file (only one you trust: loading it runs its code) or a gankit ssgan run directory"
+        "a TorchScript file (only one you trust: loading it runs its code) or a gankit classifier run directory (ssgan, robust)"
     )
