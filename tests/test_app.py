@@ -583,7 +583,7 @@ def test_browser_long_sweep_shows_progress_is_cancelled_and_others_are_served(ap
             page.wait_for_selector("text=gankit")
         _tab(one, "Attack")
         one.get_by_label("attack", exact=True).click()
-        one.get_by_role("option", name="pgd").click()
+        one.get_by_role("option", name="pgd", exact=True).click()
         eps = one.locator("#attack-eps input[type=number]")
         eps.fill("32")
         eps.press("Enter")

@@ -424,7 +424,7 @@ class Robust(Recipe):
         return {
             "loss": loss.detach(),
             "acc_adversarial": (adv.argmax(1) == y).float().mean().detach(),
-            "eps": torch.tensor(eps),
+            "eps": torch.tensor(eps, device=self.device),
         }
 
     def extra_state(self) -> dict:
