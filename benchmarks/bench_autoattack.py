@@ -87,7 +87,16 @@ def load(case: str, work: Path, wheel: str, count: int):
         from gankit.data.images import decode
 
         clf = load_classifier("efficientnet-lite0").eval()
-        names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "cat", "retina"]
+        names = [
+            "astronaut",
+            "chelsea",
+            "coffee",
+            "rocket",
+            "hubble_deep_field",
+            "immunohistochemistry",
+            "cat",
+            "retina",
+        ]
         images = []
         for n in names[:count]:
             a = getattr(sd, n)()
@@ -120,7 +129,9 @@ def measure(impl: str, case: str, work: Path, wheel: str, count: int, batch_size
             [
                 torchattacks.APGD(clf, norm="Linf", eps=eps, steps=100, loss="ce", n_restarts=1, seed=0),
                 torchattacks.APGDT(clf, norm="Linf", eps=eps, steps=100, n_classes=10, n_restarts=1, seed=0),
-                torchattacks.FAB(clf, norm="Linf", eps=eps, steps=100, multi_targeted=True, n_classes=10, seed=0),
+                torchattacks.FAB(
+                    clf, norm="Linf", eps=eps, steps=100, multi_targeted=True, n_classes=10, seed=0
+                ),
                 torchattacks.Square(clf, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=0),
             ]
         )
@@ -163,7 +174,9 @@ def main() -> None:
     ap.add_argument("--impl", nargs="+", default=["gankit", "torchattacks"])
     ap.add_argument("--count", type=int, default=500, help="MNIST test images (the first N)")
     ap.add_argument("--batch-size", type=int, default=250)
-    ap.add_argument("--work", default="/tmp/gankit-bench-autoattack", help="where the trained models are kept")
+    ap.add_argument(
+        "--work", default="/tmp/gankit-bench-autoattack", help="where the trained models are kept"
+    )
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
@@ -177,8 +190,23 @@ def main() -> None:
     log = ResultLog("bench-autoattack")
     for case in args.case:
         for impl in args.impl:
-            cmd = [sys.executable, __file__, "--one", "--impl", impl, "--case", case, "--wheel", args.wheel,
-                   "--count", str(args.count), "--batch-size", str(args.batch_size), "--work", str(work)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                "--impl",
+                impl,
+                "--case",
+                case,
+                "--wheel",
+                args.wheel,
+                "--count",
+                str(args.count),
+                "--batch-size",
+                str(args.batch_size),
+                "--work",
+                str(work),
+            ]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
                 print(f"{impl} {case}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True)

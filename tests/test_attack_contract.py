@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from gankit.attacks import ATTACKS, ImageClassifier
 from gankit.attacks.base import NORMS
-from gankit.errors import GankitError
 from gankit.attacks.registry import accepted_options, make_attack
+from gankit.errors import GankitError
 
 VARIANTS = [
     (name, norm)

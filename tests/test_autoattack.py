@@ -230,7 +230,11 @@ def test_no_warning_for_a_plain_model(standard):
 
 @pytest.mark.parametrize(
     "layers,check",
-    [((Noise(), None), "randomised"), ((None, nn.Softmax(1)), "probabilities"), ((Quantise(), None), "zero gradients")],
+    [
+        ((Noise(), None), "randomised"),
+        ((None, nn.Softmax(1)), "probabilities"),
+        ((Quantise(), None), "zero gradients"),
+    ],
     ids=["noise-layer", "softmax-head", "quantising-input"],
 )
 def test_each_masked_model_is_flagged(standard, layers, check):
@@ -252,7 +256,9 @@ def test_square_success_where_gradients_failed_is_flagged(standard):
 
 
 def _gankit(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "gankit", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gankit", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +268,13 @@ def scripted(tmp_path_factory, standard):
 
     d = tmp_path_factory.mktemp("aa")
     torch.jit.trace(standard.model, torch.rand(1, 1, 8, 8)).save(str(d / "toy.pt"))
-    meta = {"mean": [0.0], "std": [1.0], "input_size": 8, "channels": 1, "class_names": [f"c{i}" for i in range(10)]}
+    meta = {
+        "mean": [0.0],
+        "std": [1.0],
+        "input_size": 8,
+        "channels": 1,
+        "class_names": [f"c{i}" for i in range(10)],
+    }
     (d / "toy.pt.json").write_text(json.dumps(meta))
     x, y = _data(30, 7)
     for i, (img, label) in enumerate(zip(x, y.tolist())):
@@ -273,8 +285,21 @@ def scripted(tmp_path_factory, standard):
 
 def test_evaluate_autoattack_reports_protocol_and_breakdown(scripted):
     r = _gankit(
-        "evaluate", "--attack", "autoattack", "--model", "toy.pt", "--data", "data", "--eps", "0,0.1",
-        "--steps", "20", "-o", "rob", "--json", cwd=scripted,
+        "evaluate",
+        "--attack",
+        "autoattack",
+        "--model",
+        "toy.pt",
+        "--data",
+        "data",
+        "--eps",
+        "0,0.1",
+        "--steps",
+        "20",
+        "-o",
+        "rob",
+        "--json",
+        cwd=scripted,
     )
     assert r.returncode == 0, r.stderr
     report = json.loads((scripted / "rob" / "robustness.json").read_text())
@@ -290,8 +315,21 @@ def test_evaluate_autoattack_reports_protocol_and_breakdown(scripted):
 
 
 def test_attack_autoattack_names_the_attack_that_broke_each_image(scripted):
-    r = _gankit("attack", "autoattack", "--model", "toy.pt", "--image", "data/3", "--eps", "0.2", "--steps", "20",
-                "-o", "atk", cwd=scripted)
+    r = _gankit(
+        "attack",
+        "autoattack",
+        "--model",
+        "toy.pt",
+        "--image",
+        "data/3",
+        "--eps",
+        "0.2",
+        "--steps",
+        "20",
+        "-o",
+        "atk",
+        cwd=scripted,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((scripted / "atk" / "report.json").read_text())
     assert report["protocol"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -301,7 +339,9 @@ def test_attack_autoattack_names_the_attack_that_broke_each_image(scripted):
 
 
 def test_autoattack_refuses_a_target(scripted):
-    r = _gankit("attack", "autoattack", "--model", "toy.pt", "--image", "data/3", "--target", "2", cwd=scripted)
+    r = _gankit(
+        "attack", "autoattack", "--model", "toy.pt", "--image", "data/3", "--target", "2", cwd=scripted
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == "gankit: error: autoattack is untargeted: leave out --target"
     assert not (scripted / "attack" / "report.json").exists()

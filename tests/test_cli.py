@@ -36,9 +36,7 @@ def test_user_errors_are_one_line(capsys, tmp_path, idx_dir):
     assert "not a gankit run directory" in one_line_error(capsys, "sample", str(tmp_path))
     assert "not a gankit run directory" in one_line_error(capsys, "train", "--resume", str(tmp_path))
     names = ", ".join(sorted(RECIPES))
-    assert f"name a recipe ({names}) or give --resume" in one_line_error(
-        capsys, "train"
-    )
+    assert f"name a recipe ({names}) or give --resume" in one_line_error(capsys, "train")
     bad = tmp_path / "bad"
     bad.mkdir()
     images, labels = toy_images(4)

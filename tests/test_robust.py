@@ -27,14 +27,26 @@ def _folder(root, n_per_class: int, seed: int):
             a = rng.uniform(0.3, 0.7, (12, 12))
             a[:, 1:4] += 0.12 if c == 0 else -0.12
             a[:, 8:11] += -0.12 if c == 0 else 0.12
-            Image.fromarray((a.clip(0, 1) * 255).round().astype(np.uint8)).save(root / f"class{c}" / f"{i}.png")
+            Image.fromarray((a.clip(0, 1) * 255).round().astype(np.uint8)).save(
+                root / f"class{c}" / f"{i}.png"
+            )
     return root
 
 
 def _quick(tmp_path, out, **kw):
     opts = dict(
-        data=str(_folder(tmp_path / "train", 64, 0)), image_size=12, epochs=6, batch_size=32, validation=16,
-        val_count=16, val_steps=3, attack_steps=3, log_every=4, precision="fp32", device="cpu", lr=3e-3,
+        data=str(_folder(tmp_path / "train", 64, 0)),
+        image_size=12,
+        epochs=6,
+        batch_size=32,
+        validation=16,
+        val_count=16,
+        val_steps=3,
+        attack_steps=3,
+        log_every=4,
+        precision="fp32",
+        device="cpu",
+        lr=3e-3,
         lr_schedule="constant",
     )
     return gankit.train("robust", progress=False, out=str(tmp_path / out), **{**opts, **kw})
@@ -66,7 +78,7 @@ def test_adversarial_training_buys_robustness_that_plain_training_lacks(tmp_path
 
 def test_eps_warms_up_linearly_and_the_best_checkpoint_is_kept_by_validation_robust_accuracy(tmp_path):
     _quick(tmp_path, "warm", eps=0.08, eps_warmup=0.5, epochs=4, log_every=1)
-    rows = [json.loads(l) for l in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     eps = [r["eps"] for r in rows if "eps" in r]
     total = len(eps)
     assert eps == sorted(eps) and eps[-1] == pytest.approx(0.08)
@@ -78,14 +90,44 @@ def test_eps_warms_up_linearly_and_the_best_checkpoint_is_kept_by_validation_rob
 
 
 def test_pseudo_labelled_and_generated_images_join_every_batch(tmp_path, idx_dir):
-    common = dict(data="mnist", data_dir=str(idx_dir), epochs=1, batch_size=20, attack_steps=1, validation=16,
-                  val_count=8, val_steps=1, eps=0.1, precision="fp32", device="cpu")
+    common = dict(
+        data="mnist",
+        data_dir=str(idx_dir),
+        epochs=1,
+        batch_size=20,
+        attack_steps=1,
+        validation=16,
+        val_count=8,
+        val_steps=1,
+        eps=0.1,
+        precision="fp32",
+        device="cpu",
+    )
     gankit.train("robust", progress=False, out=str(tmp_path / "teacher"), **common)
-    gankit.train("cdcgan", progress=False, out=str(tmp_path / "gen"), data="mnist", data_dir=str(idx_dir), max_steps=2,
-                 precision="fp32", device="cpu")
+    gankit.train(
+        "cdcgan",
+        progress=False,
+        out=str(tmp_path / "gen"),
+        data="mnist",
+        data_dir=str(idx_dir),
+        max_steps=2,
+        precision="fp32",
+        device="cpu",
+    )
     run = tmp_path / "student"
-    gankit.train("robust", progress=False, out=str(run), labels=40, unlabelled="rest", pseudo_labeller=str(tmp_path / "teacher"),
-                 unlabelled_ratio=0.25, generated=str(tmp_path / "gen"), generated_ratio=0.25, generated_count=30, **common)
+    gankit.train(
+        "robust",
+        progress=False,
+        out=str(run),
+        labels=40,
+        unlabelled="rest",
+        pseudo_labeller=str(tmp_path / "teacher"),
+        unlabelled_ratio=0.25,
+        generated=str(tmp_path / "gen"),
+        generated_ratio=0.25,
+        generated_count=30,
+        **common,
+    )
     sources = json.loads((run / "sources.json").read_text())
     assert sources["images"] == {"labelled": 40, "pseudo-labelled": 256 - 16 - 40, "generated": 30}
     assert sources["batch"] == {"labelled": 10, "pseudo-labelled": 5, "generated": 5}
@@ -105,25 +147,75 @@ def test_pseudo_labelled_and_generated_images_join_every_batch(tmp_path, idx_dir
     [
         (["--eps", "1.5"], "--eps 1.5: expected a value in [0, 1]"),
         (["--unlabelled", "rest"], "--unlabelled and --pseudo-labeller go together"),
-        (["--unlabelled-ratio", "1.2", "--unlabelled", "rest", "--pseudo-labeller", "x"], "--unlabelled-ratio 1.2: expected a share"),
-        (["--generated-ratio", "0.6", "--generated", "g", "--unlabelled-ratio", "0.5", "--unlabelled", "rest",
-          "--pseudo-labeller", "x"], "leave some of each batch"),
+        (
+            ["--unlabelled-ratio", "1.2", "--unlabelled", "rest", "--pseudo-labeller", "x"],
+            "--unlabelled-ratio 1.2: expected a share",
+        ),
+        (
+            [
+                "--generated-ratio",
+                "0.6",
+                "--generated",
+                "g",
+                "--unlabelled-ratio",
+                "0.5",
+                "--unlabelled",
+                "rest",
+                "--pseudo-labeller",
+                "x",
+            ],
+            "leave some of each batch",
+        ),
         (["--attack-steps", "0"], "--attack-steps 0: expected a positive integer"),
         (["--eps-warmup", "1"], "--eps-warmup 1.0: expected a fraction"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, idx_dir, extra, message):
-    code = cli.main(["train", "robust", "--data", "mnist", "--data-dir", str(idx_dir), "--out", str(tmp_path / "r"), *extra])
+    code = cli.main(
+        [
+            "train",
+            "robust",
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(idx_dir),
+            "--out",
+            str(tmp_path / "r"),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "r").exists()
 
 
 def test_generated_must_be_a_conditional_generator_and_folders_need_classes(tmp_path, capsys, idx_dir):
-    gankit.train("dcgan", progress=False, out=str(tmp_path / "dc"), data="mnist", data_dir=str(idx_dir), max_steps=1,
-                 precision="fp32", device="cpu")
-    code = cli.main(["train", "robust", "--data", "mnist", "--data-dir", str(idx_dir), "--out", str(tmp_path / "r"),
-                     "--generated", str(tmp_path / "dc"), "--epochs", "1"])
+    gankit.train(
+        "dcgan",
+        progress=False,
+        out=str(tmp_path / "dc"),
+        data="mnist",
+        data_dir=str(idx_dir),
+        max_steps=1,
+        precision="fp32",
+        device="cpu",
+    )
+    code = cli.main(
+        [
+            "train",
+            "robust",
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(idx_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--generated",
+            str(tmp_path / "dc"),
+            "--epochs",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "not a class-conditional generator" in err and str(tmp_path / "dc") in err
     flat = tmp_path / "flat"
@@ -135,13 +227,29 @@ def test_generated_must_be_a_conditional_generator_and_folders_need_classes(tmp_
 
 def test_a_robust_run_is_evaluated_by_autoattack_on_a_dataset_s_test_split(tmp_path, idx_dir):
     run = tmp_path / "run"
-    gankit.train("robust", progress=False, out=str(run), data="mnist", data_dir=str(idx_dir), epochs=1, batch_size=32,
-                 attack_steps=1, validation=16, val_count=8, val_steps=1, eps=0.1, precision="fp32", device="cpu")
+    gankit.train(
+        "robust",
+        progress=False,
+        out=str(run),
+        data="mnist",
+        data_dir=str(idx_dir),
+        epochs=1,
+        batch_size=32,
+        attack_steps=1,
+        validation=16,
+        val_count=8,
+        val_steps=1,
+        eps=0.1,
+        precision="fp32",
+        device="cpu",
+    )
     from gankit.attacks import robustness
 
     r = robustness(str(run), str(idx_dir), ["autoattack"], "0.05", tmp_path / "rob", steps=5, count=20)
     assert r["count"] == 20 and r["protocol"]["autoattack"]["steps"] == 5
-    best = robustness(str(run), str(idx_dir), ["pgd"], "0.05", tmp_path / "rob3", steps=2, count=8, checkpoint="best")
+    best = robustness(
+        str(run), str(idx_dir), ["pgd"], "0.05", tmp_path / "rob3", steps=2, count=8, checkpoint="best"
+    )
     assert best["count"] == 8  # the checkpoint kept by validation robust accuracy
     with pytest.raises(GankitError, match="--count 0"):
         robustness(str(run), str(idx_dir), ["pgd"], "0.05", tmp_path / "rob2", count=0)

@@ -51,7 +51,12 @@ PER_CLIENT_QUEUE = 8  # requests one client may have waiting (the queue holds 64
 MAX_GRID = 1024  # images one Generate request may draw
 BUILTIN_CLASSIFIER = "efficientnet-lite0"
 ATTACK_METHODS = ("fgsm", "bim", "pgd", "mifgsm", "apgd", "autoattack")
-STEPPED = ("bim", "pgd", "mifgsm", "apgd")  # the steps slider applies to these; autoattack keeps its standard budgets
+STEPPED = (
+    "bim",
+    "pgd",
+    "mifgsm",
+    "apgd",
+)  # the steps slider applies to these; autoattack keeps its standard budgets
 log = logging.getLogger("gankit.app")
 
 
@@ -335,7 +340,9 @@ class Service:
             "perturbation": str(out / "perturbation.png"),
             "adversarial": result["png"],
             "before": entry["clean"],
-            "after": {k: result.get(k) for k in ("label", "confidence", "success", "linf_saved", "broken_by")},
+            "after": {
+                k: result.get(k) for k in ("label", "confidence", "success", "linf_saved", "broken_by")
+            },
             "amplification": factor,
             "report": report,
         }

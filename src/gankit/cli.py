@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--attack",
         default=None,
-        help="comma-separated attacks (autoattack for the standard, or " + ",".join(a for a in ATTACKS if a != "autoattack")
+        help="comma-separated attacks (autoattack for the standard, or "
+        + ",".join(a for a in ATTACKS if a != "autoattack")
         + "): robust accuracy vs --eps, per attack and the per-sample worst case",
     )
     evaluate.add_argument(
@@ -224,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fab and autoattack; queries of square 5000)",
     )
     evaluate.add_argument("--count", type=int, default=None, help="with --attack: the first N images only")
-    evaluate.add_argument("--norm", choices=["linf", "l2"], default=None, help="with --attack: threat model (default linf)")
+    evaluate.add_argument(
+        "--norm", choices=["linf", "l2"], default=None, help="with --attack: threat model (default linf)"
+    )
     evaluate.add_argument(
         "--version",
         choices=["standard", "rand"],
@@ -258,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="generator runs: feature extraction",
     )
     evaluate.add_argument(
-        "--seed", type=int, default=None, help="generator runs: sampling seed; with --attack: attack seed (default 0)"
+        "--seed",
+        type=int,
+        default=None,
+        help="generator runs: sampling seed; with --attack: attack seed (default 0)",
     )
     evaluate.add_argument(
         "--checkpoint",
@@ -319,7 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--alpha", type=float, default=None, help="step size (default eps/steps; pgd 2.5*eps/steps)"
     )
-    attack.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (every attack but fgsm, bim, mifgsm)")
+    attack.add_argument(
+        "--norm",
+        choices=["linf", "l2"],
+        default="linf",
+        help="threat model (every attack but fgsm, bim, mifgsm)",
+    )
     attack.add_argument("--restarts", type=int, default=1, help="restarts (pgd, apgd, apgdt, fab, square)")
     attack.add_argument(
         "--version",
@@ -559,7 +570,9 @@ def cmd_robustness(ns: argparse.Namespace) -> None:
     from .attacks.evaluate import breakdown_text
 
     p = r["protocol"]
-    lines = [f"clean accuracy {r['clean_accuracy']:.2%} on {r['count']} images ({p['norm']}, seed {p['seed']})"]
+    lines = [
+        f"clean accuracy {r['clean_accuracy']:.2%} on {r['count']} images ({p['norm']}, seed {p['seed']})"
+    ]
     if "autoattack" in p:
         a = p["autoattack"]
         lines.append(f"autoattack {a['version']}: {', '.join(a['attacks'])}; {a['steps']} steps")

@@ -134,7 +134,11 @@ def write_robustness_page(report: dict, out: Path, title: str) -> Path:
     if warnings:
         parts.append("<h2>Warnings: possible gradient masking</h2>")
         parts.append(
-            "<ul>" + "".join(f"<li><b>{html.escape(w['check'])}</b>: {html.escape(w['message'])}</li>" for w in warnings) + "</ul>"
+            "<ul>"
+            + "".join(
+                f"<li><b>{html.escape(w['check'])}</b>: {html.escape(w['message'])}</li>" for w in warnings
+            )
+            + "</ul>"
         )
     if report.get("protocol"):
         parts += ["<h2>Protocol</h2>", f"<pre>{html.escape(json.dumps(report['protocol'], indent=1))}</pre>"]
@@ -142,7 +146,11 @@ def write_robustness_page(report: dict, out: Path, title: str) -> Path:
         parts += ["<h2>Robust accuracy against epsilon</h2>", _img(out / "robustness.png", "attack curves")]
     rows = [
         {k: v for k, v in r.items() if k != "breakdown"}
-        | ({"broken by": ", ".join(f"{k} {n}" for k, n in r["breakdown"].items())} if r.get("breakdown") else {})
+        | (
+            {"broken by": ", ".join(f"{k} {n}" for k, n in r["breakdown"].items())}
+            if r.get("breakdown")
+            else {}
+        )
         for r in report["rows"]
     ]
     parts += ["<h2>Per attack and epsilon</h2>", _grid(rows)]

@@ -71,7 +71,9 @@ def robustness(
     if num_classes is not None and width != num_classes:
         raise GankitError(f"--model {model}: gives {width} outputs for its {num_classes} classes")
     if int(labels.max()) >= width:
-        raise GankitError(f"--data {data}: has class {int(labels.max())}, the model has classes 0..{width - 1}")
+        raise GankitError(
+            f"--data {data}: has class {int(labels.max())}, the model has classes 0..{width - 1}"
+        )
     report = robustness_curve(
         clf,
         images,
@@ -113,7 +115,9 @@ def _labelled_images(clf, data: str):
             images.append(load_image_tensor(p, clf))
             labels.append(cls)
     if not images:
-        raise GankitError(f"--data {data}: no images in class sub-folders (or give a dataset name such as mnist)")
+        raise GankitError(
+            f"--data {data}: no images in class sub-folders (or give a dataset name such as mnist)"
+        )
     return torch.stack(images), torch.tensor(labels)
 
 

@@ -104,7 +104,9 @@ class AutoAttack(Attack):
             idx = robust.nonzero()[:, 0]
             if not len(idx):
                 break
-            tried = project(attack.perturb(x[idx], labels[idx], None)[0].detach(), x[idx], self.eps, self.norm)
+            tried = project(
+                attack.perturb(x[idx], labels[idx], None)[0].detach(), x[idx], self.eps, self.norm
+            )
             with torch.no_grad():
                 broken = self.model(tried).argmax(1) != labels[idx]
             # An image no attack breaks keeps the first attack's highest-loss point: the nearest
@@ -119,9 +121,11 @@ class AutoAttack(Attack):
 
     def run(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> AttackResult:
         result = super().run(images, labels, target)
-        result.found_by = list(self.found_by) if self.eps > 0 else [
-            "clean" if bad else None for bad in (result.clean_pred != result.labels).tolist()
-        ]
+        result.found_by = (
+            list(self.found_by)
+            if self.eps > 0
+            else ["clean" if bad else None for bad in (result.clean_pred != result.labels).tolist()]
+        )
         return result
 
     @property

@@ -133,7 +133,13 @@ class Attack:
         if norm not in NORMS:
             raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
         check_eps(float(eps), norm)
-        self.model, self.eps, self.norm, self.seed, self.early_stop = model, float(eps), norm, seed, early_stop
+        self.model, self.eps, self.norm, self.seed, self.early_stop = (
+            model,
+            float(eps),
+            norm,
+            seed,
+            early_stop,
+        )
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def loss_and_grad(self, adv: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None):

@@ -44,7 +44,11 @@ def model_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | 
                     "over 20 passes)",
                 )
             )
-        if float(a.min()) >= 0 and float(a.max()) <= 1 and torch.allclose(a.sum(1), torch.ones(len(a)), atol=1e-4):
+        if (
+            float(a.min()) >= 0
+            and float(a.max()) <= 1
+            and torch.allclose(a.sum(1), torch.ones(len(a)), atol=1e-4)
+        ):
             out.append(
                 _warning(
                     "probabilities",

@@ -83,7 +83,11 @@ class ImageClassifier(nn.Module):
         return self._runner(x)(x)
 
     def _frozen(self) -> bool:
-        return not self.training and not self.model.training and not any(p.requires_grad for p in self.model.parameters())
+        return (
+            not self.training
+            and not self.model.training
+            and not any(p.requires_grad for p in self.model.parameters())
+        )
 
     def _set_layout(self, channels_last: bool) -> None:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -283,5 +287,6 @@ def load_classifier(spec: str, checkpoint: str = "latest") -> ImageClassifier:
         return torchscript_model(path).eval()
     raise GankitError(
         f"--model {spec!r}: unknown model; known: {', '.join(BUILTIN)}, torchvision:NAME, "
-        "a TorchScript file (only one you trust: loading it runs its code) or a gankit classifier run directory (ssgan, robust)"
+        "a TorchScript file (only one you trust: loading it runs its code) or a gankit classifier run "
+        "directory (ssgan, robust)"
     )

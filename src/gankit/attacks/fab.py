@@ -116,8 +116,12 @@ class FAB(Attack):
         best_size = torch.full((n,), float("inf"), device=x0.device, dtype=x0.dtype)
         x1 = x0.clone()
         if restart > 0:
-            t = per_sample_rand(x0, self.seed * 1021 + restart, "uniform" if self.norm == "linf" else "normal")
-            x1 = (x0 + 0.5 * self.eps * t / _size(t, self.norm).view(-1, 1, 1, 1).clamp_min(1e-12)).clamp(0, 1)
+            t = per_sample_rand(
+                x0, self.seed * 1021 + restart, "uniform" if self.norm == "linf" else "normal"
+            )
+            x1 = (x0 + 0.5 * self.eps * t / _size(t, self.norm).view(-1, 1, 1, 1).clamp_min(1e-12)).clamp(
+                0, 1
+            )
         idx = torch.arange(n, device=x0.device)  # the samples still searching
         for _ in range(self.steps):
             if not len(idx):
@@ -126,12 +130,16 @@ class FAB(Attack):
             f, g = self._boundary(xa, ya, ta)
             w = g.flatten(1)
             b = (w * xa.flatten(1)).sum(1) - f
-            d = project_on_hyperplane(torch.cat([xa.flatten(1), flat0[idx]]), torch.cat([w, w]), torch.cat([b, b]), self.norm)
+            d = project_on_hyperplane(
+                torch.cat([xa.flatten(1), flat0[idx]]), torch.cat([w, w]), torch.cat([b, b]), self.norm
+            )
             d1, d2 = d[: len(idx)], d[len(idx) :]
             a1 = _size(d1, self.norm).clamp_min(1e-8)
             a2 = _size(d2, self.norm).clamp_min(1e-8)
             alpha = (a1 / (a1 + a2)).clamp(0.0, self.alpha_max)[:, None]
-            moved = ((xa.flatten(1) + self.eta * d1) * (1 - alpha) + (flat0[idx] + self.eta * d2) * alpha).clamp(0, 1)
+            moved = (
+                (xa.flatten(1) + self.eta * d1) * (1 - alpha) + (flat0[idx] + self.eta * d2) * alpha
+            ).clamp(0, 1)
             moved = moved.view_as(xa)
             with torch.no_grad():
                 hit = self.succeeded(self.model(moved), ya, goal if goal is None else goal[idx])

@@ -188,7 +188,12 @@ def _summary(report: dict, found: dict, options: dict) -> list[dict]:
     rows = []
     for eps in report["eps"]:
         hits = [r["success"] for img in report["images"] for r in img["results"] if r["eps"] == eps]
-        row = {"eps": eps, "images": len(hits), "fooled": sum(hits), "unfooled_share": 1 - sum(hits) / max(len(hits), 1)}
+        row = {
+            "eps": eps,
+            "images": len(hits),
+            "fooled": sum(hits),
+            "unfooled_share": 1 - sum(hits) / max(len(hits), 1),
+        }
         if found[eps] and eps > 0:
             row["breakdown"] = count_found(found[eps], MEMBERS[options.get("version", "standard")])
         rows.append(row)

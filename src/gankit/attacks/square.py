@@ -30,7 +30,17 @@ from ..errors import GankitError
 from .base import Attack, per_sample_rand, project
 
 # The paper's schedule of p, at fractions of a 10,000-query budget: (upper bound, divisor of p_init).
-SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
+SCHEDULE = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+)
 
 
 def window_fraction(p_init: float, i: int, queries: int) -> float:
@@ -47,7 +57,9 @@ def _rectangles(a: int, b: int) -> torch.Tensor:
     d = torch.zeros(a, b)
     r0, c0 = a // 2, b // 2
     for k in range(max(a // 2 + 1, b // 2 + 1)):
-        d[max(r0 - k, 0) : min(r0 - k + 2 * k + 1, a), max(c0 - k, 0) : min(c0 - k + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
+        d[max(r0 - k, 0) : min(r0 - k + 2 * k + 1, a), max(c0 - k, 0) : min(c0 - k + 2 * k + 1, b)] += (
+            1.0 / (k + 1) ** 2
+        )
     n = d.norm()
     return d / n if n > 0 else d
 
@@ -100,7 +112,9 @@ class Square(Attack):
         n, c, h, w = x.shape
         r = per_sample_rand(x, seed)
         if self.norm == "linf":
-            stripes = torch.where(r[:, :, :1, :] >= 0, 1.0, -1.0).to(x.dtype)  # one sign per (channel, column)
+            stripes = torch.where(r[:, :, :1, :] >= 0, 1.0, -1.0).to(
+                x.dtype
+            )  # one sign per (channel, column)
             return (x + self.eps * stripes).clamp(0.0, 1.0)
         s = max(h // 5, 1)
         delta = torch.zeros_like(x)
@@ -113,7 +127,9 @@ class Square(Attack):
                 pattern = pseudo_gaussian(s, bool(torch.rand((), generator=g) > 0.5)).to(x)
                 sign = torch.where(r[:, :, vh, vw] >= 0, 1.0, -1.0).to(x.dtype)[:, :, None, None]
                 delta[:, :, vh : vh + s, vw : vw + s] += pattern * sign
-        return (x + self.eps * delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)).clamp(0, 1)
+        return (x + self.eps * delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)).clamp(
+            0, 1
+        )
 
     def _propose(self, x, best, i: int, g: torch.Generator) -> torch.Tensor:
         """One query's candidate for each image of the batch (one window, the same for all)."""

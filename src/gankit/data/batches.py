@@ -121,8 +121,9 @@ class MixedBatches:
     def epoch(self, epoch: int, start: int = 0):
         """Yield (uint8 images, labels) for steps start.. of `epoch`."""
         orders = [
-            cycled_order(len(x), len(self) * size * self.shard[1], self.seed * 1_000_003 + epoch + s * 7_777_777)
-            .to(self.device)
+            cycled_order(
+                len(x), len(self) * size * self.shard[1], self.seed * 1_000_003 + epoch + s * 7_777_777
+            ).to(self.device)
             for s, ((x, _), size) in enumerate(zip(self.sources, self.sizes))
         ]
         for b in range(start, len(self)):

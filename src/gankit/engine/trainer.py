@@ -353,7 +353,8 @@ class Trainer:
 
     @contextmanager
     def _session_recorded(self) -> Iterator[None]:
-        """Record this session's steps and wall time in sessions.jsonl, also when it stops on a signal."""
+        """Record the steps and wall time of this start (or resume) of the run in sessions.jsonl, also when
+        it stops on a signal."""
         start_step, t0 = self.progress.step, time.perf_counter()
         try:
             yield

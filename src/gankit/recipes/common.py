@@ -38,6 +38,21 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
             eb.copy_(mb)
 
 
+def prediction_rows(paths, probs: torch.Tensor, class_names: list[str]) -> list[dict]:
+    """[{path, label, confidence, top}] from per-image class probabilities (top: the 3 best as
+    [label, probability]), what a classifier recipe's `classify` returns."""
+    top_p, top_i = probs.topk(min(3, probs.shape[1]), dim=1)
+    return [
+        {
+            "path": str(p),
+            "label": class_names[int(i[0])],
+            "confidence": float(q[0]),
+            "top": [[class_names[int(a)], float(b)] for a, b in zip(i, q)],
+        }
+        for p, i, q in zip(paths, top_i, top_p)
+    ]
+
+
 def as_rgb(x: torch.Tensor) -> torch.Tensor:
     """(N, 1 or 3, H, W) -> (N, 3, H, W): grayscale repeated into three channels (a view)."""
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -49,7 +48,7 @@ from ..nn import robust as networks
 from ..nn.modes import modes_kept
 from . import register
 from .base import ClassifierSpec, Recipe
-from .common import update_ema
+from .common import prediction_rows, update_ema
 
 METHODS = ("pgd", "trades", "fgsm")
 NORMS = ("linf", "l2")
@@ -59,48 +58,74 @@ NORMS = ("linf", "l2")
 class RobustConfig(TrainConfig):
     recipe: str = "robust"
     data: str = "mnist"
-    method: str = opt("pgd", "pgd (Madry et al.), trades (Zhang et al.) or fgsm (Wong et al.'s fast FGSM)", choices=METHODS)
+    method: str = opt(
+        "pgd", "pgd (Madry et al.), trades (Zhang et al.) or fgsm (Wong et al.'s fast FGSM)", choices=METHODS
+    )
     eps: float | None = opt(
-        None, "training epsilon in [0, 1] pixel scale (default 0.3 for MNIST, 0.1 for other gray data, 8/255 for colour)"
+        None,
+        "training epsilon in [0, 1] pixel scale (default 0.3 for MNIST, 0.1 for other gray data, "
+        "8/255 for colour)",
     )
     norm: str = opt("linf", "threat model: linf or l2", choices=NORMS)
     attack_steps: int | None = opt(None, "steps of the training attack (default 10; fgsm: 1)")
-    step_size: float | None = opt(None, "its step size (default 2.5 eps / steps; fgsm 1.25 eps; trades eps / 4)")
+    step_size: float | None = opt(
+        None, "its step size (default 2.5 eps / steps; fgsm 1.25 eps; trades eps / 4)"
+    )
     beta: float = opt(6.0, "trades: weight of the robustness (KL) term")
     eps_warmup: float = opt(0.0, "fraction of the run over which epsilon grows linearly from 0 (0 = off)")
     lr_schedule: str = opt(
-        "cyclic", "cyclic (up to --lr at 0.4 of the run, down to 0 at its end), piecewise (x0.1 at half and three quarters), linear-decay or constant",
+        "cyclic",
+        "cyclic (up to --lr at 0.4 of the run, down to 0 at its end), piecewise (x0.1 at half and "
+        "three quarters), linear-decay or constant",
         choices=(*LR_SCHEDULES, "constant"),
     )
-    optimizer: str | None = opt(None, "sgd (momentum 0.9) or adam (default: sgd for preact-resnet18, else adam)", choices=("sgd", "adam"))
+    optimizer: str | None = opt(
+        None,
+        "sgd (momentum 0.9) or adam (default: sgd for preact-resnet18, else adam)",
+        choices=("sgd", "adam"),
+    )
     lr: float | None = opt(None, "peak learning rate (default 0.1 with sgd, 1e-3 with adam)")
     weight_decay: float | None = opt(None, "weight decay (default 5e-4 with sgd, 0 with adam)")
     epochs: int = opt(10, "passes over the labelled training images")
     batch_size: int = opt(128, "images per step (labelled, pseudo-labelled and generated together)")
     ema: float = opt(0.0, "decay of an average of the weights used for evaluation (0 = off; e.g. 0.999)")
     augment: str | None = opt(
-        None, "random augmentation: none, translate (+-2 px) or flip+translate (+-4 px; default for colour)",
+        None,
+        "random augmentation: none, translate (+-2 px) or flip+translate (+-4 px; default for colour)",
         choices=("none", "translate", "flip+translate"),
     )
     network: str | None = opt(
-        None, "madry-cnn, preact-resnet18 or ssgan (the semi-supervised GAN's classifier); default: madry-cnn for "
-        "gray images, preact-resnet18 for colour", model=True, choices=tuple(networks.NETWORKS),
+        None,
+        "madry-cnn, preact-resnet18 or ssgan (the semi-supervised GAN's classifier); default: madry-cnn for "
+        "gray images, preact-resnet18 for colour",
+        model=True,
+        choices=tuple(networks.NETWORKS),
     )
     labels: int | None = opt(None, "labelled images, balanced over classes (default: every training image)")
     unlabelled: str | None = opt(
-        None, "images to pseudo-label: 'rest' (the training images beyond --labels), a dataset name or an image folder"
+        None,
+        "images to pseudo-label: 'rest' (the training images beyond --labels), a dataset name or an "
+        "image folder",
     )
-    pseudo_labeller: str | None = opt(None, "a gankit classifier run (ssgan, robust) that labels --unlabelled")
+    pseudo_labeller: str | None = opt(
+        None, "a gankit classifier run (ssgan, robust) that labels --unlabelled"
+    )
     unlabelled_ratio: float = opt(0.5, "share of each batch drawn from the pseudo-labelled images")
-    generated: str | None = opt(None, "a gankit class-conditional generator run (cdcgan) whose samples join the batches")
+    generated: str | None = opt(
+        None, "a gankit class-conditional generator run (cdcgan) whose samples join the batches"
+    )
     generated_ratio: float = opt(0.5, "share of each batch drawn from the generated images")
-    generated_count: int | None = opt(None, "generated images drawn once at the start (default: as many as the training set)")
+    generated_count: int | None = opt(
+        None, "generated images drawn once at the start (default: as many as the training set)"
+    )
     validation: int | None = opt(
         None, "training images held out for selection (default 5000 for named datasets, 1/12 of a folder)"
     )
     val_count: int = opt(1000, "validation images attacked (PGD) after each epoch for the robust accuracy")
     val_steps: int = opt(10, "PGD steps of that validation attack")
-    eval_every: int = opt(-1, "steps between validation checks that keep the best checkpoint (-1: once per epoch, 0: off)")
+    eval_every: int = opt(
+        -1, "steps between validation checks that keep the best checkpoint (-1: once per epoch, 0: off)"
+    )
     image_size: int | None = opt(None, "image size (default 28 for MNIST-family data, else 32)", model=True)
     channels: int | None = opt(None, "1 or 3 (default: from the data)", model=True)
     num_classes: int | None = opt(None, "number of classes (from the data)", model=True)
@@ -118,9 +143,15 @@ class RobustConfig(TrainConfig):
         finally:
             self.lr, self.eval_every = lr, every
         if self.diffaugment not in ("none", "auto"):
-            raise GankitError(f"--diffaugment {self.diffaugment}: a robust classifier has no discriminator to augment for")
+            raise GankitError(
+                f"--diffaugment {self.diffaugment}: a robust classifier has no discriminator to augment for"
+            )
         if self.eps is not None and (not 0 <= self.eps <= (1 if self.norm == "linf" else 1e3)):
-            raise GankitError(f"--eps {self.eps}: expected a value in [0, 1] (pixel scale)" if self.norm == "linf" else f"--eps {self.eps}: expected a non-negative L2 radius")
+            raise GankitError(
+                f"--eps {self.eps}: expected a value in [0, 1] (pixel scale)"
+                if self.norm == "linf"
+                else f"--eps {self.eps}: expected a non-negative L2 radius"
+            )
         for name in ("attack_steps", "val_steps", "val_count", "generated_count", "labels"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -136,17 +167,26 @@ class RobustConfig(TrainConfig):
         if self.weight_decay is not None and self.weight_decay < 0:
             raise GankitError(f"--weight-decay {self.weight_decay}: expected a value >= 0")
         if self.eval_every < -1:
-            raise GankitError(f"--eval-every {self.eval_every}: expected -1 (once per epoch), 0 (off) or N steps")
+            raise GankitError(
+                f"--eval-every {self.eval_every}: expected -1 (once per epoch), 0 (off) or N steps"
+            )
         for name in ("unlabelled_ratio", "generated_ratio"):
             if not 0 < getattr(self, name) < 1:
-                raise GankitError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a share in (0, 1)")
-        used = (self.unlabelled_ratio if self.unlabelled else 0) + (self.generated_ratio if self.generated else 0)
+                raise GankitError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)}: expected a share in (0, 1)"
+                )
+        used = (self.unlabelled_ratio if self.unlabelled else 0) + (
+            self.generated_ratio if self.generated else 0
+        )
         if used >= 1:
             raise GankitError(
-                f"--unlabelled-ratio + --generated-ratio = {used:g}: leave some of each batch to the labelled images"
+                f"--unlabelled-ratio + --generated-ratio = {used:g}: leave some of each batch to the "
+                "labelled images"
             )
         if bool(self.unlabelled) != bool(self.pseudo_labeller):
-            raise GankitError("--unlabelled and --pseudo-labeller go together: the images and the run that labels them")
+            raise GankitError(
+                "--unlabelled and --pseudo-labeller go together: the images and the run that labels them"
+            )
         if self.validation is not None and self.validation < 0:
             raise GankitError(f"--validation {self.validation}: expected a number of images >= 0")
 
@@ -182,7 +222,14 @@ class Robust(Recipe):
     has_discriminator = False
     capabilities = frozenset({"classify", "evaluate", "monitor"})
     smoke_options = dict(
-        epochs=2, batch_size=32, checkpoint_every=3, attack_steps=2, validation=32, val_count=16, val_steps=2, eps=0.1
+        epochs=2,
+        batch_size=32,
+        checkpoint_every=3,
+        attack_steps=2,
+        validation=32,
+        val_count=16,
+        val_steps=2,
+        eps=0.1,
     )
 
     def __init__(self, cfg: RobustConfig, device: torch.device):
@@ -192,7 +239,9 @@ class Robust(Recipe):
         self.modules = {"classifier": self.net}
         if cfg.optimizer == "sgd":
             self.optimizers = {
-                "classifier": torch.optim.SGD(self.net.parameters(), cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+                "classifier": torch.optim.SGD(
+                    self.net.parameters(), cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay
+                )
             }
         else:
             o = adam(self.net.parameters(), cfg.lr, (0.9, 0.999))
@@ -219,7 +268,9 @@ class Robust(Recipe):
         else:
             data = load_labelled_folder(cfg.data, cfg.image_size, cfg.channels, cfg.skip_bad_images)[0]
         if data.labels is None:
-            raise GankitError(f"--data {cfg.data}: has no labels (a labelled folder has one sub-folder per class)")
+            raise GankitError(
+                f"--data {cfg.data}: has no labels (a labelled folder has one sub-folder per class)"
+            )
         cfg.channels = data.channels
         names = list(data.classes) if data.classes else []
         n_cls = int(data.labels.max()) + 1
@@ -233,7 +284,9 @@ class Robust(Recipe):
         """The test split of a named dataset, or a labelled folder given as `data`."""
         source = data or cfg.data
         if is_known_dataset(source):
-            return load_dataset(source, "test", cfg.data_dir if not data else None, cfg.image_size, cfg.channels)
+            return load_dataset(
+                source, "test", cfg.data_dir if not data else None, cfg.image_size, cfg.channels
+            )
         if data:
             return load_labelled_folder(data, cfg.image_size, cfg.channels, cfg.skip_bad_images)[0]
         return None
@@ -241,8 +294,14 @@ class Robust(Recipe):
     def attach_data(self, data: ImageSet) -> None:
         cfg = self.cfg
         if cfg.validation is None:
-            cfg.validation = min(5000, len(data) // 12) if is_known_dataset(cfg.data) else max(1, len(data) // 12)
-        val = holdout(data.labels, cfg.validation, cfg.seed) if cfg.validation else torch.empty(0, dtype=torch.int64)
+            cfg.validation = (
+                min(5000, len(data) // 12) if is_known_dataset(cfg.data) else max(1, len(data) // 12)
+            )
+        val = (
+            holdout(data.labels, cfg.validation, cfg.seed)
+            if cfg.validation
+            else torch.empty(0, dtype=torch.int64)
+        )
         free = torch.ones(len(data), dtype=torch.bool)
         free[val] = False
         labels = torch.where(free, data.labels, torch.full_like(data.labels, -1))
@@ -276,19 +335,27 @@ class Robust(Recipe):
         if cfg.eval_every == -1:
             cfg.eval_every = len(self.batches) if len(val) else 0
         if cfg.eval_every and not len(val):
-            raise GankitError(f"--eval-every {cfg.eval_every}: selects on a validation split; --validation is 0")
+            raise GankitError(
+                f"--eval-every {cfg.eval_every}: selects on a validation split; --validation is 0"
+            )
         sched = lr_schedule(self.optimizers["classifier"], cfg.lr_schedule, self.total_steps)
         self.schedulers = {"classifier": sched} if sched is not None else {}
-        self.val_data = ImageSet(data.images[val], data.labels[val], data.classes, data.source) if len(val) else None
+        self.val_data = (
+            ImageSet(data.images[val], data.labels[val], data.classes, data.source) if len(val) else None
+        )
 
     def _unlabelled_images(self, data: ImageSet, rest: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         if cfg.unlabelled == "rest":
             x = data.images[rest]
             if not len(x):
-                raise GankitError("--unlabelled rest: no training images are left beyond --labels and the validation split")
+                raise GankitError(
+                    "--unlabelled rest: no training images are left beyond --labels and the validation split"
+                )
             return x
-        return load_dataset(cfg.unlabelled, "train", None, cfg.image_size, cfg.channels, cfg.skip_bad_images).images
+        return load_dataset(
+            cfg.unlabelled, "train", None, cfg.image_size, cfg.channels, cfg.skip_bad_images
+        ).images
 
     def _pseudo_labels(self, images: torch.Tensor) -> torch.Tensor:
         """The --pseudo-labeller run's predictions for `images` (uint8)."""
@@ -298,7 +365,8 @@ class Robust(Recipe):
         k = clf.num_classes
         if k != self.cfg.num_classes:
             raise GankitError(
-                f"--pseudo-labeller {self.cfg.pseudo_labeller}: predicts {k} classes, the data has {self.cfg.num_classes}"
+                f"--pseudo-labeller {self.cfg.pseudo_labeller}: predicts {k} classes, "
+                f"the data has {self.cfg.num_classes}"
             )
         with torch.no_grad():
             return torch.cat([clf(b.float().div(255)).argmax(1).cpu() for b in images.split(500)])
@@ -314,21 +382,34 @@ class Robust(Recipe):
             raise GankitError(f"--generated {cfg.generated}: {e}") from None
         if not gen.offers("conditional"):
             raise GankitError(
-                f"--generated {cfg.generated}: a {gen.name} run is not a class-conditional generator (train cdcgan)"
+                f"--generated {cfg.generated}: a {gen.name} run is not a class-conditional generator "
+                "(train cdcgan)"
             )
-        if gen.cfg.num_classes != cfg.num_classes or (gen.cfg.channels, gen.cfg.image_size) != (cfg.channels, cfg.image_size):
+        if gen.cfg.num_classes != cfg.num_classes or (gen.cfg.channels, gen.cfg.image_size) != (
+            cfg.channels,
+            cfg.image_size,
+        ):
             raise GankitError(
-                f"--generated {cfg.generated}: draws {gen.cfg.num_classes} classes of {gen.cfg.channels}x{gen.cfg.image_size} px "
+                f"--generated {cfg.generated}: draws {gen.cfg.num_classes} classes of "
+                f"{gen.cfg.channels}x{gen.cfg.image_size} px "
                 f"images; this run trains on {cfg.num_classes} classes of {cfg.channels}x{cfg.image_size} px"
             )
         n = cfg.generated_count or default_count
         ids = torch.arange(n) % cfg.num_classes
-        images = torch.cat([gen.sample(len(part), cfg.seed + i, labels=part) for i, part in enumerate(ids.split(2000))])
+        images = torch.cat(
+            [gen.sample(len(part), cfg.seed + i, labels=part) for i, part in enumerate(ids.split(2000))]
+        )
         return images.mul(255).round().clamp(0, 255).to(torch.uint8), ids
 
     def run_files(self) -> dict:
         def record(idx: torch.Tensor, what: str) -> dict:
-            return {"indices": idx.tolist(), "data": self.cfg.data, "seed": self.cfg.seed, "count": len(idx), "role": what}
+            return {
+                "indices": idx.tolist(),
+                "data": self.cfg.data,
+                "seed": self.cfg.seed,
+                "count": len(idx),
+                "role": what,
+            }
 
         files = {
             "labelled_indices.json": record(self.labelled_indices, "labelled training images"),
@@ -448,7 +529,17 @@ class Robust(Recipe):
         from ..attacks import ImageClassifier
 
         spec = self.classifier_spec()
-        return ImageClassifier(spec.module, spec.mean, spec.std, None, spec.channels, spec.class_names, "robust", channels_last=False, fold=False)
+        return ImageClassifier(
+            spec.module,
+            spec.mean,
+            spec.std,
+            None,
+            spec.channels,
+            spec.class_names,
+            "robust",
+            channels_last=False,
+            fold=False,
+        )
 
     def validation_metrics(self) -> dict:
         """Clean accuracy on the validation split and PGD robust accuracy on its first --val-count
@@ -466,8 +557,13 @@ class Robust(Recipe):
                 pred = torch.cat([clf(b.float().div(255)).argmax(1) for b in x_all.split(500)])
             x, y = x_all[: cfg.val_count].float().div(255), y_all[: cfg.val_count]
             atk = PGD(clf, cfg.eps, steps=cfg.val_steps, norm=cfg.norm, seed=cfg.seed)
-            robust = torch.cat([clf(atk(xb, yb)).argmax(1) == yb for xb, yb in zip(x.split(250), y.split(250))])
-        out = {"val_accuracy": (pred == y_all).float().mean().item(), "val_robust_accuracy": robust.float().mean().item()}
+            robust = torch.cat(
+                [clf(atk(xb, yb)).argmax(1) == yb for xb, yb in zip(x.split(250), y.split(250))]
+            )
+        out = {
+            "val_accuracy": (pred == y_all).float().mean().item(),
+            "val_robust_accuracy": robust.float().mean().item(),
+        }
         self._val_cache = (self.steps_done, out)
         return out
 
@@ -484,7 +580,14 @@ class Robust(Recipe):
 
     def classifier_spec(self) -> ClassifierSpec:
         c = self.cfg
-        return ClassifierSpec(self.inference_module(), [0.5] * c.channels, [0.5] * c.channels, c.image_size, c.channels, c.class_names)
+        return ClassifierSpec(
+            self.inference_module(),
+            [0.5] * c.channels,
+            [0.5] * c.channels,
+            c.image_size,
+            c.channels,
+            c.class_names,
+        )
 
     def evaluate(self, run_dir, data: str | None = None, **_) -> dict:
         return evaluate(self, run_dir, data)
@@ -494,17 +597,7 @@ class Robust(Recipe):
 
         cfg = self.cfg
         images, kept = decode_all(paths, cfg.channels, cfg.image_size, skip_bad)
-        probs = _probabilities(self, images)
-        top_p, top_i = probs.topk(min(3, cfg.num_classes), dim=1)
-        return [
-            {
-                "path": str(p),
-                "label": cfg.class_names[int(i[0])],
-                "confidence": float(q[0]),
-                "top": [[cfg.class_names[int(a)], float(b)] for a, b in zip(i, q)],
-            }
-            for p, i, q in zip(kept, top_i, top_p)
-        ]
+        return prediction_rows(kept, _probabilities(self, images), cfg.class_names)
 
 
 @torch.no_grad()
@@ -529,24 +622,33 @@ def evaluate(recipe: Robust, run_dir, data: str | None = None) -> dict:
     cfg = recipe.cfg
     test = recipe.load_eval_data(cfg, data)
     if test is None:
-        raise GankitError(f"{run_dir}: trained on a folder without a test split; pass --data with a labelled test folder")
+        raise GankitError(
+            f"{run_dir}: trained on a folder without a test split; pass --data with a labelled test folder"
+        )
     if test.labels.max() >= cfg.num_classes:
-        raise GankitError(f"--data {data}: has {int(test.labels.max()) + 1} classes, the run has {cfg.num_classes}")
+        raise GankitError(
+            f"--data {data}: has {int(test.labels.max()) + 1} classes, the run has {cfg.num_classes}"
+        )
     pred = _probabilities(recipe, test.images).argmax(1)
     report = classification_report(pred, test.labels, cfg.class_names)
-    report.update(run_dir=str(run_dir), data=data or f"{cfg.data}:test", weights="ema" if recipe.ema else "last")
+    report.update(
+        run_dir=str(run_dir), data=data or f"{cfg.data}:test", weights="ema" if recipe.ema else "last"
+    )
     out = Path(run_dir) / "evaluation"
     write_json_atomic(out / "report.json", report)
     viz.plot_confusion(
-        report["confusion_matrix"], cfg.class_names, out / "confusion.png",
+        report["confusion_matrix"],
+        cfg.class_names,
+        out / "confusion.png",
         title=f"{cfg.data}: clean accuracy {report['accuracy']:.2%} on {len(test)} images",
     )
     report["files"] = [str(out / "report.json"), str(out / "confusion.png")]
     eps = f"{cfg.eps:g}"
     report["lines"] = [
-        f"clean accuracy {report['accuracy']:.2%} on {report['count']} images ({report['data']}, {report['weights']} weights)",
-        f"robust accuracy: gankit evaluate --attack autoattack --model {run_dir} --data {data or cfg.data} --eps {eps}"
-        + (" --norm l2" if cfg.norm == "l2" else ""),
+        f"clean accuracy {report['accuracy']:.2%} on {report['count']} images ({report['data']}, "
+        f"{report['weights']} weights)",
+        f"robust accuracy: gankit evaluate --attack autoattack --model {run_dir} "
+        f"--data {data or cfg.data} --eps {eps}" + (" --norm l2" if cfg.norm == "l2" else ""),
         *(f"wrote {f}" for f in report["files"]),
     ]
     return report

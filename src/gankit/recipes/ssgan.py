@@ -40,7 +40,7 @@ from ..nn.modes import modes_kept
 from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
 from . import register
 from .base import ClassifierSpec, Recipe
-from .common import update_ema
+from .common import prediction_rows, update_ema
 from .dcgan import sample as sample_generator
 
 AUGMENTS = ("translate", "flip+translate", "none")
@@ -497,13 +497,4 @@ def classify_files(recipe: SSGAN, paths: list, skip_bad: bool = False) -> list[d
     cfg = recipe.cfg
     images, kept = decode_all(paths, cfg.channels, cfg.image_size, skip_bad)
     _, probs = predict(recipe.inference_module(), images, recipe.device)
-    top_p, top_i = probs.topk(min(3, cfg.num_classes), dim=1)
-    return [
-        {
-            "path": str(p),
-            "label": cfg.class_names[int(i[0])],
-            "confidence": float(q[0]),
-            "top": [[cfg.class_names[int(a)], float(b)] for a, b in zip(i, q)],
-        }
-        for p, i, q in zip(kept, top_i, top_p)
-    ]
+    return prediction_rows(kept, probs, cfg.class_names)
