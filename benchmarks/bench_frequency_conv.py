@@ -5,7 +5,7 @@
 Times DCGAN's 256 -> 128, 5x5, stride-1 layer alone at batch 512 (forward + backward, in fp32 and
 under bf16 autocast, each direct and in the frequency domain, with each output's error against fp32)
 and the seed's whole generator (forward + backward) at each batch and precision, switching
-`GANKIT_FREQUENCY_CONV` between interleaved measurements (the rule that picks the path applies unless
+`GANKIT_CPU_FREQUENCY_CONV` between interleaved measurements (the rule that picks the path applies unless
 the variable is "0", so "frequency" rows at batches the rule refuses time the direct path too: their
 `path` column says which ran).
 """
@@ -19,9 +19,9 @@ import time
 import torch
 from common import ResultLog  # noqa: E402  (this folder)
 
-from gankit.device import keep_freed_host_memory
+from gankit.cpu import frequency, keep_freed_host_memory, prepare
+from gankit.cpu.settings import env_name, refresh
 from gankit.nn.dcgan import SeedGenerator
-from gankit.nn.layers import FREQUENCY_CONV_ENV, _frequency_domain_pays
 
 
 def _ms(fn, repeats: int = 5) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     keep_freed_host_memory()
     torch.manual_seed(0)
     cl = torch.channels_last
-    gen = SeedGenerator().to(memory_format=cl)
+    gen = prepare(SeedGenerator())
     layer = gen.up1
     x = torch.randn(512, 256, 7, 7).contiguous(memory_format=cl).requires_grad_()
     g = torch.randn(512, 128, 7, 7).contiguous(memory_format=cl)
@@ -60,7 +60,8 @@ def main() -> None:
     for r in range(args.rounds):
         for precision in args.precisions:
             for mode in ("direct", "frequency"):
-                os.environ[FREQUENCY_CONV_ENV] = "1" if mode == "frequency" else "0"
+                os.environ[env_name("frequency_conv")] = "on" if mode == "frequency" else "off"
+                refresh()
                 t = _ms(lambda p=precision: torch.autograd.grad(forward(layer, x, p), [x, layer.weight], g))
                 with torch.no_grad():
                     err = ((forward(layer, x, precision) - exact).norm() / exact.norm()).item()
@@ -71,9 +72,11 @@ def main() -> None:
             z = torch.randn(b, 100)
             for precision in args.precisions:
                 for mode in ("direct", "frequency"):
-                    os.environ[FREQUENCY_CONV_ENV] = "1" if mode == "frequency" else "0"
-                    with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                        ran = "frequency" if _frequency_domain_pays(layer, x[:b], [0, 0]) else "direct"
+                    os.environ[env_name("frequency_conv")] = "on" if mode == "frequency" else "off"
+                    refresh()
+                    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+                    on = mode == "frequency" and frequency.applies(layer, x[:b], dtype)
+                    ran = "frequency" if on else "direct"
                     t = _ms(lambda z=z, p=precision: forward(gen, z, p).square().mean().backward())
                     print(f"| generator, round {r} | {b} | {precision} | {ran} | {t:.0f} |")
                     row = {"what": "generator", "round": r, "batch": b, "precision": precision, "path": ran}

@@ -8,9 +8,8 @@ in-memory loader, in blocks of `--block` steps, the path switched between blocks
 after a warm-up of both), reporting the median ms per step of each. Toggles:
 
 - `frequency-conv`: the frequency-domain transposed convolution where this machine's measured crossover
-  puts it (GANKIT_FREQUENCY_CONV unset) / never (0).
-- `narrow-conv`: every `NarrowConv2d` of the recipe (SSGAN's output layer) against the stock
-  `nn.Conv2d` it subclasses (same parameters).
+  puts it (GANKIT_CPU_FREQUENCY_CONV unset) / never (off).
+- `narrow-conv`: the narrow-convolution path (SSGAN's output layer) against the stock `nn.Conv2d`.
 
 A new CPU path gets its toggle here (a function of the recipe and on/off) to be measured this way.
 """
@@ -26,25 +25,24 @@ import torch
 from bench_train import image_recipe
 from common import ResultLog  # noqa: E402  (this folder)
 
-from gankit.nn import layers
+from gankit.cpu.settings import env_name, refresh
+
+
+def _path(name: str, on: bool) -> None:
+    # on: as gankit runs unforced (its rule, with this machine's calibration); off: the stock layer
+    if on:
+        os.environ.pop(env_name(name), None)
+    else:
+        os.environ[env_name(name)] = "off"
+    refresh()
 
 
 def frequency_conv(recipe, on: bool) -> None:
-    # on: as gankit runs unforced (this machine's measured crossover); off: the direct kernel only
-    if on:
-        os.environ.pop(layers.FREQUENCY_CONV_ENV, None)
-    else:
-        os.environ[layers.FREQUENCY_CONV_ENV] = "0"
+    _path("frequency_conv", on)
 
 
 def narrow_conv(recipe, on: bool) -> None:
-    if not hasattr(recipe, "narrow_layers"):  # found once, before any is switched
-        found = [m for net in recipe.modules.values() for m in net.modules()]
-        recipe.narrow_layers = [m for m in found if isinstance(m, layers.NarrowConv2d)]
-    if not recipe.narrow_layers:
-        raise SystemExit(f"{type(recipe).__name__} has no NarrowConv2d layer")
-    for m in recipe.narrow_layers:
-        m.__class__ = layers.NarrowConv2d if on else torch.nn.Conv2d
+    _path("narrow_conv", on)
 
 
 TOGGLES = {"frequency-conv": frequency_conv, "narrow-conv": narrow_conv}
@@ -59,7 +57,7 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=8)
     args = ap.parse_args()
-    from gankit.device import keep_freed_host_memory
+    from gankit.cpu import keep_freed_host_memory
     from gankit.recipes import get_recipe
 
     keep_freed_host_memory()

@@ -53,7 +53,8 @@ def measure(
     """Images/s of `steps` training steps after `warmup`; `around`: a context manager entered for the
     timed steps only (run_all.py profiles them with it); `compile_mode`: the networks the step calls
     are wrapped in torch.compile(mode=compile_mode) first (compilation happens in the warm-up)."""
-    from gankit.device import keep_freed_host_memory, pick_device
+    from gankit.cpu import keep_freed_host_memory
+    from gankit.device import pick_device
     from gankit.recipes import get_recipe
 
     torch.manual_seed(0)
@@ -156,7 +157,8 @@ def peak_memory(dev: torch.device) -> tuple[int, str]:
 
 
 def _result(cfg, dev, loader, batch_size, steps, dt, precision_name, variant=None, compile_mode=None):
-    from gankit.device import autocast_dtype, memory_format
+    from gankit.cpu import memory_format
+    from gankit.device import autocast_dtype
 
     peak, kind = peak_memory(dev)
     return {
@@ -280,12 +282,13 @@ def main() -> None:
         "--memory-format",
         choices=["channels_last", "contiguous"],
         default=None,
-        help="layout of networks and batches (sets $GANKIT_MEMORY_FORMAT; gankit's default: channels_last)",
+        help="layout of networks and batches (sets $GANKIT_CPU_CHANNELS_LAST; default: channels_last)",
     )
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args()
     if args.memory_format:
-        os.environ["GANKIT_MEMORY_FORMAT"] = args.memory_format  # inherited by the child processes
+        # inherited by the child processes
+        os.environ["GANKIT_CPU_CHANNELS_LAST"] = "on" if args.memory_format == "channels_last" else "off"
     if args.one:
         print(
             json.dumps(

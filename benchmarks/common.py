@@ -20,7 +20,9 @@ def machine() -> dict:
     """The machine, as each result file records it."""
     import torch
 
-    from gankit.device import auto_precision, cpu_features, cpu_kind, cpu_model, pick_device
+    from gankit.cpu.machine import cpu_features, cpu_kind, cpu_model
+    from gankit.cpu.precision import auto_precision
+    from gankit.device import pick_device
 
     dev = pick_device("auto")
     return {
@@ -33,7 +35,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "device": str(dev),
         "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None,
-        "auto_precision": auto_precision(dev, quiet=True),
+        "auto_precision": auto_precision(dev),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 

@@ -36,7 +36,7 @@ one() { # recipe batch precision memory-format steps [compile]
         --warmup "${WARMUP:-5}" --device "${DEVICE:-cuda}")
     [ -n "${6:-}" ] && cfg+=(--compile --warmup 8)
     local line
-    line=$(GANKIT_MEMORY_FORMAT=$4 timeout "${LIMIT:-150}" "$py" benchmarks/bench_train.py "${cfg[@]}" \
+    line=$(GANKIT_CPU_CHANNELS_LAST=$([ "$4" = contiguous ] && echo off || echo on) timeout "${LIMIT:-150}" "$py" benchmarks/bench_train.py "${cfg[@]}" \
         2>>"$out/cuda.err" | tail -n 1)
     case $line in
     "{"*) echo "$line" ;;

@@ -8,10 +8,11 @@ Each variant trains DCGAN on full Fashion-MNIST for the same number of steps fro
 scores it at one protocol (samples vs the 10,000 test images, standard Inception pool3). Variants:
 `fp32` and `bf16` (--precision; bf16 runs the generator's 7 px layer in the frequency domain where
 this machine measured it faster), `bf16-direct` (bf16 with that layer on oneDNN's direct kernel,
-GANKIT_FREQUENCY_CONV=0 in this process), `torch-dropout` (fp32 with the discriminator's FastDropout
-replaced by torch.nn.functional.dropout in this process). `--curve-every N` adds --eval-every N to the first
-variant: FID of 1,000 samples vs 1,000 training images along training (the evaluation guide's curve). Variants
-may run in separate processes with the same --out; prints one JSON line per variant.
+GANKIT_CPU_FREQUENCY_CONV=off in this process), `torch-dropout` (fp32 with the discriminator's fast
+dropout mask off, GANKIT_CPU_FAST_DROPOUT=off in this process). `--curve-every N` adds --eval-every N
+to the first variant: FID of 1,000 samples vs 1,000 training images along training (the evaluation
+guide's curve). Variants may run in separate processes with the same --out; prints one JSON line per
+variant.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from common import ResultLog  # noqa: E402  (this folder)
 
 import gankit
-from gankit.nn.layers import FREQUENCY_CONV_ENV, FastDropout
+from gankit.cpu.settings import env_name, refresh
 
 VARIANTS = {
     "fp32": {"precision": "fp32"},
@@ -38,7 +38,8 @@ VARIANTS = {
 
 def use_torch_dropout() -> None:
     """Swap the fast CPU mask for the stock kernel in this process (the benchmark's control)."""
-    FastDropout.forward = lambda self, x: F.dropout(x, self.p, self.training)
+    os.environ[env_name("fast_dropout")] = "off"
+    refresh()
 
 
 def main() -> None:
@@ -54,13 +55,14 @@ def main() -> None:
     ap.add_argument("--extractor", default=None, help="local TorchScript Inception (default: download)")
     ap.add_argument("--out", default="runs/dcgan-quality")
     args = ap.parse_args()
-    environ_frequency = os.environ.get(FREQUENCY_CONV_ENV, "auto")
+    environ_frequency = os.environ.get(env_name("frequency_conv"), "auto")
     log = ResultLog("dcgan-quality")
     for i, name in enumerate(args.variants):
         run = Path(args.out) / name
         if name == "torch-dropout":
             use_torch_dropout()
-        os.environ[FREQUENCY_CONV_ENV] = "0" if name == "bf16-direct" else environ_frequency
+        os.environ[env_name("frequency_conv")] = "off" if name == "bf16-direct" else environ_frequency
+        refresh()
         if not (run / "train_wall_s.txt").exists():
             t0 = time.perf_counter()
             summary = gankit.train(

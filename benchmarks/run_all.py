@@ -37,6 +37,8 @@ TRAIN = [
     ("cyclegan", 1, ["seed_cyclegan_tf.py", "1", "4"], 4),
 ]
 ATTACKS = [("fgsm", 1), ("fgsm", 32), ("pgd", 1), ("pgd", 32)]
+# the convolution paths of gankit.cpu (settings.PATHS), all off for the direct-convolution multiply-adds
+CONV_PATHS = ("frequency_conv", "winograd", "gemm_wgrad", "small_map", "small_map_wide", "narrow_conv")
 
 
 def run_json(cmd: list[str], env: dict | None = None) -> dict | None:
@@ -116,8 +118,8 @@ def _in_bench_process(body: str, env: dict | None = None) -> str | None:
 
 def step_macs(recipe: str, batch: int) -> float | None:
     """Multiply-adds of one fp32 training step (torch.utils.flop_counter, matrix products and
-    convolutions), every layer as a direct convolution ($GANKIT_FREQUENCY_CONV=0, $GANKIT_WINOGRAD=0,
-    $GANKIT_GEMM_WGRAD=0): the work a framework without fast convolution algorithms does."""
+    convolutions), every layer as a direct convolution (every convolution path of `gankit.cpu` off): the
+    work a framework without fast convolution algorithms does."""
     out = _in_bench_process(
         f"""
 from torch.utils.flop_counter import FlopCounterMode
@@ -125,7 +127,7 @@ fc = FlopCounterMode(display=False)
 bench_train.measure({recipe!r}, {batch}, "memory", "fp32", 1, 1, "auto", around=lambda: fc)
 print(fc.get_total_flops() / 2)
 """,
-        env=dict(os.environ, GANKIT_FREQUENCY_CONV="0", GANKIT_WINOGRAD="0", GANKIT_GEMM_WGRAD="0"),
+        env=dict(os.environ, **{f"GANKIT_CPU_{p.upper()}": "off" for p in CONV_PATHS}),
     )
     return float(out) if out else None
 
@@ -135,13 +137,15 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     n x n x n products): the ceiling a step made of direct convolutions can approach."""
     import torch
 
-    from gankit.device import _time, keep_freed_host_memory, pick_device
+    from gankit.cpu import keep_freed_host_memory
+    from gankit.cpu.machine import best_time
+    from gankit.device import pick_device
 
     dev = pick_device("auto")
     if dev.type == "cpu":
         keep_freed_host_memory()
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    return n**3 / _time(lambda: torch.mm(a, b), dev, repeats) / 1e9
+    return n**3 / best_time(lambda: torch.mm(a, b), dev, repeats) / 1e9
 
 
 def roofline(row: dict, macs: float | None, peak: float) -> str:

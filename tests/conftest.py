@@ -98,19 +98,53 @@ def idx_dir(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     """Every test gets its own download cache and working directory; torch uses its default seed;
-    `--precision auto` means fp32 (the same on every CPU, unmeasured; tests/test_precision.py
-    measures); torch's CPU thread count is restored after it (a test that leaked one thread once ran
-    every later test single-threaded: the suite took a third longer)."""
+    `--precision auto` means fp32 (the same on every CPU, unmeasured); nothing calibrates (every
+    calibrated CPU path takes its documented default, in this process and in the CLI processes tests
+    start: the `calibrating` fixture is for the tests that measure); the CPU settings are read afresh
+    before and after; torch's CPU thread count is restored after it (a test that leaked one thread once
+    ran every later test single-threaded: the suite took a third longer)."""
+    from gankit.cpu import calibration, settings
+
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setenv("GANKIT_AUTO_PRECISION", "fp32")
-    monkeypatch.setenv("GANKIT_FREQUENCY_CONV", "1")  # unmeasured (tests/test_nets.py measures)
-    monkeypatch.setenv("GANKIT_WINOGRAD", "1")  # unmeasured (tests/test_fastconv.py measures)
-    monkeypatch.setenv("GANKIT_GEMM_WGRAD", "1")
+    monkeypatch.setenv(calibration.ENV, "off")
     monkeypatch.chdir(tmp_path)
+    settings.refresh()
+    calibration.forget()
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+    monkeypatch.undo()
+    settings.refresh()
+    calibration.forget()
+
+
+@pytest.fixture
+def calibrating(monkeypatch):
+    """This test measures: the calibration runs (into the test's own cache), nothing forced."""
+    from gankit.cpu import calibration, settings
+
+    monkeypatch.setenv(calibration.ENV, "auto")
+    monkeypatch.delenv("GANKIT_AUTO_PRECISION", raising=False)
+    settings.refresh()
+    calibration.forget()
+    return calibration
+
+
+@pytest.fixture
+def cpu_env(monkeypatch):
+    """set(VAR, value): change a CPU knob's variable for this test (None: unset) and read them again."""
+    from gankit.cpu import settings
+
+    def set_(name: str, value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+        settings.refresh()
+
+    return set_
 
 
 @pytest.fixture

@@ -46,22 +46,11 @@ def _resolve_auto_precision(cfg: TrainConfig, device: torch.device) -> None:
 
 
 def _agree_on_conv_paths(cfg: TrainConfig, device: torch.device) -> None:
-    """In a data-parallel CPU run, process 0 alone measures (or reads) which convolution paths this
-    machine takes: the frequency domain (`gankit.nn.layers.frequency_conv_factor`) in the dtypes the
-    run computes in (fp32, and bf16 when it trains in bf16) and the fp32 paths of `gankit.nn.fastconv`;
-    every process takes its answers: measuring in each would compete for the same cores and could
-    disagree."""
-    if device.type != "cpu" or distributed.world_size() < 2:
-        return
-    from .nn.fastconv import conv_algorithm_verdicts, set_conv_algorithm_verdicts
-    from .nn.layers import frequency_conv_verdicts, set_frequency_conv_verdicts
+    """In a data-parallel CPU run, process 0 alone measures (or reads) the CPU paths' calibration and
+    hands it to the others (`gankit.cpu.calibration.agree`)."""
+    from .cpu import calibration
 
-    bf16 = resolve_precision(cfg.precision, device, cfg.auto_precision) == "bf16"
-    dtypes = ("fp32", "bf16") if bf16 else ("fp32",)
-    mine = (frequency_conv_verdicts(dtypes), conv_algorithm_verdicts()) if distributed.is_main() else None
-    frequency, algorithms = distributed.from_main(mine)
-    set_frequency_conv_verdicts(frequency)
-    set_conv_algorithm_verdicts(algorithms)
+    calibration.agree(device, resolve_precision(cfg.precision, device, cfg.auto_precision) == "bf16")
 
 
 def train(recipe: str, progress: bool = True, **options) -> dict:

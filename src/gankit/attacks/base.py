@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import keep_freed_host_memory
+from ..cpu import keep_freed_host_memory
 from ..errors import GankitError
 from ..nn.modes import modes_kept
 

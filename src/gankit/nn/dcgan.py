@@ -6,8 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import memory_format
-from .layers import ConvTranspose2d, FastDropout, flatten_hwc, glorot_init, hwc_columns, keras_bn, normal_init
+from .layers import glorot_init, keras_bn, normal_init
 
 SIZES = (28, 32, 64)
 
@@ -24,9 +23,10 @@ class SeedGenerator(nn.Module):
         self.latent_dim = latent_dim
         self.base = size // 4
         self.fc = nn.Linear(latent_dim, self.base * self.base * 256, bias=False)
+        self.unflatten = nn.Unflatten(1, (256, self.base, self.base))
         self.bn0 = keras_bn(256)
         # padding=2, output_padding=1 reproduces TF's 'same' output size for 5x5 stride-2 kernels.
-        self.up1 = ConvTranspose2d(256, 128, 5, 1, 2, bias=False)  # frequency domain on CPU (fp32 and bf16)
+        self.up1 = nn.ConvTranspose2d(256, 128, 5, 1, 2, bias=False)
         self.bn1 = keras_bn(128)
         self.up2 = nn.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1, bias=False)
         self.bn2 = keras_bn(64)
@@ -34,8 +34,7 @@ class SeedGenerator(nn.Module):
         glorot_init(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.fc(z), 0.2).view(-1, 256, self.base, self.base)
-        x = self.bn0(x.contiguous(memory_format=memory_format()))
+        x = self.bn0(self.unflatten(F.leaky_relu(self.fc(z), 0.2)))
         x = self.bn1(F.leaky_relu(self.up1(x), 0.2))
         x = self.bn2(F.leaky_relu(self.up2(x), 0.2))
         return torch.tanh(self.up3(x))
@@ -48,19 +47,18 @@ class SeedDiscriminator(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, 64, 5, 2, 2)
         self.conv2 = nn.Conv2d(64, 128, 5, 2, 2)
-        self.drop = FastDropout(dropout)
-        self.feature_shape = (128, size // 4, size // 4)
+        self.drop = nn.Dropout(dropout)
+        self.flatten = nn.Flatten()
         self.fc = nn.Linear(128 * (size // 4) ** 2, 1)
         glorot_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, F) features the final linear layer reads (a projection head reads them too), in
-        `flatten_hwc` order; the layer's weight is stored in C, H, W order (`hwc_columns`)."""
+        """The (N, F) features the final linear layer reads (a projection head reads them too)."""
         x = self.drop(F.leaky_relu(self.conv1(x), 0.2))
-        return flatten_hwc(self.drop(F.leaky_relu(self.conv2(x), 0.2)))
+        return self.flatten(self.drop(F.leaky_relu(self.conv2(x), 0.2)))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        return F.linear(features, hwc_columns(self.fc.weight, self.feature_shape), self.fc.bias)
+        return self.fc(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -114,16 +112,16 @@ class PaperDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(w * 8, 1, 4, 1, 0, bias=False),
         )
-        self.feature_shape = (w * 8, 4, 4)
+        self.flatten = nn.Flatten()
         normal_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, 8w * 4 * 4) features the final 4x4 convolution reads, in `flatten_hwc` order."""
-        return flatten_hwc(self.net[:-1](x))
+        """The (N, 8w * 4 * 4) features the final 4x4 convolution reads."""
+        return self.flatten(self.net[:-1](x))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         last = self.net[-1]  # a 4x4 convolution over a 4x4 map: a linear layer over the flat features
-        return features @ hwc_columns(last.weight.flatten(1), self.feature_shape).t()
+        return features @ last.weight.flatten(1).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import Conv2d, normal_init
+from .layers import normal_init
 from .unet import norm_layer
 
 
@@ -21,18 +21,18 @@ class PatchDiscriminator(nn.Module):
         w = width
         bias = norm == "instance"
         self.net = nn.Sequential(
-            Conv2d(in_channels, w, 4, 2, 1, small_maps=False),
+            nn.Conv2d(in_channels, w, 4, 2, 1),
             nn.LeakyReLU(0.2, True),
-            Conv2d(w, w * 2, 4, 2, 1, bias=bias, small_maps=False),
+            nn.Conv2d(w, w * 2, 4, 2, 1, bias=bias),
             norm_layer(norm, w * 2),
             nn.LeakyReLU(0.2, True),
-            Conv2d(w * 2, w * 4, 4, 2, 1, bias=bias, small_maps=False),
+            nn.Conv2d(w * 2, w * 4, 4, 2, 1, bias=bias),
             norm_layer(norm, w * 4),
             nn.LeakyReLU(0.2, True),
-            Conv2d(w * 4, w * 8, 4, 1, 1, bias=bias, small_maps=False),
+            nn.Conv2d(w * 4, w * 8, 4, 1, 1, bias=bias),
             norm_layer(norm, w * 8),
             nn.LeakyReLU(0.2, True),
-            Conv2d(w * 8, 1, 4, 1, 1, small_maps=False),
+            nn.Conv2d(w * 8, 1, 4, 1, 1),
         )
         normal_init(self)
 

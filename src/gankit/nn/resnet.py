@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import Conv2d, ConvTranspose2d, normal_init
+from .layers import normal_init
 from .unet import norm_layer
 
 
@@ -22,11 +22,11 @@ class ResidualBlock(nn.Module):
         bias = norm == "instance"
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1),
-            Conv2d(channels, channels, 3, bias=bias, small_maps=False),
+            nn.Conv2d(channels, channels, 3, bias=bias),
             norm_layer(norm, channels),
             nn.ReLU(inplace=True),
             nn.ReflectionPad2d(1),
-            Conv2d(channels, channels, 3, bias=bias, small_maps=False),
+            nn.Conv2d(channels, channels, 3, bias=bias),
             norm_layer(norm, channels),
         )
 
@@ -50,24 +50,24 @@ class ResnetGenerator(nn.Module):
         w = width
         layers = [
             nn.ReflectionPad2d(3),
-            Conv2d(in_channels, w, 7, bias=bias, small_maps=False),
+            nn.Conv2d(in_channels, w, 7, bias=bias),
             norm_layer(norm, w),
             nn.ReLU(True),
         ]
         for m in (1, 2):  # two stride-2 downsamplings
             layers += [
-                Conv2d(w * m, w * m * 2, 3, 2, 1, bias=bias, small_maps=False),
+                nn.Conv2d(w * m, w * m * 2, 3, 2, 1, bias=bias),
                 norm_layer(norm, w * m * 2),
                 nn.ReLU(True),
             ]
         layers += [ResidualBlock(w * 4, norm) for _ in range(n_blocks)]
         for m in (4, 2):
             layers += [
-                ConvTranspose2d(w * m, w * m // 2, 3, 2, 1, output_padding=1, bias=bias),
+                nn.ConvTranspose2d(w * m, w * m // 2, 3, 2, 1, output_padding=1, bias=bias),
                 norm_layer(norm, w * m // 2),
                 nn.ReLU(True),
             ]
-        layers += [nn.ReflectionPad2d(3), Conv2d(w, out_channels, 7, small_maps=False), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, out_channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         normal_init(self)
 

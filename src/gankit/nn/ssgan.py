@@ -6,8 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import memory_format
-from .layers import ConvTranspose2d, FastDropout, NarrowConv2d, flatten_hwc, glorot_init, hwc_columns
+from .layers import glorot_init
 
 
 class SharedDiscriminator(nn.Module):
@@ -40,8 +39,8 @@ class SharedDiscriminator(nn.Module):
         side = size
         for _ in range(3):
             side = (side + 1) // 2
-        self.drop = FastDropout(0.4)
-        self.feature_shape = (width, side, side)
+        self.drop = nn.Dropout(0.4)
+        self.flatten = nn.Flatten()
         self.head = nn.Linear(width * side * side, num_classes)
         glorot_init(self)
         if weight_norm:
@@ -49,21 +48,19 @@ class SharedDiscriminator(nn.Module):
                 nn.utils.parametrizations.weight_norm(layer)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The flattened trunk output (used by the feature-matching generator loss), in `flatten_hwc`
-        order; the head's weight is stored in C, H, W order (`hwc_columns`)."""
+        """The flattened trunk output (used by the feature-matching generator loss)."""
         if self.training and self.input_noise > 0:
             x = x + self.input_noise * torch.randn_like(x)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
             if self.training and self.hidden_noise > 0:
                 x = x + self.hidden_noise * torch.randn_like(x)
-        return flatten_hwc(x)
+        return self.flatten(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (class logits, trunk features)."""
         f = self.features(x)
-        weight = hwc_columns(self.head.weight, self.feature_shape)
-        return F.linear(self.drop(f), weight, self.head.bias), f
+        return self.head(self.drop(f)), f
 
 
 def real_fake_logit(class_logits: torch.Tensor) -> torch.Tensor:
@@ -78,14 +75,14 @@ class SSGANGenerator(nn.Module):
         super().__init__()
         self.latent_dim, self.base, self.width = latent_dim, size // 4, width
         self.fc = nn.Linear(latent_dim, width * self.base * self.base)
-        self.up1 = ConvTranspose2d(width, width, 4, 2, 1)
-        self.up2 = ConvTranspose2d(width, width, 4, 2, 1)
-        self.out = NarrowConv2d(width, channels, 7, 1, 3)  # an nn.Conv2d, faster on CPU
+        self.unflatten = nn.Unflatten(1, (width, self.base, self.base))
+        self.up1 = nn.ConvTranspose2d(width, width, 4, 2, 1)
+        self.up2 = nn.ConvTranspose2d(width, width, 4, 2, 1)
+        self.out = nn.Conv2d(width, channels, 7, 1, 3)
         glorot_init(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.fc(z), 0.2).view(-1, self.width, self.base, self.base)
-        x = x.contiguous(memory_format=memory_format())
+        x = self.unflatten(F.leaky_relu(self.fc(z), 0.2))
         x = F.leaky_relu(self.up1(x), 0.2)
         x = F.leaky_relu(self.up2(x), 0.2)
         return torch.tanh(self.out(x))

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import Conv2d, ConvTranspose2d, InstanceNorm2d, normal_init, per_image_norm
+from .layers import normal_init
 
 
 class PerImageBatchNorm2d(nn.BatchNorm2d):
@@ -29,8 +29,7 @@ class PerImageBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return super().forward(x)
-        y = per_image_norm(x, self.weight, self.bias, self.eps)  # channels-last kept on CPU
-        return y if y is not None else F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -39,7 +38,7 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return PerImageBatchNorm2d(channels)
     if kind == "instance":
-        return InstanceNorm2d(channels, affine=True)  # channels-last on CPU, correct batch-1 gradients
+        return nn.InstanceNorm2d(channels, affine=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}: expected batch, instance or none")
@@ -76,7 +75,7 @@ class UNetGenerator(nn.Module):
             use_norm = 0 < i < len(filters) - 1
             self.down.append(
                 nn.Sequential(
-                    Conv2d(prev, f, 4, 2, 1, bias=not use_norm or norm == "instance"),
+                    nn.Conv2d(prev, f, 4, 2, 1, bias=not use_norm or norm == "instance"),
                     norm_layer(norm, f) if use_norm else nn.Identity(),
                     nn.LeakyReLU(0.2, inplace=True),
                 )
@@ -87,14 +86,14 @@ class UNetGenerator(nn.Module):
         for i, f in enumerate(skips):
             self.up.append(
                 nn.Sequential(
-                    ConvTranspose2d(prev, f, 4, 2, 1, bias=norm == "instance"),
+                    nn.ConvTranspose2d(prev, f, 4, 2, 1, bias=norm == "instance"),
                     norm_layer(norm, f),
                     nn.Dropout(dropout if i < 3 else 0.0),
                     nn.ReLU(inplace=True),
                 )
             )
             prev = 2 * f  # concatenated with the skip
-        self.last = ConvTranspose2d(prev, out_channels, 4, 2, 1)
+        self.last = nn.ConvTranspose2d(prev, out_channels, 4, 2, 1)
         normal_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

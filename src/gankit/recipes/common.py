@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig, opt
-from ..device import memory_format
+from ..cpu import prepare
 from ..engine.optim import adam
 from ..errors import GankitError
 from .base import Recipe
@@ -101,9 +101,8 @@ class GANRecipe(Recipe):
 
     def build_pair(self, generator: nn.Module, discriminator: nn.Module, betas: tuple[float, float]) -> None:
         """Put the pair on the device (channels-last), register it and give each network a fused Adam."""
-        cl = memory_format()
-        self.generator = generator.to(self.device, memory_format=cl)
-        self.discriminator = discriminator.to(self.device, memory_format=cl)
+        self.generator = prepare(generator, self.device)
+        self.discriminator = prepare(discriminator, self.device)
         self.modules.update(generator=self.generator, discriminator=self.discriminator)
         self.optimizers.update(
             generator=adam(self.generator.parameters(), self.cfg.lr, betas),

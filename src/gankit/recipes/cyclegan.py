@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .. import viz
 from ..config import opt
+from ..cpu import place, prepare
 from ..data.paired import fetch_archive_set
 from ..data.pairs import jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
@@ -31,7 +32,6 @@ from ..data.unpaired import (
     domain_folders,
     load_domains,
 )
-from ..device import memory_format
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
@@ -148,11 +148,10 @@ class CycleGAN(Recipe):
                 return ResnetGenerator(cin, cout, cfg.resnet_blocks, "instance", width=cfg.ngf)
             return UNetGenerator(cin, cout, cfg.image_size, "instance", width=cfg.ngf)
 
-        cl = memory_format()
-        self.g_ab = generator(ca, cb).to(device, memory_format=cl)
-        self.g_ba = generator(cb, ca).to(device, memory_format=cl)
-        self.d_a = PatchDiscriminator(ca, "instance", width=cfg.ndf).to(device, memory_format=cl)
-        self.d_b = PatchDiscriminator(cb, "instance", width=cfg.ndf).to(device, memory_format=cl)
+        self.g_ab = prepare(generator(ca, cb), device)
+        self.g_ba = prepare(generator(cb, ca), device)
+        self.d_a = prepare(PatchDiscriminator(ca, "instance", width=cfg.ndf), device)
+        self.d_b = prepare(PatchDiscriminator(cb, "instance", width=cfg.ndf), device)
         self.modules = {"g_ab": self.g_ab, "g_ba": self.g_ba, "d_a": self.d_a, "d_b": self.d_b}
         betas = (cfg.beta1, 0.999)
         self._g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
@@ -200,8 +199,8 @@ class CycleGAN(Recipe):
         if cfg.resolved_load_size != cfg.image_size or cfg.flip:
             a = jitter(a, cfg.resolved_load_size, cfg.image_size, cfg.flip)
             b = jitter(b, cfg.resolved_load_size, cfg.image_size, cfg.flip)
-        x = to_tanh_range(a).contiguous(memory_format=memory_format())
-        y = to_tanh_range(b).contiguous(memory_format=memory_format())
+        x = place(to_tanh_range(a))
+        y = place(to_tanh_range(b))
         kind = cfg.gan_loss
         with self.autocast():
             t = cycle_losses(self.g_ab, self.g_ba, x, y, cfg.lambda_cycle, cfg.lambda_identity)
@@ -245,7 +244,7 @@ class CycleGAN(Recipe):
         """uint8 images of the other domain -> images of domain `to` in [0, 1]."""
         g = self.g_ab if to == "B" else self.g_ba
         with modes_kept(g):
-            x = to_tanh_range(images.to(self.device)).contiguous(memory_format=memory_format())
+            x = place(to_tanh_range(images.to(self.device)))
             return from_tanh_range(g.eval()(x))
 
     def preview(self) -> torch.Tensor:
@@ -275,7 +274,7 @@ class CycleGAN(Recipe):
         to = to or "B"
         g = self.translator_module(to)
         cin, cout = (self.cfg.channels_a, self.cfg.channels_b)[:: 1 if to == "B" else -1]
-        return (lambda t: g(t.to(self.device).contiguous(memory_format=memory_format()))), (
+        return (lambda t: g(place(t.to(self.device)))), (
             self.cfg.image_size,
             cin,
             cout,

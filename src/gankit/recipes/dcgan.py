@@ -17,11 +17,11 @@ import torch
 import torch.nn as nn
 
 from ..config import TrainConfig, opt
+from ..cpu import place
 from ..data import ImageSet, known_datasets, load_dataset
 from ..data.batches import InMemoryBatches
 from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
-from ..device import memory_format
 from ..engine import distributed
 from ..errors import GankitError
 from ..nn.dcgan import SIZES, build_dcgan
@@ -142,7 +142,7 @@ class DCGAN(GANRecipe):
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         images, labels = batch  # labels: only where the batches carry them (a conditional subclass)
-        real = to_tanh_range(images).contiguous(memory_format=memory_format())
+        real = place(to_tanh_range(images))
         z = torch.randn(len(real), self.cfg.latent_dim, device=self.device)
         given, drawn = self.conditions(labels), self.conditions(self.draw_classes(len(real)))
         with self.autocast():

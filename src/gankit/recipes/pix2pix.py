@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from .. import viz
 from ..config import opt
+from ..cpu import place
 from ..data.paired import (
     PIX2PIX_SETS,
     PairBatches,
@@ -34,7 +35,6 @@ from ..data.paired import (
 )
 from ..data.pairs import paired_jitter
 from ..data.transforms import from_tanh_range, to_tanh_range
-from ..device import memory_format
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..io import write_json_atomic
@@ -183,8 +183,8 @@ class Pix2Pix(GANRecipe):
         a, b = self._split(*batch)
         if cfg.resolved_load_size != cfg.image_size or cfg.flip:
             a, b = paired_jitter(a, b, cfg.resolved_load_size, cfg.image_size, cfg.flip)
-        x = to_tanh_range(a).contiguous(memory_format=memory_format())
-        y = to_tanh_range(b).contiguous(memory_format=memory_format())
+        x = place(to_tanh_range(a))
+        y = place(to_tanh_range(b))
         with self.autocast():
             fake = self.generator(x)
             groups = (x.shape[1], y.shape[1])  # shifts and cutouts move input and target together
@@ -207,7 +207,7 @@ class Pix2Pix(GANRecipe):
     def translate_batch(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 inputs (N, C, S, S) -> outputs in [0, 1]."""
         g = self.inference_module()
-        x = to_tanh_range(x_uint8.to(self.device)).contiguous(memory_format=memory_format())
+        x = place(to_tanh_range(x_uint8.to(self.device)))
         return from_tanh_range(g(x))
 
     def preview(self) -> torch.Tensor:
@@ -233,7 +233,7 @@ class Pix2Pix(GANRecipe):
     def translator(self, to: str | None = None):
         """(network on tanh-range batches, network size, output channels) for `gankit translate`."""
         g = self.translator_module(to)
-        return (lambda t: g(t.to(self.device).contiguous(memory_format=memory_format()))), (
+        return (lambda t: g(place(t.to(self.device)))), (
             self.cfg.image_size,
             self.cfg.in_channels,
             self.cfg.out_channels,

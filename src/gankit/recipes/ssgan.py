@@ -27,12 +27,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig, opt
+from ..cpu import place, prepare
 from ..data import ImageSet, is_known_dataset, load_dataset
 from ..data.batches import SemiSupervisedBatches
 from ..data.images import load_labelled_folder
 from ..data.subsets import balanced_subset, holdout, nonempty_classes, read_indices
 from ..data.transforms import from_tanh_range, random_flip_shift, to_tanh_range
-from ..device import memory_format
 from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
@@ -163,22 +163,23 @@ class SSGAN(Recipe):
 
     def __init__(self, cfg: SSGANConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.classifier = SharedDiscriminator(
-            cfg.num_classes,
-            cfg.channels,
-            cfg.image_size,
-            input_noise=cfg.input_noise,
-            hidden_noise=cfg.hidden_noise,
-            weight_norm=cfg.weight_norm,
-        ).to(device, memory_format=memory_format())
+        self.classifier = prepare(
+            SharedDiscriminator(
+                cfg.num_classes,
+                cfg.channels,
+                cfg.image_size,
+                input_noise=cfg.input_noise,
+                hidden_noise=cfg.hidden_noise,
+                weight_norm=cfg.weight_norm,
+            ),
+            device,
+        )
         self.modules = {"classifier": self.classifier}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {"classifier": adam(self.classifier.parameters(), cfg.lr, betas)}
         self.supervised_only = cfg.baseline == "supervised"
         if not self.supervised_only:
-            self.generator = SSGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size).to(
-                device, memory_format=memory_format()
-            )
+            self.generator = prepare(SSGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size), device)
             self.modules["generator"] = self.generator
             self.optimizers["generator"] = adam(self.generator.parameters(), cfg.lr, betas)
             self._g_params = list(self.generator.parameters())
@@ -298,7 +299,7 @@ class SSGAN(Recipe):
         opt_c = self.optimizers["classifier"]
         if self.supervised_only:
             with self.autocast():
-                logits, _ = self.classifier(x_lab.contiguous(memory_format=memory_format()))
+                logits, _ = self.classifier(place(x_lab))
             loss_sup = F.cross_entropy(logits.float(), y_lab)
             opt_c.zero_grad(set_to_none=True)
             loss_sup.backward()
@@ -309,7 +310,7 @@ class SSGAN(Recipe):
         z = torch.randn(2 * half, self.cfg.latent_dim, device=self.device)
         with self.autocast():
             fake = self.generator(z)
-            x = torch.cat([x_lab, x_unl, fake[:half].detach()]).contiguous(memory_format=memory_format())
+            x = place(torch.cat([x_lab, x_unl, fake[:half].detach()]))
             logits, feats = self.classifier(self.augment(x))
         logits = logits.float()
         n_lab = len(x_lab)
@@ -424,7 +425,7 @@ def predict(
     classifier.eval()
     probs = []
     for part in images.split(batch_size):
-        x = to_tanh_range(part.to(device)).contiguous(memory_format=memory_format())
+        x = place(to_tanh_range(part.to(device)))
         logits, _ = classifier(x)
         probs.append(torch.softmax(logits.float(), 1).cpu())
     p = torch.cat(probs)
