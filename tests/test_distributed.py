@@ -99,12 +99,10 @@ def test_two_processes_write_once_and_resume_in_one(name, tmp_path, idx_dir):
     assert resumed["from_step"] * (epochs + 1) == resumed["to_step"] * epochs
 
 
-def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(
-    tmp_path, idx_dir, one_thread, monkeypatch
-):
+def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(tmp_path, idx_dir, one_thread, cpu_env):
     # Winograd runs on a batch's tile count: the single process's generator batch (4) would take it and
     # each process's (2) not, and the comparison is of the data-parallel machinery, not of algorithms
-    monkeypatch.setenv("GANKIT_WINOGRAD", "0")
+    cpu_env("GANKIT_CPU_WINOGRAD", "off")
     cls = RECIPES["cyclegan"]
     common = dict(
         make_data(cls.data_format, tmp_path, idx_dir),
@@ -144,10 +142,11 @@ def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(
         assert torch.allclose(one["extra"][pool]["images"], two["extra"][pool]["images"], atol=1e-3)
 
 
-def test_process_0_alone_measures_whether_to_use_the_frequency_domain(tmp_path, idx_dir):
-    """Unforced, a 2-process CPU run measures the frequency-domain crossover once, in process 0, and the
-    other process takes its answer (as with the precision): one message, one cache entry."""
-    env = {k: v for k, v in os.environ.items() if k != "GANKIT_FREQUENCY_CONV"}
+def test_process_0_alone_calibrates_and_hands_the_verdicts_over(tmp_path, idx_dir):
+    """A calibrating 2-process CPU run measures the frequency-domain crossover and the fp32 algorithms
+    once, in process 0, and the other process takes its answers (as with the precision): one message
+    each, one file with one entry per section."""
+    env = {**os.environ, "GANKIT_CPU_CALIBRATION": "auto"}
     env.update(OMP_NUM_THREADS="1", GANKIT_AUTO_PRECISION="fp32", GANKIT_DATA=str(tmp_path / "cache"))
     run = "-m torch.distributed.run --standalone --nproc_per_node=2 -m gankit train dcgan --data mnist"
     cmd = [sys.executable, *run.split(), "--data-dir", str(idx_dir), "--out", str(tmp_path / "run")]
@@ -155,7 +154,11 @@ def test_process_0_alone_measures_whether_to_use_the_frequency_domain(tmp_path, 
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (r.stdout + r.stderr).count("frequency-domain convolutions in fp32: ") == 1
-    verdicts = json.loads((tmp_path / "cache" / "frequency_conv.json").read_text())
-    (key, entry), *others = verdicts.items()
-    assert not others and key.endswith("|fp32")  # bf16: not used, not timed
+    assert (r.stdout + r.stderr).count("fp32 convolutions: winograd ") == 1
+    cache = json.loads((tmp_path / "cache" / "calibration.json").read_text())
+    assert cache["schema"] == 1
+    (key, sections), *others = cache["machines"].items()
+    assert not others and key.startswith("cpu|")
+    assert set(sections) == {"frequency_conv/fp32", "conv_algorithms"}  # bf16: not used, not timed
+    entry = sections["frequency_conv/fp32"]
     assert entry["factor"] >= 0 and entry["direct_ms"] > 0

@@ -314,11 +314,11 @@ def test_kill_and_resume_equals_uninterrupted_on_the_frequency_path(
     factors it has unmeasured, takes it from batch ~120 in fp32 and ~24 in bf16), killed between two
     checkpoints and resumed: the same final state, bit for bit, as the uninterrupted run. bf16 runs one
     epoch (8 steps): on a CPU without bf16 kernels (AVX2 only) its steps are emulated, ~3 s each."""
-    import gankit.nn.layers as layers
+    from gankit.cpu import frequency
 
     calls = []
-    original = layers.frequency_conv_transpose2d
-    monkeypatch.setattr(layers, "frequency_conv_transpose2d", lambda *a: calls.append(1) or original(*a))
+    original = frequency.conv_transpose2d
+    monkeypatch.setattr(frequency, "conv_transpose2d", lambda *a: calls.append(1) or original(*a))
     opts = dict(precision=precision, batch_size=batch, epochs=epochs, checkpoint_every=2)
     opts = options(get_recipe("dcgan"), tmp_path, idx_dir, **opts)
     gankit.train("dcgan", progress=False, out=str(tmp_path / "ref"), **opts)
@@ -335,18 +335,18 @@ def test_kill_and_resume_equals_uninterrupted_on_the_frequency_path(
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)
-def test_the_contiguous_layout_trains_the_same(recipe, tmp_path, idx_dir, monkeypatch, one_thread):
-    # $GANKIT_MEMORY_FORMAT=contiguous (the NCHW column of the CUDA benchmark) changes layouts only:
+def test_the_contiguous_layout_trains_the_same(recipe, tmp_path, idx_dir, monkeypatch, cpu_env, one_thread):
+    # $GANKIT_CPU_CHANNELS_LAST=off (the NCHW column of the CUDA benchmark) changes layouts only:
     # one step in either layout gives the same losses and gradients (the optimisers' moments after
     # one step are fixed multiples of them), up to float rounding. Dropout is switched off: its masks
     # are drawn in memory order (same distribution, other draws in another layout).
-    import gankit.nn.layers as layers
+    from gankit.cpu import dropout
 
-    monkeypatch.setattr(layers, "fast_dropout", lambda x, p, training: x)
+    monkeypatch.setattr(dropout, "fast_dropout", lambda x, p, training: x)
     monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, p=0.5, training=True, inplace=False: x)
     opts = options(recipe, tmp_path, idx_dir, max_steps=1)
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "nhwc"), **opts)
-    monkeypatch.setenv("GANKIT_MEMORY_FORMAT", "contiguous")
+    cpu_env("GANKIT_CPU_CHANNELS_LAST", "off")
     gankit.train(recipe.name, progress=False, out=str(tmp_path / "nchw"), **opts)
     runs = [last_metrics(tmp_path / r) for r in ("nhwc", "nchw")]
     for key in (k for k in runs[0] if k.startswith("loss")):

@@ -68,18 +68,34 @@ def train(recipe: str, progress: bool = True, **options) -> dict:
         raise GankitError(f"--eval-every {cfg.eval_every}: a {recipe} run has no quality metric to monitor")
     with distributed.session(pick_device(cfg.device)) as device:
         distributed.on_main(run.ensure_new)  # fail before spending time on data
-        data = cls.load_data(cfg)
-        note = cls.resolve_diffaugment(cfg, len(data))
-        if note and distributed.is_main():
-            print(f"gankit: note: {note}", file=sys.stderr)
-        _resolve_auto_precision(cfg, device)
-        _agree_on_conv_paths(cfg, device)
-        _seed_everything(cfg.seed)
-        r = cls(cfg, device)
-        r.attach_data(data)
+        r = _built(cls, cfg, device)
         if distributed.is_main():
             run.create(cfg)
         return Trainer(r, run, progress).fit()
+
+
+def _built(cls, cfg: TrainConfig, device: torch.device):
+    """A fresh recipe of class `cls` for `cfg` on `device`, its data loaded and attached: the data
+    resolves what the config left open (size, channels, DiffAugment), then precision and the CPU
+    paths' calibration are settled and the networks built from the run's seed."""
+    data = cls.load_data(cfg)
+    note = cls.resolve_diffaugment(cfg, len(data))
+    if note and distributed.is_main():
+        print(f"gankit: note: {note}", file=sys.stderr)
+    _resolve_auto_precision(cfg, device)
+    _agree_on_conv_paths(cfg, device)
+    _seed_everything(cfg.seed)
+    r = cls(cfg, device)
+    r.attach_data(data)
+    return r
+
+
+def build_recipe(recipe: str, **options):
+    """A recipe ready to train with `options` (as `train` takes them), without a run directory: what
+    `gankit doctor RECIPE` runs one step of."""
+    cfg = make_config(recipe, **options)
+    cfg.validate()
+    return _built(get_recipe(recipe), cfg, pick_device(cfg.device))
 
 
 def _same_file(a: str | None, b: str | None) -> bool:

@@ -505,13 +505,182 @@ def _working():
             _ACTIVE[0] -= 1
 
 
+def _generate_tab(gr, service: Service, guard) -> None:
+    """The Generate tab. Samples from a generator run (`sample` capability): a grid and its PNGs, and an
+    interpolation strip; a class picker for conditional runs."""
+    generators = service.choices("sample")
+    if not generators:
+        gr.Markdown("No generator run given (start `gankit serve` with a dcgan, cdcgan or ssgan run).")
+    g_run = gr.Dropdown(generators, value=generators[0][1] if generators else None, label="run")
+    first = service.runs[generators[0][1]] if generators else None
+    g_class = gr.Dropdown(
+        ["every class", *(first.classes or ())] if first else [],
+        value="every class",
+        label="class",
+        visible=bool(first and first.classes),
+    )
+    with gr.Row():
+        g_seed = gr.Number(0, precision=0, label="seed")
+        g_count = gr.Slider(1, MAX_GRID, value=64, step=1, label="images")
+    with gr.Row():
+        g_go = gr.Button("Generate", variant="primary", elem_id="generate-go")
+        g_stop = gr.Button("Cancel", elem_id="generate-cancel")
+    g_grid = gr.Image(label="samples", type="filepath", elem_id="generate-grid")
+    g_files = gr.File(
+        label="download (grid PNG, ZIP of the single PNGs)",
+        file_count="multiple",
+        elem_id="generate-files",
+    )
+    with gr.Row():
+        i_a = gr.Number(0, precision=0, label="seed A")
+        i_b = gr.Number(1, precision=0, label="seed B")
+        i_steps = gr.Slider(2, 32, value=16, step=1, label="steps")
+        i_go = gr.Button("Interpolate", elem_id="interpolate-go")
+    i_strip = gr.Image(label="interpolation", type="filepath", elem_id="interpolate-strip")
+
+    def on_run(run):
+        info = service.runs.get(run)
+        classes = list(info.classes or ()) if info else []
+        return gr.Dropdown(choices=["every class", *classes], value="every class", visible=bool(classes))
+
+    @guard
+    def do_generate(run, label, seed, count, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+        grid, archive = service.generate(run, seed, count, label, progress)
+        return grid, [grid, archive]
+
+    @guard
+    def do_interpolate(run, label, a, b, steps):
+        return service.interpolate(run, a, b, steps, label)
+
+    g_run.change(on_run, g_run, g_class)
+    g_event = g_go.click(do_generate, [g_run, g_class, g_seed, g_count], [g_grid, g_files])
+    g_stop.click(None, cancels=[g_event])
+    i_go.click(do_interpolate, [g_run, g_class, i_a, i_b, i_steps], i_strip)
+
+
+def _translate_tab(gr, service: Service, guard) -> None:
+    """The Translate tab. Translation of an uploaded image of any size by a `translate` run; the direction
+    picker shows for two-way runs."""
+    translators = service.choices("translate")
+    if not translators:
+        gr.Markdown("No translation run given (start `gankit serve` with a pix2pix or cyclegan run).")
+    t_run = gr.Dropdown(translators, value=translators[0][1] if translators else None, label="run")
+    t_to = gr.Radio(
+        ["B", "A"],
+        value="B",
+        label="direction (CycleGAN: to domain)",
+        visible=any("two_way" in service.runs[p].capabilities for _, p in translators),
+    )
+    t_in = gr.File(
+        label="image (any size)", file_types=["image"], type="filepath", elem_id="translate-upload"
+    )
+    t_go = gr.Button("Translate", variant="primary", elem_id="translate-go")
+    with gr.Row():
+        t_shown = gr.Image(label="input", type="filepath", elem_id="translate-input")
+        t_out = gr.Image(label="output", type="filepath", elem_id="translate-output")
+    t_file = gr.File(label="download", elem_id="translate-file")
+
+    @guard
+    def do_translate(run, upload, to):
+        shown, out = service.translate(run, upload, to)
+        return shown, out, out
+
+    t_go.click(do_translate, [t_run, t_in, t_to], [t_shown, t_out, t_file])
+
+
+def _classify_tab(gr, service: Service, guard) -> None:
+    """The Classify tab. Top-5 classes of an uploaded image by the built-in classifier or a `classify` run."""
+    classifiers = service.classifier_choices()
+    c_model = gr.Dropdown(classifiers, value=classifiers[0][1] if classifiers else None, label="model")
+    c_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="classify-upload")
+    c_go = gr.Button("Classify", variant="primary", elem_id="classify-go")
+    c_out = gr.Label(num_top_classes=5, label="top 5", elem_id="classify-result")
+    c_go.click(guard(service.classify), [c_model, c_in], c_out)
+
+
+def _attack_tab(gr, service: Service, guard) -> None:
+    """The Attack tab. An attack on an uploaded image at one epsilon (the adversarial PNG re-read and re-
+    classified) or a sweep of epsilons, cancellable."""
+    classifiers = service.classifier_choices()
+    with gr.Row():
+        a_model = gr.Dropdown(classifiers, value=classifiers[0][1] if classifiers else None, label="model")
+        a_method = gr.Dropdown(list(ATTACK_METHODS), value="fgsm", label="attack")
+    with gr.Row():
+        a_eps = gr.Slider(1, 32, value=4, step=1, label="epsilon (x 1/255)", elem_id="attack-eps")
+        a_steps = gr.Slider(1, 50, value=10, step=1, label="steps (bim, pgd, mifgsm, apgd)")
+        a_target = gr.Textbox(label="target (blank: untargeted; class id, name, least-likely, random)")
+    a_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="attack-upload")
+    with gr.Row():
+        a_go = gr.Button("Attack", variant="primary", elem_id="attack-go")
+        a_sweep = gr.Button("Sweep 1/255 .. epsilon", elem_id="attack-sweep")
+        a_stop = gr.Button("Cancel", elem_id="attack-cancel")
+    with gr.Row():
+        a_orig = gr.Image(label="original", type="filepath")
+        a_delta = gr.Image(label="perturbation (amplified)", type="filepath")
+        a_adv = gr.Image(label="adversarial (PNG)", type="filepath")
+    a_text = gr.Markdown(elem_id="attack-result")
+    a_file = gr.File(label="download the adversarial PNG", elem_id="attack-file")
+    a_table = gr.Dataframe(
+        headers=["eps", "label", "confidence", "fooled"], label="sweep", elem_id="attack-table"
+    )
+
+    @guard
+    def do_attack(model, method, eps, steps, target, upload):
+        r = service.attack(model, method, eps, upload, target, steps)
+        b, a = r["before"], r["after"]
+        text = (
+            f"**before:** {b['label']} ({b['confidence']:.1%})  \n"
+            f"**after:** {a['label']} ({a['confidence']:.1%}), read from the saved PNG; "
+            f"{'fooled' if a['success'] else 'not fooled'}"
+            + (f" (by {a['broken_by']})" if a.get("broken_by") not in (None, "clean") else "")
+            + "; "
+            f"L-inf {a['linf_saved'] * 255:.2f}/255"
+            + (f"; perturbation shown x{r['amplification']:.0f}" if r["amplification"] else "")
+        )
+        return r["original"], r["perturbation"], r["adversarial"], text, r["adversarial"]
+
+    @guard
+    def do_sweep(model, method, eps, steps, target, upload, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+        yield from service.sweep(model, method, eps, upload, target, steps, progress)
+
+    a_event = a_go.click(
+        do_attack,
+        [a_model, a_method, a_eps, a_steps, a_target, a_in],
+        [a_orig, a_delta, a_adv, a_text, a_file],
+    )
+    s_event = a_sweep.click(do_sweep, [a_model, a_method, a_eps, a_steps, a_target, a_in], a_table)
+    a_stop.click(None, cancels=[a_event, s_event])
+
+
+def _runs_tab(gr, service: Service, guard) -> None:
+    """The Runs tab. The runs table, and one run's latest preview, loss curves and report."""
+    headers, rows = service.runs_table()
+    r_table = gr.Dataframe(value=rows, headers=headers, label="runs", elem_id="runs-table")
+    r_pick = gr.Dropdown([(r.label, r.id) for r in service.runs.values()], label="run", elem_id="runs-pick")
+    with gr.Row():
+        r_preview = gr.Image(label="latest preview", type="filepath", elem_id="runs-preview")
+        r_loss = gr.Image(label="losses", type="filepath", elem_id="runs-loss")
+    r_report = gr.Markdown(elem_id="runs-report")
+    r_refresh = gr.Button("Refresh")
+    r_pick.change(guard(service.run_details), r_pick, [r_preview, r_loss, r_report])
+    r_refresh.click(guard(lambda: service.runs_table()[1]), None, r_table)
+
+
+# The page's tabs in order: (title, id, builder). Each builder lays out its tab inside `gr.Tab` and wires
+# its events to `service`, each call wrapped by `guard` (one-line errors on the page, paths scrubbed).
+TABS = (
+    ("Generate", "generate", _generate_tab),
+    ("Translate", "translate", _translate_tab),
+    ("Classify", "classify", _classify_tab),
+    ("Attack", "attack", _attack_tab),
+    ("Runs", "runs", _runs_tab),
+)
+
+
 def build_app(service: Service):
-    """The Gradio Blocks page over `service`: tabs Generate, Translate, Classify, Attack, Runs."""
+    """The Gradio Blocks page over `service`: one tab per entry of TABS."""
     import gradio as gr
 
-    generators = service.choices("sample")
-    translators = service.choices("translate")
-    classifiers = service.classifier_choices()
     guard = functools.partial(_page_errors, scrub=service.scrub)
     # Gradio's own copies of uploads and outputs go on the same clock as the results folders.
     ttl = max(int(service.results_ttl), 1)
@@ -520,161 +689,9 @@ def build_app(service: Service):
         gr.Markdown(
             "# gankit\nGenerate, translate, classify and attack with the runs this app was started with."
         )
-        with gr.Tab("Generate", id="generate"):
-            if not generators:
-                gr.Markdown(
-                    "No generator run given (start `gankit serve` with a dcgan, cdcgan or ssgan run)."
-                )
-            g_run = gr.Dropdown(generators, value=generators[0][1] if generators else None, label="run")
-            first = service.runs[generators[0][1]] if generators else None
-            g_class = gr.Dropdown(
-                ["every class", *(first.classes or ())] if first else [],
-                value="every class",
-                label="class",
-                visible=bool(first and first.classes),
-            )
-            with gr.Row():
-                g_seed = gr.Number(0, precision=0, label="seed")
-                g_count = gr.Slider(1, MAX_GRID, value=64, step=1, label="images")
-            with gr.Row():
-                g_go = gr.Button("Generate", variant="primary", elem_id="generate-go")
-                g_stop = gr.Button("Cancel", elem_id="generate-cancel")
-            g_grid = gr.Image(label="samples", type="filepath", elem_id="generate-grid")
-            g_files = gr.File(
-                label="download (grid PNG, ZIP of the single PNGs)",
-                file_count="multiple",
-                elem_id="generate-files",
-            )
-            with gr.Row():
-                i_a = gr.Number(0, precision=0, label="seed A")
-                i_b = gr.Number(1, precision=0, label="seed B")
-                i_steps = gr.Slider(2, 32, value=16, step=1, label="steps")
-                i_go = gr.Button("Interpolate", elem_id="interpolate-go")
-            i_strip = gr.Image(label="interpolation", type="filepath", elem_id="interpolate-strip")
-
-            def on_run(run):
-                info = service.runs.get(run)
-                classes = list(info.classes or ()) if info else []
-                return gr.Dropdown(
-                    choices=["every class", *classes], value="every class", visible=bool(classes)
-                )
-
-            @guard
-            def do_generate(run, label, seed, count, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
-                grid, archive = service.generate(run, seed, count, label, progress)
-                return grid, [grid, archive]
-
-            @guard
-            def do_interpolate(run, label, a, b, steps):
-                return service.interpolate(run, a, b, steps, label)
-
-            g_run.change(on_run, g_run, g_class)
-            g_event = g_go.click(do_generate, [g_run, g_class, g_seed, g_count], [g_grid, g_files])
-            g_stop.click(None, cancels=[g_event])
-            i_go.click(do_interpolate, [g_run, g_class, i_a, i_b, i_steps], i_strip)
-
-        with gr.Tab("Translate", id="translate"):
-            if not translators:
-                gr.Markdown("No translation run given (start `gankit serve` with a pix2pix or cyclegan run).")
-            t_run = gr.Dropdown(translators, value=translators[0][1] if translators else None, label="run")
-            t_to = gr.Radio(
-                ["B", "A"],
-                value="B",
-                label="direction (CycleGAN: to domain)",
-                visible=any("two_way" in service.runs[p].capabilities for _, p in translators),
-            )
-            t_in = gr.File(
-                label="image (any size)", file_types=["image"], type="filepath", elem_id="translate-upload"
-            )
-            t_go = gr.Button("Translate", variant="primary", elem_id="translate-go")
-            with gr.Row():
-                t_shown = gr.Image(label="input", type="filepath", elem_id="translate-input")
-                t_out = gr.Image(label="output", type="filepath", elem_id="translate-output")
-            t_file = gr.File(label="download", elem_id="translate-file")
-
-            @guard
-            def do_translate(run, upload, to):
-                shown, out = service.translate(run, upload, to)
-                return shown, out, out
-
-            t_go.click(do_translate, [t_run, t_in, t_to], [t_shown, t_out, t_file])
-
-        with gr.Tab("Classify", id="classify"):
-            c_model = gr.Dropdown(
-                classifiers, value=classifiers[0][1] if classifiers else None, label="model"
-            )
-            c_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="classify-upload")
-            c_go = gr.Button("Classify", variant="primary", elem_id="classify-go")
-            c_out = gr.Label(num_top_classes=5, label="top 5", elem_id="classify-result")
-            c_go.click(guard(service.classify), [c_model, c_in], c_out)
-
-        with gr.Tab("Attack", id="attack"):
-            with gr.Row():
-                a_model = gr.Dropdown(
-                    classifiers, value=classifiers[0][1] if classifiers else None, label="model"
-                )
-                a_method = gr.Dropdown(list(ATTACK_METHODS), value="fgsm", label="attack")
-            with gr.Row():
-                a_eps = gr.Slider(1, 32, value=4, step=1, label="epsilon (x 1/255)", elem_id="attack-eps")
-                a_steps = gr.Slider(1, 50, value=10, step=1, label="steps (bim, pgd, mifgsm, apgd)")
-                a_target = gr.Textbox(
-                    label="target (blank: untargeted; class id, name, least-likely, random)"
-                )
-            a_in = gr.File(label="image", file_types=["image"], type="filepath", elem_id="attack-upload")
-            with gr.Row():
-                a_go = gr.Button("Attack", variant="primary", elem_id="attack-go")
-                a_sweep = gr.Button("Sweep 1/255 .. epsilon", elem_id="attack-sweep")
-                a_stop = gr.Button("Cancel", elem_id="attack-cancel")
-            with gr.Row():
-                a_orig = gr.Image(label="original", type="filepath")
-                a_delta = gr.Image(label="perturbation (amplified)", type="filepath")
-                a_adv = gr.Image(label="adversarial (PNG)", type="filepath")
-            a_text = gr.Markdown(elem_id="attack-result")
-            a_file = gr.File(label="download the adversarial PNG", elem_id="attack-file")
-            a_table = gr.Dataframe(
-                headers=["eps", "label", "confidence", "fooled"], label="sweep", elem_id="attack-table"
-            )
-
-            @guard
-            def do_attack(model, method, eps, steps, target, upload):
-                r = service.attack(model, method, eps, upload, target, steps)
-                b, a = r["before"], r["after"]
-                text = (
-                    f"**before:** {b['label']} ({b['confidence']:.1%})  \n"
-                    f"**after:** {a['label']} ({a['confidence']:.1%}), read from the saved PNG; "
-                    f"{'fooled' if a['success'] else 'not fooled'}"
-                    + (f" (by {a['broken_by']})" if a.get("broken_by") not in (None, "clean") else "")
-                    + "; "
-                    f"L-inf {a['linf_saved'] * 255:.2f}/255"
-                    + (f"; perturbation shown x{r['amplification']:.0f}" if r["amplification"] else "")
-                )
-                return r["original"], r["perturbation"], r["adversarial"], text, r["adversarial"]
-
-            @guard
-            def do_sweep(model, method, eps, steps, target, upload, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
-                yield from service.sweep(model, method, eps, upload, target, steps, progress)
-
-            a_event = a_go.click(
-                do_attack,
-                [a_model, a_method, a_eps, a_steps, a_target, a_in],
-                [a_orig, a_delta, a_adv, a_text, a_file],
-            )
-            s_event = a_sweep.click(do_sweep, [a_model, a_method, a_eps, a_steps, a_target, a_in], a_table)
-            a_stop.click(None, cancels=[a_event, s_event])
-
-        with gr.Tab("Runs", id="runs"):
-            headers, rows = service.runs_table()
-            r_table = gr.Dataframe(value=rows, headers=headers, label="runs", elem_id="runs-table")
-            r_pick = gr.Dropdown(
-                [(r.label, r.id) for r in service.runs.values()], label="run", elem_id="runs-pick"
-            )
-            with gr.Row():
-                r_preview = gr.Image(label="latest preview", type="filepath", elem_id="runs-preview")
-                r_loss = gr.Image(label="losses", type="filepath", elem_id="runs-loss")
-            r_report = gr.Markdown(elem_id="runs-report")
-            r_refresh = gr.Button("Refresh")
-            r_pick.change(guard(service.run_details), r_pick, [r_preview, r_loss, r_report])
-            r_refresh.click(guard(lambda: service.runs_table()[1]), None, r_table)
+        for title, tab_id, build in TABS:
+            with gr.Tab(title, id=tab_id):
+                build(gr, service, guard)
     page.queue(default_concurrency_limit=1, max_size=64)
     return page
 
