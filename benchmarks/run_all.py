@@ -41,6 +41,17 @@ ATTACKS = [("fgsm", 1), ("fgsm", 32), ("pgd", 1), ("pgd", 32)]
 CONV_PATHS = ("frequency_conv", "winograd", "gemm_wgrad", "small_map", "small_map_wide", "narrow_conv")
 
 
+def _tree(tree: str | None) -> tuple[Path, dict]:
+    """The benchmarks folder to run and the environment that imports that tree's gankit: this checkout's,
+    or (`--against TREE`) another checkout's, e.g. a worktree of the commit before a change."""
+    if tree is None:
+        return HERE, {}
+    src = str(Path(tree).resolve() / "src")
+    return Path(tree).resolve() / "benchmarks", {
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+    }
+
+
 def run_json(cmd: list[str], env: dict | None = None) -> dict | None:
     env = {**os.environ, "GANKIT_BENCH_NO_SAVE": "1", **(env or {})}  # this run writes the one file
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -52,10 +63,13 @@ def run_json(cmd: list[str], env: dict | None = None) -> dict | None:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def gankit_train(recipe: str, batch: int, precision: str, steps: int) -> float | None:
+def gankit_train(
+    recipe: str, batch: int, precision: str, steps: int, tree: str | None = None
+) -> float | None:
+    bench, env = _tree(tree)
     cmd = [
         sys.executable,
-        str(HERE / "bench_train.py"),
+        str(bench / "bench_train.py"),
         "--one",
         "--recipe",
         recipe,
@@ -63,7 +77,7 @@ def gankit_train(recipe: str, batch: int, precision: str, steps: int) -> float |
         str(batch),
     ]
     cmd += ["--loader", "memory", "--precision", precision, "--steps", str(steps), "--warmup", "2"]
-    r = run_json(cmd)
+    r = run_json(cmd, env)
     return r["images_per_s"] if r else None
 
 
@@ -83,12 +97,14 @@ def seed_tf(tf_python: str | None, args: list[str]) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def attack(impl: str, name: str, batch: int, ta_path: str | None) -> float | None:
+def attack(impl: str, name: str, batch: int, ta_path: str | None, tree: str | None = None) -> float | None:
     if impl == "torchattacks" and not ta_path:
         return None
-    cmd = [sys.executable, str(HERE / "bench_attacks.py"), "--one", "--impl", impl, "--attack", name]
+    bench, env = _tree(tree)
+    cmd = [sys.executable, str(bench / "bench_attacks.py"), "--one", "--impl", impl, "--attack", name]
     cmd += ["--batch-size", str(batch), "--repeats", "3" if batch > 1 else "20"]
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ta_path, os.environ.get("PYTHONPATH")]))}
+    path = env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ta_path, path]))}
     r = run_json(cmd, env)
     return r["images_per_s"] if r else None
 
@@ -202,6 +218,28 @@ def table(result: dict) -> str:
     for row in result["attacks"]:
         ta, gk = row["torchattacks"], row["gankit"]
         lines.append(f"| {row['attack']} batch {row['batch']} | {span(ta)} | {span(gk)}{ratio(gk, ta)} |")
+    if result.get("against"):
+        lines += [
+            "",
+            f"Against `{result['against']}` (the same workloads from that tree, interleaved in each round; "
+            "ratios per round, this tree / that one):",
+            "",
+            "| work | before | after | |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for row in result["train"]:
+            for k in ("fp32", "auto"):
+                after, before = row[k], row[f"before_{k}"]
+                lines.append(
+                    f"| {row['recipe']} batch {row['batch']} {k} | {span(before)} | {span(after)} | "
+                    f"{ratio(after, before).strip(' ()')} |"
+                )
+        for row in result["attacks"]:
+            after, before = row["gankit"], row["before"]
+            lines.append(
+                f"| {row['attack']} batch {row['batch']} | {span(before)} | {span(after)} | "
+                f"{ratio(after, before).strip(' ()')} |"
+            )
     if result.get("macs"):
         peak = m["matmul_peak_gmacs"]
         lines += [
@@ -233,14 +271,42 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=sorted({r for r, *_ in TRAIN}))
     ap.add_argument("--no-attacks", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument(
+        "--against",
+        metavar="TREE",
+        help="another checkout (e.g. `git worktree add /tmp/base HEAD~1`): its gankit runs every workload "
+        "too, interleaved, its own benchmarks timing it; the table adds before/after ratios",
+    )
     args = ap.parse_args()
     result = {"machine": machine(), "rounds": args.rounds, "train": [], "attacks": [], "profiles": {}}
+    if args.against:
+        commit = subprocess.run(
+            ["git", "-C", args.against, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        result["against"] = f"{args.against} at {commit or '?'}"
     result["machine"]["matmul_peak_gmacs"] = round(matmul_peak(), 1)
     print(json.dumps(result["machine"]), flush=True)
     train = [t for t in TRAIN if t[0] in args.recipes]
-    rows = {(r, b): {"recipe": r, "batch": b, "seed_tf": [], "fp32": [], "auto": []} for r, b, *_ in train}
+    rows = {
+        (r, b): {
+            "recipe": r,
+            "batch": b,
+            "seed_tf": [],
+            "fp32": [],
+            "auto": [],
+            "before_fp32": [],
+            "before_auto": [],
+        }
+        for r, b, *_ in train
+    }
     atk = {
-        (a, b): {"attack": a if a == "fgsm" else "pgd-10", "batch": b, "torchattacks": [], "gankit": []}
+        (a, b): {
+            "attack": a if a == "fgsm" else "pgd-10",
+            "batch": b,
+            "torchattacks": [],
+            "gankit": [],
+            "before": [],
+        }
         for a, b in ([] if args.no_attacks else ATTACKS)
     }
     # where auto means fp32 here, its column is the fp32 run's (the same configuration)
@@ -249,12 +315,18 @@ def main() -> None:
         for recipe, batch, tf_args, steps in train:
             row = rows[(recipe, batch)]
             row["seed_tf"].append(seed_tf(args.tf_python, tf_args))
-            row["fp32"].append(gankit_train(recipe, batch, "fp32", steps))
-            row["auto"].append(row["fp32"][-1] if same else gankit_train(recipe, batch, "auto", steps))
+            # with --against, the two trees alternate which goes first from round to round
+            trees = [(None, ""), (args.against, "before_")] if args.against else [(None, "")]
+            for tree, key in trees if rnd % 2 == 0 else trees[::-1]:
+                row[f"{key}fp32"].append(gankit_train(recipe, batch, "fp32", steps, tree))
+                auto = row[f"{key}fp32"][-1] if same else gankit_train(recipe, batch, "auto", steps, tree)
+                row[f"{key}auto"].append(auto)
             print(f"round {rnd}: {json.dumps(row)}", flush=True)
         for (name, batch), row in atk.items():
             row["torchattacks"].append(attack("torchattacks", name, batch, args.torchattacks))
-            row["gankit"].append(attack("gankit", name, batch, None))
+            trees = [(None, "gankit"), (args.against, "before")] if args.against else [(None, "gankit")]
+            for tree, key in trees if rnd % 2 == 0 else trees[::-1]:
+                row[key].append(attack("gankit", name, batch, None, tree))
             print(f"round {rnd}: {json.dumps(row)}", flush=True)
     result["train"], result["attacks"] = list(rows.values()), list(atk.values())
     if not args.no_profile:

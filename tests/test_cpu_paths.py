@@ -330,6 +330,15 @@ def test_a_transposed_layer_given_an_output_size_is_the_stock_layer():
 # --- the kernels ---------------------------------------------------------------------------------
 
 
+def _agree(y, y_ref, inputs, tol: float) -> None:
+    """A kernel's channels-last output `y` and its gradients to `inputs` equal torch's to `tol`."""
+    assert y.is_contiguous(memory_format=CL)
+    _close(y, y_ref, tol)
+    g = torch.randn_like(y_ref)
+    for got, want in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(y_ref, inputs, g)):
+        _close(got, want, tol)
+
+
 @pytest.mark.parametrize("m,r", [(2, 2), (2, 3), (4, 3), (3, 4), (2, 5)])
 def test_winograd_matrices_compute_a_correlation_exactly(m, r):
     """A^T [(G g) . (B^T d)] is the 1-D correlation y_i = sum_j d_(i+j) g_j (float64, to rounding)."""
@@ -354,11 +363,7 @@ def test_winograd_conv_equals_torch_conv_with_both_gradients(kernel, padding, sh
     weight = (0.1 * torch.randn(16, 8, kernel, kernel)).requires_grad_()
     y = winograd_conv2d(x, weight, padding, WINOGRAD_TILES[kernel])
     y_ref = F.conv2d(x, weight, None, 1, padding)
-    assert y.is_contiguous(memory_format=CL)
-    _close(y, y_ref, 2e-5)
-    g = torch.randn_like(y_ref)
-    for got, want in zip(torch.autograd.grad(y, [x, weight], g), torch.autograd.grad(y_ref, [x, weight], g)):
-        _close(got, want, 2e-5)
+    _agree(y, y_ref, [x, weight], 2e-5)
 
 
 def test_winograd_second_derivatives_equal_torchs():
@@ -418,11 +423,7 @@ def test_frequency_domain_transposed_conv_equals_the_stock_one(
     weight = torch.randn(c_in, c_out, kernel, kernel, requires_grad=True)
     y = frequency.conv_transpose2d(x, weight, (padding, padding))
     y_ref = F.conv_transpose2d(x, weight, None, 1, padding)
-    assert y.is_contiguous(memory_format=CL)
-    _close(y, y_ref, 1e-5)
-    g = torch.randn_like(y_ref)
-    for got, want in zip(torch.autograd.grad(y, [x, weight], g), torch.autograd.grad(y_ref, [x, weight], g)):
-        _close(got, want, 1e-5)
+    _agree(y, y_ref, [x, weight], 1e-5)
 
 
 def test_frequency_domain_transposed_conv_in_bf16_is_as_close_as_the_direct_bf16_kernel():

@@ -33,6 +33,20 @@ def _folder(root, n_per_class: int, seed: int):
     return root
 
 
+# One epoch of the toy MNIST folder (tests/conftest.py `idx_dir`) with the cheapest attack settings.
+TINY_MNIST = dict(
+    data="mnist",
+    epochs=1,
+    attack_steps=1,
+    validation=16,
+    val_count=8,
+    val_steps=1,
+    eps=0.1,
+    precision="fp32",
+    device="cpu",
+)
+
+
 def _quick(tmp_path, out, **kw):
     opts = dict(
         data=str(_folder(tmp_path / "train", 64, 0)),
@@ -90,19 +104,7 @@ def test_eps_warms_up_linearly_and_the_best_checkpoint_is_kept_by_validation_rob
 
 
 def test_pseudo_labelled_and_generated_images_join_every_batch(tmp_path, idx_dir):
-    common = dict(
-        data="mnist",
-        data_dir=str(idx_dir),
-        epochs=1,
-        batch_size=20,
-        attack_steps=1,
-        validation=16,
-        val_count=8,
-        val_steps=1,
-        eps=0.1,
-        precision="fp32",
-        device="cpu",
-    )
+    common = dict(TINY_MNIST, data_dir=str(idx_dir), batch_size=20)
     gankit.train("robust", progress=False, out=str(tmp_path / "teacher"), **common)
     gankit.train(
         "cdcgan",
@@ -227,22 +229,7 @@ def test_generated_must_be_a_conditional_generator_and_folders_need_classes(tmp_
 
 def test_a_robust_run_is_evaluated_by_autoattack_on_a_dataset_s_test_split(tmp_path, idx_dir):
     run = tmp_path / "run"
-    gankit.train(
-        "robust",
-        progress=False,
-        out=str(run),
-        data="mnist",
-        data_dir=str(idx_dir),
-        epochs=1,
-        batch_size=32,
-        attack_steps=1,
-        validation=16,
-        val_count=8,
-        val_steps=1,
-        eps=0.1,
-        precision="fp32",
-        device="cpu",
-    )
+    gankit.train("robust", progress=False, out=str(run), **TINY_MNIST, data_dir=str(idx_dir), batch_size=32)
     from gankit.attacks import robustness
 
     r = robustness(str(run), str(idx_dir), ["autoattack"], "0.05", tmp_path / "rob", steps=5, count=20)

@@ -121,3 +121,15 @@ class GANRecipe(Recipe):
         loss_g.backward(inputs=self._g_params)
         self.optimizers["discriminator"].step()
         self.optimizers["generator"].step()
+
+
+def split_record(cfg, indices: torch.Tensor, role: str) -> dict:
+    """A run file recording which images of `cfg.data` a split holds (the training set's indices), with
+    the seed that drew it and what the split is for: what `evaluate` and a reader of the run rely on."""
+    return {
+        "indices": indices.tolist(),
+        "data": cfg.data,
+        "seed": cfg.seed,
+        "count": len(indices),
+        "role": role,
+    }

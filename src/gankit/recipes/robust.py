@@ -48,7 +48,7 @@ from ..nn import robust as networks
 from ..nn.modes import modes_kept
 from . import register
 from .base import ClassifierSpec, Recipe
-from .common import prediction_rows, update_ema
+from .common import prediction_rows, split_record, update_ema
 
 METHODS = ("pgd", "trades", "fgsm")
 NORMS = ("linf", "l2")
@@ -403,13 +403,7 @@ class Robust(Recipe):
 
     def run_files(self) -> dict:
         def record(idx: torch.Tensor, what: str) -> dict:
-            return {
-                "indices": idx.tolist(),
-                "data": self.cfg.data,
-                "seed": self.cfg.seed,
-                "count": len(idx),
-                "role": what,
-            }
+            return split_record(self.cfg, idx, what)
 
         files = {
             "labelled_indices.json": record(self.labelled_indices, "labelled training images"),

@@ -40,7 +40,7 @@ from ..nn.modes import modes_kept
 from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
 from . import register
 from .base import ClassifierSpec, Recipe
-from .common import prediction_rows, update_ema
+from .common import prediction_rows, split_record, update_ema
 from .dcgan import sample as sample_generator
 
 AUGMENTS = ("translate", "flip+translate", "none")
@@ -273,13 +273,7 @@ class SSGAN(Recipe):
 
     def run_files(self) -> dict:
         def record(idx: torch.Tensor, what: str) -> dict:
-            return {
-                "indices": idx.tolist(),
-                "data": self.cfg.data,
-                "seed": self.cfg.seed,
-                "count": len(idx),
-                "role": what,
-            }
+            return split_record(self.cfg, idx, what)
 
         files = {"labelled_indices.json": record(self.labelled_indices, "labelled training images")}
         if len(self.validation_indices):
