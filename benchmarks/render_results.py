@@ -48,6 +48,7 @@ def load() -> dict[str, list[tuple[Path, dict]]]:
     """The result files by kind (speed, small-data, cdcgan-classes), newest first."""
     kinds: dict[str, list[tuple[Path, dict]]] = {
         "speed": [],
+        "against": [],
         "small-data": [],
         "cdcgan-classes": [],
         "rows": [],
@@ -56,8 +57,8 @@ def load() -> dict[str, list[tuple[Path, dict]]]:
         data = json.loads(path.read_text())
         if "benchmark" in data and "rows" in data:  # written by common.ResultLog
             kinds["rows"].append((path, data))
-        elif "train" in data and "attacks" in data:
-            kinds["speed"].append((path, data))
+        elif "train" in data and "attacks" in data:  # run_all.py; with --against: a before/after run
+            kinds["against" if data.get("against") else "speed"].append((path, data))
         elif path.stem.endswith("small-data"):
             kinds["small-data"].append((path, data))
         elif path.stem.endswith("cdcgan-classes"):
@@ -117,6 +118,17 @@ def render() -> str:
             done.add(kind)
         out += [f"### {kind}, {data['machine']['date']}", "", f"File: `benchmarks/results/{path.name}`", ""]
         out += [run_all.table(data), ""]
+    if kinds["against"]:
+        out += [
+            "## Speed before and after a change",
+            "",
+            "`run_all.py --against TREE`: the same workloads from another checkout (the commit before a "
+            "change), interleaved in each round on one machine. Every run, newest first:",
+            "",
+        ]
+    for path, data in kinds["against"]:
+        out += [f"### {_machine_kind(data['machine'])}, {data['machine']['date']}", ""]
+        out += [f"File: `benchmarks/results/{path.name}`", "", run_all.table(data), ""]
     for title, kind, markdown in (
         ("DiffAugment on small data", "small-data", small_data.markdown),
         ("cDCGAN: is the requested class what comes out?", "cdcgan-classes", cdcgan_classes.markdown),

@@ -96,13 +96,14 @@ def idx_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolate(tmp_path, monkeypatch):
+def _isolate(tmp_path, monkeypatch, request):
     """Every test gets its own download cache and working directory; torch uses its default seed;
     `--precision auto` means fp32 (the same on every CPU, unmeasured); nothing calibrates (every
     calibrated CPU path takes its documented default, in this process and in the CLI processes tests
     start: the `calibrating` fixture is for the tests that measure); the CPU settings are read afresh
     before and after; torch's CPU thread count is restored after it (a test that leaked one thread once
-    ran every later test single-threaded: the suite took a third longer)."""
+    ran every later test single-threaded: the suite took a third longer). A test that wrote a
+    calibration file without asking for `calibrating` fails: the suite must not measure."""
     from gankit.cpu import calibration, settings
 
     monkeypatch.setenv("GANKIT_DATA", str(tmp_path / "cache"))
@@ -118,6 +119,9 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.undo()
     settings.refresh()
     calibration.forget()
+    written = tmp_path / "cache" / calibration.FILE
+    if written.exists() and "calibrating" not in request.fixturenames:
+        pytest.fail(f"{request.node.name} calibrated ({written}) without the `calibrating` fixture")
 
 
 @pytest.fixture

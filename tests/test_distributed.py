@@ -142,7 +142,7 @@ def test_a_two_process_step_equals_one_step_on_the_concatenated_batch(tmp_path, 
         assert torch.allclose(one["extra"][pool]["images"], two["extra"][pool]["images"], atol=1e-3)
 
 
-def test_process_0_alone_calibrates_and_hands_the_verdicts_over(tmp_path, idx_dir):
+def test_process_0_alone_calibrates_and_hands_the_verdicts_over(tmp_path, idx_dir, calibrating):
     """A calibrating 2-process CPU run measures the frequency-domain crossover and the fp32 algorithms
     once, in process 0, and the other process takes its answers (as with the precision): one message
     each, one file with one entry per section."""
