@@ -58,19 +58,18 @@ def _layers(recipe: str, options: dict) -> dict:
         {"layer": n, "kind": k, "input": list(s), "dtype": d.removeprefix("torch."), "path": p, "calls": c}
         for (n, k, s, d, p), c in counts.items()
     ]
+    per_path = collections.Counter()
+    for (*_, path), n in counts.items():
+        per_path[path] += n
     cfg = r.cfg
     return {
         "recipe": recipe,
         "data": cfg.data,
         "batch_size": cfg.batch_size,
-        "precision": "bf16"
-        if r.amp_dtype == torch.bfloat16
-        else "fp32"
-        if r.amp_dtype is None
-        else str(r.amp_dtype),
+        "precision": {None: "fp32", torch.bfloat16: "bf16"}.get(r.amp_dtype, str(r.amp_dtype)),
         "device": str(r.device),
         "layers": rows,
-        "paths": dict(collections.Counter(row["path"] for row in rows for _ in range(row["calls"]))),
+        "paths": dict(per_path),
     }
 
 

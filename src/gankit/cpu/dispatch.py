@@ -170,30 +170,32 @@ def _compute_dtype(layer, x) -> torch.dtype | None:
     return x.dtype if weight is None or weight.dtype == x.dtype else None
 
 
+def _choice(kind: str, layer: nn.Module, x: torch.Tensor) -> tuple[Path | None, torch.dtype | None]:
+    """(the path that computes `layer` on `x` or None for the stock layer, the dtype it computes in)."""
+    if x.device.type != "cpu" or _exporting() or not _ELIGIBLE[kind](layer, x):
+        return None, None
+    dtype = _compute_dtype(layer, x)
+    if dtype is not None:
+        s = current()
+        for path in TABLE[kind]:
+            if s.enabled(path.name) and path.applies(layer, x, dtype):
+                return path, dtype
+    return None, dtype
+
+
 def choose(kind: str, layer: nn.Module, x: torch.Tensor) -> Path | None:
     """The path that computes `layer` (of `kind`) on `x`, or None for the stock layer."""
-    if x.device.type != "cpu" or _exporting() or not _ELIGIBLE[kind](layer, x):
-        return None
-    dtype = _compute_dtype(layer, x)
-    if dtype is None:
-        return None
-    s = current()
-    for path in TABLE[kind]:
-        if s.enabled(path.name) and path.applies(layer, x, dtype):
-            return path
-    return None
+    return _choice(kind, layer, x)[0]
 
 
 def run(kind: str, layer: nn.Module, x: torch.Tensor, stock):
-    """`layer(x)` by the first path of TABLE[kind] that applies, else by `stock(x)`."""
-    path = choose(kind, layer, x)
+    """`layer(x)` by the first path of TABLE[kind] that applies, else by `stock(x)`; the rules are
+    asked once per call."""
+    path, dtype = _choice(kind, layer, x)
     if _trace is not None:
-        _trace.append(
-            (layer, kind, tuple(x.shape), str(_compute_dtype(layer, x)), path.name if path else "stock")
-        )
-    if path is None:
-        return stock(x)
-    return path.kernel(layer, x, _compute_dtype(layer, x))
+        shown = dtype if dtype is not None else _compute_dtype(layer, x)
+        _trace.append((layer, kind, tuple(x.shape), str(shown), path.name if path else "stock"))
+    return stock(x) if path is None else path.kernel(layer, x, dtype)
 
 
 class _Conv2d:

@@ -402,16 +402,15 @@ class Robust(Recipe):
         return images.mul(255).round().clamp(0, 255).to(torch.uint8), ids
 
     def run_files(self) -> dict:
-        def record(idx: torch.Tensor, what: str) -> dict:
-            return split_record(self.cfg, idx, what)
-
         files = {
-            "labelled_indices.json": record(self.labelled_indices, "labelled training images"),
+            "labelled_indices.json": split_record(
+                self.cfg, self.labelled_indices, "labelled training images"
+            ),
             "sources.json": {"images": self.sources, "batch": dict(zip(self.sources, self.batches.sizes))},
         }
         if len(self.validation_indices):
-            files["validation_indices.json"] = record(
-                self.validation_indices, "held out: never trained on; checkpoint selection only"
+            files["validation_indices.json"] = split_record(
+                self.cfg, self.validation_indices, "held out: never trained on; checkpoint selection only"
             )
         return files
 

@@ -272,13 +272,14 @@ class SSGAN(Recipe):
         )
 
     def run_files(self) -> dict:
-        def record(idx: torch.Tensor, what: str) -> dict:
-            return split_record(self.cfg, idx, what)
-
-        files = {"labelled_indices.json": record(self.labelled_indices, "labelled training images")}
+        files = {
+            "labelled_indices.json": split_record(self.cfg, self.labelled_indices, "labelled training images")
+        }
         if len(self.validation_indices):
-            files["validation_indices.json"] = record(
-                self.validation_indices, "held out: never labelled, never trained on; selection only"
+            files["validation_indices.json"] = split_record(
+                self.cfg,
+                self.validation_indices,
+                "held out: never labelled, never trained on; selection only",
             )
         return files
 
