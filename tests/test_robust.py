@@ -90,6 +90,16 @@ def test_adversarial_training_buys_robustness_that_plain_training_lacks(tmp_path
     assert robust > robust_plain + 0.2, (method, robust, robust_plain)
 
 
+def test_a_standard_twin_at_eps_0_runs_no_attack(tmp_path, idx_dir, monkeypatch):
+    r = api.build_recipe("robust", data_dir=str(idx_dir), **TINY_MNIST)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    assert r.adversarial(x, y, 0.0) is x
+    calls = []
+    monkeypatch.setattr(r.net, "forward", lambda t: calls.append(1) or t.flatten(1)[:, :10])
+    adv = r.adversarial(x, y, 0.05)
+    assert len(calls) == r.cfg.attack_steps and (adv - x).abs().max() <= 0.05 + 1e-6
+
+
 def test_eps_warms_up_linearly_and_the_best_checkpoint_is_kept_by_validation_robust_accuracy(tmp_path):
     _quick(tmp_path, "warm", eps=0.08, eps_warmup=0.5, epochs=4, log_every=1)
     rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]

@@ -64,7 +64,7 @@ class RobustConfig(TrainConfig):
     eps: float | None = opt(
         None,
         "training epsilon in [0, 1] pixel scale (default 0.3 for MNIST, 0.1 for other gray data, "
-        "8/255 for colour)",
+        "8/255 for colour; 0: standard training, a twin to compare with)",
     )
     norm: str = opt("linf", "threat model: linf or l2", choices=NORMS)
     attack_steps: int | None = opt(None, "steps of the training attack (default 10; fgsm: 1)")
@@ -448,6 +448,8 @@ class Robust(Recipe):
     def adversarial(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         """The training attack's images for a batch (network in eval mode, no weight gradients)."""
         cfg = self.cfg
+        if eps == 0:  # the ball is the point itself: a standard-trained twin (--eps 0) pays no attack
+            return x
         with modes_kept(self.net):
             self.net.eval()
             if cfg.method == "trades":
