@@ -31,6 +31,7 @@ from gankit.errors import GankitError
 from gankit.recipes import RECIPES, get_recipe, register
 from gankit.recipes.base import CAPABILITIES, DATA_FORMATS, Recipe
 from gankit.recipes.common import gan_loss, update_ema
+from gankit.recipes.losses import LOSSES
 
 
 # -- a recipe that exists only in this test ---------------------------------------------------------
@@ -496,6 +497,28 @@ def test_every_network_exports_and_matches_gankit(recipe, tmp_path, idx_dir):
         with pytest.raises(GankitError, match=f"--network {network}: a {recipe.name} run has none"):
             api.export(run, tmp_path / "x.pt", "torchscript", network=network)
     assert not (tmp_path / "x.pt").exists()
+
+
+WITH_LOSS = [
+    n for n in sorted(RECIPES) if "gan_loss" in {f.name for f in dataclasses.fields(RECIPES[n].Config)}
+]
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("recipe", WITH_LOSS, indirect=True)
+def test_every_gan_loss_trains_every_recipe_that_offers_the_option(
+    recipe, loss, tmp_path, idx_dir, one_thread
+):
+    r = api.build_recipe(recipe.name, **options(recipe, tmp_path, idx_dir, gan_loss=loss))
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in r.modules.items()}
+    out = r.train_step(next(iter(r.batches.epoch(0))))
+    assert out and all(torch.isfinite(v).all() for v in out.values()), out
+    changed = {
+        k
+        for k, m in r.modules.items()
+        if any(not torch.equal(a, p) for a, p in zip(before[k], m.parameters()))
+    }
+    assert len(changed) >= 2, (loss, changed)  # a generator and a discriminator updated
 
 
 @pytest.mark.parametrize("recipe", NAMES, indirect=True)

@@ -8,26 +8,21 @@ from typing import ClassVar
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import TrainConfig, opt
 from ..cpu import prepare
 from ..engine.optim import adam
 from ..errors import GankitError
 from .base import Recipe
+from .losses import LOSSES, get_loss
 
-GAN_LOSSES = ("bce", "lsgan")
+GAN_LOSSES = tuple(LOSSES)
 
 
 def gan_loss(logits: torch.Tensor, real: bool, kind: str = "bce") -> torch.Tensor:
-    """The discriminator's loss against `real` (1) or fake (0) targets: BCE-with-logits (the seed) or
-    least squares (LSGAN, the CycleGAN paper). A generator's loss is `gan_loss(D(G(z)), True)`."""
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    if kind == "lsgan":
-        return F.mse_loss(logits, target)
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target)
-    raise ValueError(f"unknown GAN loss {kind!r}: expected one of {', '.join(GAN_LOSSES)}")
+    """The discriminator's loss on `logits` against `real` (1) or fake (0) targets, by loss type (see
+    gankit.recipes.losses). The generator's loss is `get_loss(kind).generator(D(G(z)))`."""
+    return get_loss(kind).term(logits, real)
 
 
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -73,7 +68,9 @@ class TranslationConfig(TrainConfig):
         "(default: 286/256 of --image-size; equal to it = no crop jitter)",
     )
     flip: bool = opt(True, "random horizontal flips (use --no-flip for maps, text, ...)")
-    gan_loss: str = opt("bce", "GAN loss: bce (the seed) or lsgan", choices=GAN_LOSSES)
+    gan_loss: str = opt(
+        "bce", "GAN loss: bce (the seed), lsgan, hinge or wgan-gp (gankit.recipes.losses)", choices=GAN_LOSSES
+    )
     ngf: int = opt(64, "filters of the generator's first layer (the others scale with it)", model=True)
     ndf: int = opt(64, "filters of the discriminator's first layer (the others scale with it)", model=True)
 

@@ -43,7 +43,8 @@ from ..nn.resnet import ResnetGenerator
 from ..nn.unet import UNetGenerator
 from . import register
 from .base import Recipe
-from .common import TranslationConfig, as_rgb, gan_loss
+from .common import TranslationConfig, as_rgb
+from .losses import get_loss
 
 
 @dataclass
@@ -201,11 +202,11 @@ class CycleGAN(Recipe):
             b = jitter(b, cfg.resolved_load_size, cfg.image_size, cfg.flip)
         x = place(to_tanh_range(a))
         y = place(to_tanh_range(b))
-        kind = cfg.gan_loss
+        loss = get_loss(cfg.gan_loss)
         with self.autocast():
             t = cycle_losses(self.g_ab, self.g_ba, x, y, cfg.lambda_cycle, cfg.lambda_identity)
-            gan_b = gan_loss(self.d_b(self.augment(t["fake_b"])).float(), True, kind)
-            gan_a = gan_loss(self.d_a(self.augment(t["fake_a"])).float(), True, kind)
+            gan_b = loss.generator(self.d_b(self.augment(t["fake_b"])).float())
+            gan_a = loss.generator(self.d_a(self.augment(t["fake_a"])).float())
         loss_g = gan_a + gan_b + t["cycle"] + t["identity"]
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
@@ -214,10 +215,14 @@ class CycleGAN(Recipe):
         pa = self.pool_a.query(t["fake_a"].detach())
         pb = self.pool_b.query(t["fake_b"].detach())
         with self.autocast():  # real and pooled fakes in one pass per discriminator (instance norm: exact)
-            ra, fa = self.d_a(self.augment(torch.cat([x, pa]))).float().split(len(x))
-            rb, fb = self.d_b(self.augment(torch.cat([y, pb]))).float().split(len(y))
-        da = 0.5 * (gan_loss(ra, True, kind) + gan_loss(fa, False, kind))
-        db = 0.5 * (gan_loss(rb, True, kind) + gan_loss(fb, False, kind))
+            seen_a, seen_b = self.augment(torch.cat([x, pa])), self.augment(torch.cat([y, pb]))
+            ra, fa = self.d_a(seen_a).float().split(len(x))
+            rb, fb = self.d_b(seen_b).float().split(len(y))
+        da = 0.5 * loss.discriminator(ra, fa)
+        db = 0.5 * loss.discriminator(rb, fb)
+        if loss.gp_weight:  # WGAN-GP: each discriminator's penalty on its own real/fake interpolates
+            da = da + 0.5 * loss.penalty(self.d_a, seen_a[: len(x)], seen_a[len(x) :])
+            db = db + 0.5 * loss.penalty(self.d_b, seen_b[: len(y)], seen_b[len(y) :])
         (da + db).backward(inputs=self._d_params)
         self.optimizers["generators"].step()
         self.optimizers["discriminators"].step()

@@ -27,7 +27,8 @@ from ..errors import GankitError
 from ..nn.dcgan import SIZES, build_dcgan
 from ..nn.modes import modes_kept
 from . import register
-from .common import GANRecipe, gan_loss, update_ema
+from .common import GAN_LOSSES, GANRecipe, update_ema
+from .losses import get_loss
 
 
 @dataclass
@@ -39,6 +40,11 @@ class DCGANConfig(TrainConfig):
     lr: float = opt(1e-4, "learning rate of both Adam optimisers")
     beta1: float = opt(0.9, "Adam beta1 (the seed uses Keras' default 0.9; the DCGAN paper 0.5)")
     beta2: float = opt(0.999, "Adam beta2")
+    gan_loss: str = opt(
+        "bce",
+        "GAN loss: bce (the seed; non-saturating), hinge, lsgan or wgan-gp (gankit.recipes.losses)",
+        choices=GAN_LOSSES,
+    )
     latent_dim: int = opt(100, "length of the Gaussian noise vector", model=True)
     image_size: int | None = opt(
         None, "28, 32 or 64 px (default: 28 for MNIST-family data, 64 for image folders)", model=True
@@ -147,10 +153,15 @@ class DCGAN(GANRecipe):
         given, drawn = self.conditions(labels), self.conditions(self.draw_classes(len(real)))
         with self.autocast():
             fake = self.generator(z, *drawn)
-            d_real = self.discriminator(self.augment(real), *given).float()
-            d_fake = self.discriminator(self.augment(fake), *drawn).float()
-        loss_d = gan_loss(d_real, True) + gan_loss(d_fake, False)
-        loss_g = gan_loss(d_fake, True)
+            seen_real, seen_fake = self.augment(real), self.augment(fake)
+            d_real = self.discriminator(seen_real, *given).float()
+            d_fake = self.discriminator(seen_fake, *drawn).float()
+        loss = get_loss(self.cfg.gan_loss)
+        loss_d = loss.discriminator(d_real, d_fake)
+        gp = loss.penalty(self.discriminator, seen_real, seen_fake, *given)
+        if gp is not None:
+            loss_d = loss_d + gp
+        loss_g = loss.generator(d_fake)
         extra = self.generator_regulariser(z, fake)
         if extra is not None:
             loss_g = loss_g + extra

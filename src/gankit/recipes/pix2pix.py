@@ -44,7 +44,8 @@ from ..nn.modes import modes_kept
 from ..nn.patchgan import PatchDiscriminator
 from ..nn.unet import UNetGenerator
 from . import register
-from .common import GANRecipe, TranslationConfig, as_rgb, gan_loss
+from .common import GANRecipe, TranslationConfig, as_rgb
+from .losses import get_loss
 
 # The direction users (and the seed) train each archive in, when --direction is not given: labels ->
 # photo for cityscapes and facades (the photo is the left half, A), as the reference code's scripts do.
@@ -188,10 +189,16 @@ class Pix2Pix(GANRecipe):
         with self.autocast():
             fake = self.generator(x)
             groups = (x.shape[1], y.shape[1])  # shifts and cutouts move input and target together
-            d_real = self.discriminator(self.augment(torch.cat([x, y], 1), groups)).float()
-            d_fake = self.discriminator(self.augment(torch.cat([x, fake], 1), groups)).float()
-        loss_d = gan_loss(d_real, True, cfg.gan_loss) + gan_loss(d_fake, False, cfg.gan_loss)
-        loss_gan = gan_loss(d_fake, True, cfg.gan_loss)
+            seen_real = self.augment(torch.cat([x, y], 1), groups)
+            seen_fake = self.augment(torch.cat([x, fake], 1), groups)
+            d_real = self.discriminator(seen_real).float()
+            d_fake = self.discriminator(seen_fake).float()
+        loss = get_loss(cfg.gan_loss)
+        loss_d = loss.discriminator(d_real, d_fake)
+        gp = loss.penalty(self.discriminator, seen_real, seen_fake)
+        if gp is not None:
+            loss_d = loss_d + gp
+        loss_gan = loss.generator(d_fake)
         loss_l1 = (fake.float() - y).abs().mean()
         loss_g = loss_gan + cfg.lambda_l1 * loss_l1
         self.simultaneous_update(loss_d, loss_g)
