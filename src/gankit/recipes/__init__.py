@@ -23,4 +23,4 @@ def config_classes() -> dict[str, type]:
     return {name: cls.Config for name, cls in RECIPES.items()}
 
 
-from . import cdcgan, cyclegan, dcgan, pix2pix, robust, ssgan  # noqa: E402,F401  (each registers itself)
+from . import cdcgan, cyclegan, dcgan, pix2pix, robust, sngan, ssgan  # noqa: E402,F401  (each registers itself)
