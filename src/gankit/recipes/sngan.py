@@ -5,11 +5,12 @@ Koyama 2018).
 The networks are gankit.nn.sngan's (28 px for MNIST-family data, 32 px, 64 px for folders). Training
 follows Mimicry's SNGAN: hinge loss, Adam(2e-4, betas 0.0 and 0.9), `--n-dis 5` discriminator steps
 for each generator step (each on a fresh real batch: a training step here is one discriminator step,
-and the generator steps after the 1st, (n-dis+1)-th, ... of them), latent 128, batch 64. Beyond it: separate learning rates
-for the two networks (`--lr-d`, the two time-scale update rule of Heusel et al. 2017), an EMA of the
-generator for previews, samples, export and evaluation, any loss of gankit.recipes.losses
-(`--gan-loss`), lazy R1 on the real images (`--r1 GAMMA`, every `--r1-every` discriminator steps), and
-DiffAugment on reals and fakes.
+and the generator steps after the 1st, (n-dis+1)-th, ... of them), latent 128, batch 64. Beyond it:
+separate learning rates for the two networks (`--lr-d`, the two time-scale update rule of Heusel et
+al. 2017), an EMA of the generator for previews, samples, export and evaluation, any loss of
+gankit.recipes.losses (`--gan-loss`), lazy R1 on the real images (`--r1 GAMMA`, every `--r1-every`
+discriminator steps), and DiffAugment or adaptive augmentation (`--ada TARGET`, gankit.nn.ada) on
+reals and fakes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..config import opt
 from ..cpu import place
 from ..data.transforms import to_tanh_range
 from ..errors import GankitError
+from ..nn.ada import AdaptiveAugment
 from ..nn.sngan import ResNetDiscriminator, ResNetGenerator
 from . import register
 from .cdcgan import CDCGAN, CDCGANConfig
@@ -49,6 +51,13 @@ class SNGANConfig(DCGANConfig):
     ndf: int = opt(128, "discriminator width (channels of its residual blocks; the paper's 128)", model=True)
     r1: float = opt(0.0, "weight gamma of the R1 penalty on real images (0 = off; e.g. 0.1-10)")
     r1_every: int = opt(16, "apply R1 every N discriminator steps, weighted N times (lazy regularisation)")
+    ada: float | None = opt(
+        None,
+        "adaptive augmentation (Karras et al. 2020): the target of the overfitting signal r_t in (0, 1), "
+        "e.g. 0.6 (default: off)",
+    )
+    ada_interval: int = opt(4, "discriminator steps between adjustments of the augmentation probability")
+    ada_speed: int = opt(100_000, "images over which the augmentation probability can go from 0 to 1")
     ema: float = opt(0.999, "decay of the generator's weight average used for samples (0 = off)")
     preview_every: int = 5
 
@@ -65,6 +74,18 @@ class SNGANConfig(DCGANConfig):
                 raise GankitError(f"--{name} {getattr(self, name)}: expected a width of at least 8 channels")
         if self.r1 < 0:
             raise GankitError(f"--r1 {self.r1}: expected a weight >= 0")
+        if self.ada is not None and not 0 < self.ada < 1:
+            raise GankitError(f"--ada {self.ada}: expected a target for r_t in (0, 1), e.g. 0.6")
+        if self.ada is not None and self.diffaugment not in ("none", "auto"):
+            raise GankitError(
+                f"--ada with --diffaugment {self.diffaugment}: "
+                "choose one augmentation of the discriminator's input"
+            )
+        if self.ada_interval < 1 or self.ada_speed < 1:
+            raise GankitError(
+                f"--ada-interval {self.ada_interval} / --ada-speed {self.ada_speed}: "
+                "expected positive integers"
+            )
         if self.r1_every < 1:
             raise GankitError(f"--r1-every {self.r1_every}: expected a positive number of steps")
 
@@ -91,6 +112,14 @@ class _SNGANTraining:
         self.r1 = LazyR1(cfg.r1, cfg.r1_every)
         self.d_steps = 0
         self._last_g = {}
+        self.ada = AdaptiveAugment(cfg.ada, cfg.ada_interval, cfg.ada_speed) if cfg.ada else None
+
+    def augment(self, images: torch.Tensor, groups=None) -> torch.Tensor:
+        """What the discriminator sees: adaptive augmentation at its current p when on, else the run's
+        DiffAugment (or nothing)."""
+        if self.ada is not None:
+            return self.ada.augment(images)
+        return super().augment(images, groups)
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         cfg, loss = self.cfg, self.loss
@@ -117,6 +146,9 @@ class _SNGANTraining:
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward(inputs=self._d_params)
         opt_d.step()
+        if self.ada is not None:
+            self.ada.observe(d_real)
+            out["ada_p"] = torch.tensor(self.ada.p)
         if self.d_steps % cfg.n_dis == 0:  # the generator steps on the 1st, (n+1)-th, ... step
             self._last_g = self._generator_step(n)
         self.d_steps += 1
@@ -147,12 +179,18 @@ class _SNGANTraining:
         state = {"d_steps": torch.tensor(self.d_steps)}
         if "loss_g" in self._last_g:
             state["last_loss_g"] = self._last_g["loss_g"].detach().cpu()
+        if self.ada is not None:
+            state.update(
+                {f"ada_{k}": torch.tensor(v, dtype=torch.float64) for k, v in self.ada.state().items()}
+            )
         return state
 
     def load_extra_state(self, state: dict) -> None:
         self.d_steps = int(state["d_steps"])
         if "last_loss_g" in state:
             self._last_g = {"loss_g": state["last_loss_g"].to(self.device)}
+        if self.ada is not None:
+            self.ada.load_state({k[4:]: state[k].item() for k in state if k.startswith("ada_")})
 
 
 @register
