@@ -113,6 +113,16 @@ def test_eps_warms_up_linearly_and_the_best_checkpoint_is_kept_by_validation_rob
     assert (tmp_path / "warm" / "checkpoints" / "best.safetensors").is_file()
 
 
+def test_a_step_period_attacks_validation_on_it_and_epochs_log_clean_accuracy_only(tmp_path, idx_dir):
+    # 40 labels at batch 20: an epoch is 2 steps; the PGD check runs every 3 steps, not every epoch.
+    opts = dict(TINY_MNIST, data_dir=str(idx_dir), batch_size=20, labels=40, epochs=6, eval_every=3)
+    gankit.train("robust", progress=False, out=str(tmp_path / "run"), **opts)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    attacked = [r["step"] for r in rows if "val_robust_accuracy" in r]
+    assert attacked == [3, 6, 9, 12]
+    assert [r["step"] for r in rows if "val_accuracy" in r] == [2, 4, 6, 8, 10, 12]
+
+
 def test_pseudo_labelled_and_generated_images_join_every_batch(tmp_path, idx_dir):
     common = dict(TINY_MNIST, data_dir=str(idx_dir), batch_size=20)
     gankit.train("robust", progress=False, out=str(tmp_path / "teacher"), **common)
