@@ -35,17 +35,18 @@ class AdaptiveAugment:
     # -- the controller ------------------------------------------------------------------------
     def observe(self, d_real: torch.Tensor) -> None:
         """Record one discriminator step's logits on real images; adjust p every `interval` steps."""
-        self._signs += float(torch.sign(d_real.detach().float()).sum())
+        # Summed on the device; read back once per interval, not once per step.
+        self._signs = self._signs + torch.sign(d_real.detach().float()).sum()
         self._count += d_real.numel()
         self._steps += 1
         if self._steps >= self.interval:
-            r_t = self._signs / max(self._count, 1)
+            r_t = float(self._signs) / max(self._count, 1)
             step = math.copysign(self._count / self.speed, r_t - self.target) if r_t != self.target else 0.0
             self.p = min(max(self.p + step, 0.0), 1.0 - 1e-6)
             self._signs, self._count, self._steps = 0.0, 0, 0
 
     def state(self) -> dict:
-        return {"p": self.p, "signs": self._signs, "count": self._count, "steps": self._steps}
+        return {"p": self.p, "signs": float(self._signs), "count": self._count, "steps": self._steps}
 
     def load_state(self, state: dict) -> None:
         self.p, self._signs = float(state["p"]), float(state["signs"])
@@ -78,8 +79,6 @@ def _geometric(x: torch.Tensor, p: float) -> torch.Tensor:
     theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
     theta[:, 0, 2], theta[:, 1, 2] = shift[:, 0] * 2 / w, shift[:, 1] * 2 / h
-    if not (flip < 0).any() and not (k > 0).any() and not move.any():
-        return x
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
