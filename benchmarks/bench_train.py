@@ -79,11 +79,12 @@ def measure(
 def image_recipe(name: str, cls, cfg, dev: torch.device, n_images: int, compile_mode: str | None = None):
     """An image-generation recipe (dcgan, cdcgan, ssgan; 28 px, 1 channel unless `cfg` says otherwise)
     built as `gankit train` builds it, with `batches` the in-memory loader over `n_images` random uint8
-    images (SSGAN: the first 1,000 labelled)."""
+    images (SSGAN: the first 1,000 labelled; class-conditional recipes: every image, 10 classes)."""
     from gankit.data.batches import InMemoryBatches, SemiSupervisedBatches
 
     cfg.image_size, cfg.channels = cfg.image_size or 28, cfg.channels or 1
-    if name == "ssgan":
+    labelled = cls.data_format == "labelled"
+    if labelled:
         cfg.num_classes, cfg.class_names = 10, [str(i) for i in range(10)]
     r = compiled(cls(cfg, dev), compile_mode)
     shape = (n_images, cfg.channels, cfg.image_size, cfg.image_size)
@@ -92,7 +93,8 @@ def image_recipe(name: str, cls, cfg, dev: torch.device, n_images: int, compile_
         labels = torch.randint(0, 10, (1000,))
         r.batches = SemiSupervisedBatches(images[:1000], labels, images, cfg.batch_size // 2, 0, dev)
     else:
-        r.batches = InMemoryBatches(images, cfg.batch_size, 0, dev)
+        labels = torch.randint(0, 10, (n_images,)) if labelled else None
+        r.batches = InMemoryBatches(images, cfg.batch_size, 0, dev, labels=labels)
     return r
 
 

@@ -1,24 +1,29 @@
-"""DiffAugment on small data: DCGAN on 1,000 and 5,000 Fashion-MNIST training images, with and without.
+"""Augmentation on small data: DCGAN or SNGAN on 1,000 and 5,000 Fashion-MNIST training images,
+without augmentation, with DiffAugment policies and with adaptive augmentation (ADA).
 
     python benchmarks/small_data.py --data-dir /usr/share/datasets/fashion-mnist \
         --sizes 1000 5000 --steps 3000 --extractor PATH/TO/default_1.pt
+    python benchmarks/small_data.py --recipe sngan --set ngf=64 ndf=64 --sizes 1000 \
+        --policies none translation ada:0.6 --steps 6000 --curve-fid --extractor PATH/TO/default_1.pt
 
 Protocol. A fixed random permutation (seed 0) of the 60,000 training images: the first N form the
-training subset, the last 1,000 a held-out real set that no run trains on. Every run: DCGAN 28 px
-(the seed's networks; --image-size 64: the DCGAN paper's, on images resized to 64 px), batch 64,
-Adam 2e-4 / beta1 0.5, generator EMA 0.999, the same seed and the same number of steps; only
---diffaugment differs (none vs color,translation,cutout). Every --chunk steps the run stops and
+training subset, the last 1,000 a held-out real set that no run trains on. Every run: the recipe's
+28 px networks (DCGAN: the seed's; --image-size 64: the DCGAN paper's, on images resized to 64 px;
+SNGAN: its ResNets, hinge loss, Adam 2e-4 / 0.0 / 0.9, one step = one discriminator step), batch 64,
+DCGAN Adam 2e-4 / beta1 0.5, generator EMA 0.999, the same seed and the same number of steps; only
+the augmentation differs: none, a DiffAugment policy (e.g. color,translation,cutout) or `ada:T`
+(adaptive augmentation with target T for r_t). Every --chunk steps the run stops and
 resumes (exactly: see the resume tests), and the discriminator (eval mode) is scored on 1,000 of its
-training images, on the 1,000 held-out images and on 1,000 fresh fakes: mean D(x) = sigmoid(logit).
-Overfitting shows as D(train) pulling away from D(held-out). The policies advance a chunk each in
-turn and each run records its curve in its folder, so a stopped script continues with the same
-command (--no-test for a stage of a longer run: validation only). Selection (--policies with more than
-one DiffAugment policy): each run's validation FID, 1,000 EMA samples (seed 0) against the 1,000
-held-out training images, picks the best policy per size; the test set is then read for `none` and
-that policy only. At the end: FID of 10,000 EMA samples (seed 0) against the 10,000 test images
-(standard protocol: Inception pool3, 299 px, fp32 features).
+training images, on the 1,000 held-out images and on 1,000 fresh fakes: mean sigmoid(D(x)) (for a
+hinge discriminator a monotone squashing of its score). Overfitting shows as D(train) pulling away
+from D(held-out). The policies advance a chunk each in turn and each run records its curve in its
+folder, so a stopped script continues with the same command (--no-test for a stage of a longer run:
+validation only). Selection: each run's validation FID, 1,000 EMA samples (seed 0) against the 1,000
+held-out training images, picks the best DiffAugment policy and the best ADA target per size; the test
+set is then read for `none` and those only. At the end: FID of 10,000 EMA samples (seed 0) against
+the 10,000 test images (standard protocol: Inception pool3, 299 px, fp32 features).
 Writes JSON + Markdown to benchmarks/results/ and the figure docs/assets/small_data.png (small_data_64px.png
-for --image-size 64; --figure elsewhere).
+for --image-size 64, small_data_sngan.png for SNGAN; --figure elsewhere).
 """
 
 from __future__ import annotations
@@ -43,6 +48,30 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
 DEFAULT_POLICIES = ["none", "color,translation,cutout"]
+
+
+def policy_options(policy: str) -> dict:
+    """Training options of one augmentation policy: `none`, a DiffAugment policy or `ada:TARGET`."""
+    if policy.startswith("ada:"):
+        return {"ada": float(policy[4:]), "diffaugment": "none"}
+    return {"diffaugment": policy}
+
+
+def family(policy: str) -> str:
+    """none, diffaugment or ada: the policies among which validation picks one each."""
+    return "none" if policy == "none" else "ada" if policy.startswith("ada:") else "diffaugment"
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """--set key=value recipe options, values read as JSON where they parse (numbers), else strings."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
 
 
 def write_idx(path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -95,6 +124,8 @@ def validation_fid(run: Path, held: RealSet, extractor: str | None) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--recipe", default="dcgan", choices=["dcgan", "sngan"])
+    ap.add_argument("--set", nargs="*", default=[], help="recipe options, e.g. ngf=64 ndf=64 n_dis=2")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--chunk", type=int, default=500)
@@ -140,6 +171,8 @@ def main() -> None:
             if curve and "validation_fid" not in curve[-1]:  # its final validation FID
                 curve[-1]["validation_fid"] = row["validation_fid"]
             earlier[(row["images"], row["diffaugment"])] = curve
+    if args.recipe != "dcgan" and args.image_size != 28:
+        raise SystemExit(f"--image-size {args.image_size}: the {args.recipe} comparison runs at 28 px")
 
     train = load_dataset("fashion-mnist", "train", args.data_dir)
     perm = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
@@ -161,19 +194,22 @@ def main() -> None:
         scored_train = sized.images[subset[:1000]]
         held = RealSet(held_out, "fashion-mnist:train-held-out", "validation")
         size_tag = "" if args.image_size == 28 else f"-{args.image_size}px"
-        runs = {p: out / f"dcgan-{n}{size_tag}-{p.replace(',', '+')}" for p in args.policies}
+        runs = {
+            p: out / f"{args.recipe}-{n}{size_tag}-{p.replace(',', '+').replace(':', '')}"
+            for p in args.policies
+        }
         opts = dict(
             data=str(folder),
             epochs=100_000,  # the length is --steps (max_steps), whatever the subset size
             image_size=args.image_size,
             batch_size=64,
-            lr=2e-4,
-            beta1=0.5,
+            **(dict(lr=2e-4, beta1=0.5) if args.recipe == "dcgan" else {}),
             ema=0.999,
             seed=args.seed,
             preview_every=1000,
             checkpoint_every=args.chunk,
             log_every=50,
+            **parse_sets(args.set),
         )
         curves, train_s = {}, dict.fromkeys(args.policies, 0.0)
         for policy, run in runs.items():
@@ -190,7 +226,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if done == 0:
                     gankit.train(
-                        "dcgan", progress=False, out=str(run), max_steps=stop, diffaugment=policy, **opts
+                        args.recipe,
+                        progress=False,
+                        out=str(run),
+                        max_steps=stop,
+                        **policy_options(policy),
+                        **opts,
                     )
                 else:
                     gankit.resume(run, progress=False, max_steps=stop)
@@ -214,6 +255,7 @@ def main() -> None:
             candidates.append(
                 {
                     "images": n,
+                    "recipe": args.recipe,
                     "image_size": args.image_size,
                     "diffaugment": policy,
                     "steps": curve[-1]["step"],
@@ -225,10 +267,13 @@ def main() -> None:
                 }
             )
             print(json.dumps({"run": run.name, "validation_fid": val_fid}), flush=True)
-        augmented = [c for c in candidates if c["diffaugment"] != "none"]
-        chosen = min(augmented, key=lambda c: c["validation_fid"]) if augmented else None
+        chosen = []  # the best of each augmentation family on validation, and `none`
+        for kind in ("none", "diffaugment", "ada"):
+            members = [c for c in candidates if family(c["diffaugment"]) == kind]
+            if members:
+                chosen.append(min(members, key=lambda c: c["validation_fid"]))
         for c in candidates:
-            c["selected"] = c is chosen or c["diffaugment"] == "none"
+            c["selected"] = any(c is k for k in chosen)
             if not c["selected"] or args.no_test:
                 rows.append({k: v for k, v in c.items() if k != "run"})
                 continue
@@ -256,7 +301,9 @@ def main() -> None:
     (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     default = (
-        "docs/assets/small_data.png"
+        f"docs/assets/small_data_{args.recipe}.png"
+        if args.recipe != "dcgan"
+        else "docs/assets/small_data.png"
         if args.image_size == 28
         else f"docs/assets/small_data_{args.image_size}px.png"
     )
@@ -267,14 +314,14 @@ def markdown(result: dict, stamp: str) -> str:
     """The result file's table, from the JSON alone (benchmarks/render_results.py renders it too)."""
     rows = result["rows"]
     lines = [
-        f"# DiffAugment on small data ({result['machine']['cpu']}, {stamp})",
+        f"# Augmentation on small data ({result['machine']['cpu']}, {stamp})",
         "",
         f"`{result['command']}`",
         "",
-        "| train images | size | DiffAugment | steps | validation FID (1k vs held-out 1k) "
+        "| recipe | train images | size | augmentation | steps | validation FID (1k vs held-out 1k) "
         "| FID (10k vs test 10k) | KID x1e3 | precision | recall "
         "| D(train) - D(held-out) at end | D(fake) at end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:  # files written before a column existed leave it empty
         end = r["curve"][-1] if r.get("curve") else {}
@@ -287,8 +334,8 @@ def markdown(result: dict, stamp: str) -> str:
         )
         val = f"{r['validation_fid']:.2f}" if "validation_fid" in r else ""
         lines.append(
-            f"| {r['images']} | {r.get('image_size', 28)} px | {r['diffaugment']} | {r['steps']} "
-            f"| {val} | {test} | {gap} | {d_fake} |"
+            f"| {r.get('recipe', 'dcgan')} | {r['images']} | {r.get('image_size', 28)} px "
+            f"| {r['diffaugment']} | {r['steps']} | {val} | {test} | {gap} | {d_fake} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -306,7 +353,9 @@ def plot(rows: list[dict], path: Path) -> None:
         style = "-" if r["diffaugment"] != "none" else "--"
         kind = r["diffaugment"] if r["diffaugment"] != "none" else "plain"
         score = f"FID {r['fid']:.1f}" if "fid" in r else f"val FID {r['validation_fid']:.1f}"
-        label = f"{r['images']} imgs, {r.get('image_size', 28)} px, {kind}: {score}"
+        label = (
+            f"{r.get('recipe', 'dcgan')}, {r['images']} imgs, {r.get('image_size', 28)} px, {kind}: {score}"
+        )
         axes[0].plot(
             steps, [c["d_train_real"] - c["d_held_out_real"] for c in r["curve"]], style, label=label
         )

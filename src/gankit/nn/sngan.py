@@ -27,8 +27,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 SIZES = (28, 32, 64)
 
 
-def _sn(layer: nn.Module) -> nn.Module:
-    return spectral_norm(layer)
+def _sn(layer: nn.Module, on: bool = True) -> nn.Module:
+    return spectral_norm(layer) if on else layer
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -108,11 +108,11 @@ class ResNetGenerator(nn.Module):
 class OptimizedBlock(nn.Module):
     """The discriminator's first block (no ReLU before its first convolution), halving the size."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, sn: bool = True):
         super().__init__()
-        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, 1, 1))
-        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, 1, 1))
-        self.shortcut = _sn(nn.Conv2d(cin, cout, 1))
+        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, 1, 1), sn)
+        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, 1, 1), sn)
+        self.shortcut = _sn(nn.Conv2d(cin, cout, 1), sn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.avg_pool2d(self.conv2(F.relu(self.conv1(x))), 2)
@@ -122,12 +122,12 @@ class OptimizedBlock(nn.Module):
 class DBlock(nn.Module):
     """The discriminator's residual block, halving the size when `down`."""
 
-    def __init__(self, cin: int, cout: int, down: bool):
+    def __init__(self, cin: int, cout: int, down: bool, sn: bool = True):
         super().__init__()
         self.down = down
-        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, 1, 1))
-        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, 1, 1))
-        self.shortcut = _sn(nn.Conv2d(cin, cout, 1)) if (cin != cout or down) else None
+        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, 1, 1), sn)
+        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, 1, 1), sn)
+        self.shortcut = _sn(nn.Conv2d(cin, cout, 1), sn) if (cin != cout or down) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -138,10 +138,19 @@ class DBlock(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """images (N, C, S, S) [, classes (N,)] -> logits (N, 1); `features` gives the pooled (N, F)
-    vector the head (and the projection) read."""
+    """images (N, C, S, S) [, classes (N,)] -> logits (N, outputs); `features` gives the pooled (N, F)
+    vector the head (and the projection) read. `sn=False` builds the same network without spectral
+    normalisation; `outputs` > 1 gives a K-logit head (the semi-supervised GAN's classifier)."""
 
-    def __init__(self, channels: int = 1, size: int = 32, ndf: int = 128, num_classes: int = 0):
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 32,
+        ndf: int = 128,
+        num_classes: int = 0,
+        sn: bool = True,
+        outputs: int = 1,
+    ):
         super().__init__()
         if size not in SIZES:
             raise ValueError(f"image size {size}: expected one of {SIZES}")
@@ -150,10 +159,10 @@ class ResNetDiscriminator(nn.Module):
             downs = [True, True, True, False]
         else:
             widths, downs = [ndf] * 4, [True, False, False]
-        self.first = OptimizedBlock(channels, widths[0])
-        self.blocks = nn.Sequential(*(DBlock(widths[i], widths[i + 1], d) for i, d in enumerate(downs)))
-        self.head = _sn(nn.Linear(widths[-1], 1))
-        self.embed = _sn(nn.Embedding(num_classes, widths[-1])) if num_classes else None
+        self.first = OptimizedBlock(channels, widths[0], sn)
+        self.blocks = nn.Sequential(*(DBlock(widths[i], widths[i + 1], d, sn) for i, d in enumerate(downs)))
+        self.head = _sn(nn.Linear(widths[-1], outputs), sn)
+        self.embed = _sn(nn.Embedding(num_classes, widths[-1]), sn) if num_classes else None
         self.num_classes = num_classes
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import glorot_init
+from .sngan import ResNetDiscriminator
 
 
 class SharedDiscriminator(nn.Module):
@@ -61,6 +62,29 @@ class SharedDiscriminator(nn.Module):
         """Return (class logits, trunk features)."""
         f = self.features(x)
         return self.head(self.drop(f)), f
+
+
+class ResNetSharedDiscriminator(nn.Module):
+    """The SNGAN family's ResNet discriminator (gankit.nn.sngan) as the semi-supervised GAN's shared
+    classifier: K class logits from its pooled features, D = logsumexp of them as for the seed's
+    network; `sn` spectral-normalises every layer as SNGAN does (off: the same ResNet, unconstrained)."""
+
+    def __init__(
+        self, num_classes: int = 10, channels: int = 1, size: int = 28, width: int = 128, sn: bool = False
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = ResNetDiscriminator(channels, size, width, sn=sn, outputs=num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk output averaged over positions (used by the feature-matching generator loss):
+        a classifier's global average pool, where SNGAN's discriminator sums."""
+        return F.relu(self.net.blocks(self.net.first(x))).mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (class logits, trunk features)."""
+        f = self.features(x)
+        return self.net.head(f), f
 
 
 def real_fake_logit(class_logits: torch.Tensor) -> torch.Tensor:

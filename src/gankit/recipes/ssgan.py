@@ -37,7 +37,8 @@ from ..engine.optim import adam
 from ..engine.schedules import constant_then_linear
 from ..errors import GankitError
 from ..nn.modes import modes_kept
-from ..nn.ssgan import SharedDiscriminator, SSGANGenerator, real_fake_logit
+from ..nn.sngan import SIZES as RESNET_SIZES
+from ..nn.ssgan import ResNetSharedDiscriminator, SharedDiscriminator, SSGANGenerator, real_fake_logit
 from . import register
 from .base import ClassifierSpec, Recipe
 from .common import prediction_rows, split_record, update_ema
@@ -94,6 +95,19 @@ class SSGANConfig(TrainConfig):
         "et al.'s MNIST discriminator)",
         model=True,
     )
+    network: str = opt(
+        "seed",
+        "the shared classifier/discriminator: seed (three strided convolutions, the seed's) or resnet "
+        "(the SNGAN family's ResNet discriminator with a K-logit head; 28, 32 or 64 px)",
+        choices=("seed", "resnet"),
+        model=True,
+    )
+    width: int = opt(128, "channels of the resnet classifier's residual blocks", model=True)
+    spectral_norm: bool = opt(
+        False,
+        "spectral-normalise every layer of the resnet classifier (as SNGAN's discriminator)",
+        model=True,
+    )
     validation: int | None = opt(
         None,
         "training images held out for selection (never labelled, never trained on; their accuracy is "
@@ -139,6 +153,19 @@ class SSGANConfig(TrainConfig):
             raise GankitError(f"--validation {self.validation}: expected a number of images >= 0")
         if not 0.0 <= self.ema < 1.0:
             raise GankitError(f"--ema {self.ema}: expected a decay in [0, 1)")
+        if self.network == "resnet":
+            for name in ("input_noise", "hidden_noise", "weight_norm"):
+                if getattr(self, name):
+                    flag = "--" + name.replace("_", "-")
+                    raise GankitError(f"{flag}: applies to --network seed, not resnet")
+            if self.image_size is not None and self.image_size not in RESNET_SIZES:
+                raise GankitError(
+                    f"--image-size {self.image_size}: --network resnet expects one of {RESNET_SIZES}"
+                )
+            if self.width < 8:
+                raise GankitError(f"--width {self.width}: expected at least 8 channels")
+        elif self.spectral_norm:
+            raise GankitError("--spectral-norm: applies to --network resnet")
         if self.image_size is not None and (self.image_size % 4 or not 8 <= self.image_size <= 64):
             raise GankitError(f"--image-size {self.image_size}: expected a multiple of 4 between 8 and 64")
 
@@ -163,17 +190,21 @@ class SSGAN(Recipe):
 
     def __init__(self, cfg: SSGANConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.classifier = prepare(
-            SharedDiscriminator(
+        if cfg.network == "resnet":
+            cfg.validate()  # the image size is known now (from the data)
+            net = ResNetSharedDiscriminator(
+                cfg.num_classes, cfg.channels, cfg.image_size, cfg.width, cfg.spectral_norm
+            )
+        else:
+            net = SharedDiscriminator(
                 cfg.num_classes,
                 cfg.channels,
                 cfg.image_size,
                 input_noise=cfg.input_noise,
                 hidden_noise=cfg.hidden_noise,
                 weight_norm=cfg.weight_norm,
-            ),
-            device,
-        )
+            )
+        self.classifier = prepare(net, device)
         self.modules = {"classifier": self.classifier}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {"classifier": adam(self.classifier.parameters(), cfg.lr, betas)}
