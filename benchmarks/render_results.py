@@ -130,7 +130,7 @@ def render() -> str:
         out += [f"### {_machine_kind(data['machine'])}, {data['machine']['date']}", ""]
         out += [f"File: `benchmarks/results/{path.name}`", "", run_all.table(data), ""]
     for title, kind, markdown in (
-        ("DiffAugment on small data", "small-data", small_data.markdown),
+        ("Augmentation on small data", "small-data", small_data.markdown),
         ("cDCGAN: is the requested class what comes out?", "cdcgan-classes", cdcgan_classes.markdown),
     ):
         out += [f"## {title}", ""]
