@@ -35,7 +35,6 @@ import torch
 import gankit
 from gankit import api
 from gankit.data import load_dataset
-from gankit.engine.checkpoint import load_checkpoint
 from gankit.io import write_json_atomic
 from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
 
@@ -60,12 +59,7 @@ BEST = "best-validation.safetensors"  # a copy of the checkpoint of the run's lo
 
 def fid_of(run: Path, checkpoint: Path | None, n: int, real: RealSet, extractor: str | None) -> float:
     """FID of n EMA samples (seed 0) of a checkpoint of the run (default: its latest) against `real`."""
-    r = api.load_recipe(run)
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, r.device)
-        for k, m in r.modules.items():
-            m.load_state_dict(state["modules"][k])
-        r.load_extra_state(state.get("extra", {}))
+    r = api.load_recipe(run, checkpoint=str(checkpoint) if checkpoint else "latest")
     fake = to_uint8(r.sample(n, seed=0))
     report = evaluate_samples(fake, real, extractor, "fp32", progress=False)
     return round(report["metrics"]["fid"], 3)

@@ -179,8 +179,8 @@ def resume(run_dir: str | Path, progress: bool = True, **changes) -> dict:
 
 
 def load_recipe(run_dir: str | Path, device: str = "cpu", checkpoint: str = "latest"):
-    """Rebuild a run's recipe from its stored config and load a checkpoint's weights: `latest`, or
-    `best` (the best-by-metric one that --eval-every keeps)."""
+    """Rebuild a run's recipe from its stored config and load a checkpoint's weights: `latest`, `best`
+    (the best-by-metric one that --eval-every keeps) or the path of a checkpoint file of the run."""
     run = RunDir(run_dir).require_run()
     cfg = load_config(run.path, config_classes())
     dev = pick_device(device)
@@ -194,8 +194,11 @@ def load_recipe(run_dir: str | Path, device: str = "cpu", checkpoint: str = "lat
         state = load_checkpoint(path, dev)
     elif checkpoint == "latest":
         path, state = load_latest(run.checkpoints, dev)
+    elif Path(checkpoint).is_file():  # a checkpoint file of this run kept elsewhere (a benchmark's copy)
+        path = Path(checkpoint)
+        state = load_checkpoint(path, dev)
     else:
-        raise GankitError(f"--checkpoint {checkpoint}: expected latest or best")
+        raise GankitError(f"--checkpoint {checkpoint}: expected latest, best or a checkpoint file")
     r.loaded_from = str(path)
     for k, m in r.modules.items():
         m.load_state_dict(state["modules"][k])
