@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import cdcgan_classes  # noqa: E402
+import conditional_classes  # noqa: E402
 import run_all  # noqa: E402
 import small_data  # noqa: E402
 
@@ -45,12 +45,12 @@ def _stamp(path: Path) -> str:
 
 
 def load() -> dict[str, list[tuple[Path, dict]]]:
-    """The result files by kind (speed, small-data, cdcgan-classes), newest first."""
+    """The result files by kind (speed, small-data, classes of a conditional generator), newest first."""
     kinds: dict[str, list[tuple[Path, dict]]] = {
         "speed": [],
         "against": [],
         "small-data": [],
-        "cdcgan-classes": [],
+        "classes": [],
         "rows": [],
     }
     for path in sorted(RESULTS.glob("*.json"), reverse=True):
@@ -61,8 +61,8 @@ def load() -> dict[str, list[tuple[Path, dict]]]:
             kinds["against" if data.get("against") else "speed"].append((path, data))
         elif path.stem.endswith("small-data"):
             kinds["small-data"].append((path, data))
-        elif path.stem.endswith("cdcgan-classes"):
-            kinds["cdcgan-classes"].append((path, data))
+        elif path.stem.endswith("-classes"):  # conditional_classes.py: <stamp>-<recipe>-classes
+            kinds["classes"].append((path, data))
     return kinds
 
 
@@ -131,7 +131,11 @@ def render() -> str:
         out += [f"File: `benchmarks/results/{path.name}`", "", run_all.table(data), ""]
     for title, kind, markdown in (
         ("Augmentation on small data", "small-data", small_data.markdown),
-        ("cDCGAN: is the requested class what comes out?", "cdcgan-classes", cdcgan_classes.markdown),
+        (
+            "Conditional generators: is the requested class what comes out?",
+            "classes",
+            conditional_classes.markdown,
+        ),
     ):
         out += [f"## {title}", ""]
         for path, data in kinds[kind]:

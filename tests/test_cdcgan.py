@@ -80,7 +80,7 @@ def test_generated_images_follow_the_requested_class(run):
     bright = api.sample(run, 256, seed=3, labels="bright")
     dark = api.sample(run, 256, seed=3, labels=1)
     assert bright.shape == (256, 1, 28, 28) and 0 <= bright.min() and bright.max() <= 1
-    # Learned in 120 steps, judged as benchmarks/cdcgan_classes.py judges Fashion-MNIST (there: 75% of
+    # Learned in 120 steps, judged as benchmarks/conditional_classes.py judges Fashion-MNIST (there: 75% of
     # the samples recognised; the judge gets 80.5% of real images): by the midpoint of the real classes'
     # brightness (200 and 40 of 255), at least two in three images show the class asked for. 256
     # samples: at 32 one binomial sd is 8%, and a change of rounding in training (a first version of

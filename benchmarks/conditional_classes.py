@@ -1,7 +1,9 @@
-"""Does cdcgan draw the class it is asked for? Recognition by an independent classifier, and FID per class.
+"""Does a class-conditional generator draw the class it is asked for? Recognition by an independent
+classifier, and FID per class.
 
-    python benchmarks/cdcgan_classes.py --data-dir /usr/share/datasets/fashion-mnist \
+    python benchmarks/conditional_classes.py --data-dir /usr/share/datasets/fashion-mnist \
         --steps 4000 --judge-epochs 3 --extractor PATH/TO/default_1.pt
+    python benchmarks/conditional_classes.py --recipe csngan --set ngf=64 ndf=64 --steps 8000 ...
 
 Protocol. The judge: gankit's ssgan recipe with `--baseline supervised` (its classifier alone) on all
 Fashion-MNIST training labels (85% of the rarest class's count from each class: 51,000; ssgan
@@ -15,7 +17,8 @@ that class's 1,000 test images (smaller counts: biased upwards against the overa
 within-class spread: the per-pixel standard deviation across a class's generated images, averaged over
 pixels, divided by the same for its real test images (1.0: as varied as the real class; near 0: one
 image whatever the noise, a per-class mode collapse).
-Writes JSON + Markdown to benchmarks/results/ and the class-by-row grid docs/assets/cdcgan_classes.png.
+Writes benchmarks/results/<stamp>-RECIPE-classes.json + .md and the class-by-row grid
+docs/assets/RECIPE_classes.png.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from gankit.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
+from small_data import parse_sets, stored_step  # noqa: E402
 
 
 def spread(images: torch.Tensor) -> float:
@@ -55,8 +59,9 @@ def predict(judge, images: torch.Tensor) -> torch.Tensor:
 def markdown(result: dict, stamp: str) -> str:
     """The result file's table, from the JSON alone (benchmarks/render_results.py renders it too)."""
     per_class = result["per_class"]
+    recipe = result.get("recipe", "cdcgan")  # files written before --recipe existed: cdcgan's
     lines = [
-        f"# cdcgan: the requested class, recognised ({result['machine']['cpu']}, {stamp})",
+        f"# {recipe}: the requested class, recognised ({result['machine']['cpu']}, {stamp})",
         "",
         f"`{result['command']}`",
         "",
@@ -68,7 +73,16 @@ def markdown(result: dict, stamp: str) -> str:
             if "spread" in result
             else ""
         )
-        + (f" Mode-seeking weight: {result['mode_seeking']}." if "mode_seeking" in result else ""),
+        + (
+            f" Mode-seeking weight: {result['mode_seeking']}."
+            if result.get("mode_seeking") is not None
+            else ""
+        )
+        + (
+            f" Generator trained {result['steps']} steps in {result['train_s'] / 60:.0f} min."
+            if "train_s" in result
+            else ""
+        ),
         "",
         "| class | recognised (generated) | judge on real test | FID of the class (1k vs 1k) | spread |",
         "|---|---|---|---|---|",
@@ -86,16 +100,22 @@ def main() -> None:
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--num-samples", type=int, default=10000, help="for the overall FID (standard: 10,000)")
+    ap.add_argument("--recipe", default="cdcgan", help="a class-conditional recipe")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more options of the recipe")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--judge-epochs", type=int, default=3)
     ap.add_argument("--per-class", type=int, default=1000)
-    ap.add_argument("--mode-seeking", type=float, default=1.0, help="cdcgan's --mode-seeking weight")
+    ap.add_argument("--mode-seeking", type=float, default=None, help="cdcgan's --mode-seeking weight")
     ap.add_argument("--extractor", default=None)
-    ap.add_argument("--out", default="runs/cdcgan-classes")
+    ap.add_argument("--out", default=None, help="default: runs/RECIPE-classes")
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
-    out = Path(args.out)
-    judge_run, gen_run = out / "judge", out / "cdcgan"
+    out = Path(args.out or f"runs/{args.recipe}-classes")
+    judge_run, gen_run = out / "judge", out / args.recipe
+    options = parse_sets(args.set)
+    if args.mode_seeking is not None:
+        options["mode_seeking"] = args.mode_seeking
+    options["max_steps"] = args.steps
     common = dict(data=args.data, data_dir=args.data_dir, seed=0, progress=False)
     # The judge learns from (nearly) every label: 85% of the rarest class's count per class, which
     # leaves room for the validation split ssgan holds out of the training images.
@@ -114,17 +134,8 @@ def main() -> None:
     judge_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if not (gen_run / "config.json").exists():
-        gankit.train(
-            "cdcgan",
-            out=str(gen_run),
-            max_steps=args.steps,
-            batch_size=64,
-            ema=0.999,
-            preview_every=1000,
-            checkpoint_every=1000,
-            mode_seeking=args.mode_seeking,
-            **common,
-        )
+        settings = dict(batch_size=64, ema=0.999, preview_every=1000, checkpoint_every=1000)
+        gankit.train(args.recipe, out=str(gen_run), **{**settings, **options}, **common)
     gen_s = time.perf_counter() - t0
 
     judge = api.load_recipe(judge_run)
@@ -152,23 +163,25 @@ def main() -> None:
         "judge_test_accuracy": round((real_pred == test.labels).float().mean().item(), 4),
         "recognised": round((fake_pred == labels).float().mean().item(), 4),
         "spread": round(sum(v["spread"] for v in per_class.values()) / k, 3),
-        "mode_seeking": gen.cfg.mode_seeking,
+        "recipe": args.recipe,
+        "options": options,
+        "mode_seeking": getattr(gen.cfg, "mode_seeking", None),
         "fid": report["metrics"]["fid"],
         "per_class": per_class,
         "judge_train_s": round(judge_s, 1),
-        "cdcgan_train_s": round(gen_s, 1),
-        "steps": args.steps,
+        "train_s": round(gen_s, 1),
+        "steps": stored_step(gen_run),
         "auto_precision": gen.cfg.auto_precision,
     }
     stamp = time.strftime("%Y-%m-%d-%H%M")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{stamp}-cdcgan-classes.json").write_text(json.dumps(result, indent=1))
+    (results / f"{stamp}-{args.recipe}-classes.json").write_text(json.dumps(result, indent=1))
     lines = markdown(result, stamp).splitlines()
-    (results / f"{stamp}-cdcgan-classes.md").write_text("\n".join(lines) + "\n")
+    (results / f"{stamp}-{args.recipe}-classes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     grid = gen.sample(k * 8, seed=1, labels=torch.arange(k).repeat_interleave(8))
-    viz.save_grid(grid, "docs/assets/cdcgan_classes.png", nrow=8)
+    viz.save_grid(grid, f"docs/assets/{args.recipe}_classes.png", nrow=8)
 
 
 if __name__ == "__main__":
