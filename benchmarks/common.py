@@ -53,6 +53,22 @@ def timed(f: Callable[[], object], n: int = 10) -> float:
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def write_result(results: Path, name: str, result: dict, markdown) -> Path:
+    """A quality benchmark's result: `results/<stamp>-<name>.json` and the `.md` that `markdown(result,
+    stamp)` renders from it (render_results.py renders the same), each written whole or not at all;
+    the Markdown is printed too."""
+    stamp = time.strftime("%Y-%m-%d-%H%M")
+    results.mkdir(parents=True, exist_ok=True)
+    text = markdown(result, stamp)
+    path = results / f"{stamp}-{name}.json"
+    for target, content in ((path, json.dumps(result, indent=1)), (path.with_suffix(".md"), text)):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(content)
+        os.replace(tmp, target)
+    print(text, end="")
+    return path
+
+
 class ResultLog:
     """The rows of one benchmark run, written to `results/<date>-<name>.json` with the machine, the
     command and the date when the run ends (and rendered on the docs' results page). Each row is also

@@ -3,14 +3,15 @@ classifier, and FID per class.
 
     python benchmarks/conditional_classes.py --data-dir /usr/share/datasets/fashion-mnist \
         --steps 4000 --judge-epochs 3 --extractor PATH/TO/default_1.pt
-    python benchmarks/conditional_classes.py --recipe csngan --set ngf=64 ndf=64 --steps 8000 ...
+    python benchmarks/conditional_classes.py --recipe csngan --set ngf=64 ndf=64 --steps 2500 ...
 
 Protocol. The judge: gankit's ssgan recipe with `--baseline supervised` (its classifier alone) on all
 Fashion-MNIST training labels (85% of the rarest class's count from each class: 51,000; ssgan
 holds out its validation split from the rest), seed 0; its accuracy on the 10,000 real test images is
-the ceiling a perfect generator could reach. The generator: `gankit train cdcgan` on the same training
-images (batch 64, Adam 2e-4 / beta1 0.5, generator EMA 0.999, seed 0, --steps steps; 60,000 images is
-above the small-data threshold, so DiffAugment stays off). Then 10,000 EMA samples, 1,000 per class
+the ceiling a perfect generator could reach. The generator: `gankit train RECIPE` (--recipe: cdcgan,
+csngan or any class-conditional recipe) on the same training images (batch 64, generator EMA 0.999,
+seed 0, the recipe's own defaults plus the --set options, --steps optimisation steps; 60,000 images
+is above the small-data threshold, so DiffAugment stays off). Then 10,000 EMA samples, 1,000 per class
 (seed 0): the share the judge assigns to the requested class, per class; and FID (Inception pool3,
 299 px, fp32 features) of all of them against the 10,000 test images, and of each class's 1,000 against
 that class's 1,000 test images (smaller counts: biased upwards against the overall figure); and the
@@ -24,7 +25,6 @@ docs/assets/RECIPE_classes.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +36,7 @@ from gankit import api, viz
 from gankit.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine, write_result  # noqa: E402
 from small_data import parse_sets, stored_step  # noqa: E402
 
 
@@ -173,13 +173,7 @@ def main() -> None:
         "steps": stored_step(gen_run),
         "auto_precision": gen.cfg.auto_precision,
     }
-    stamp = time.strftime("%Y-%m-%d-%H%M")
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{stamp}-{args.recipe}-classes.json").write_text(json.dumps(result, indent=1))
-    lines = markdown(result, stamp).splitlines()
-    (results / f"{stamp}-{args.recipe}-classes.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(args.results), f"{args.recipe}-classes", result, markdown)
     grid = gen.sample(k * 8, seed=1, labels=torch.arange(k).repeat_interleave(8))
     viz.save_grid(grid, f"docs/assets/{args.recipe}_classes.png", nrow=8)
 

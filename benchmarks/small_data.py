@@ -45,7 +45,7 @@ from gankit.io import write_json_atomic
 from gankit.metrics.quality import RealSet, evaluate_samples, to_uint8
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine, write_result  # noqa: E402
 
 DEFAULT_POLICIES = ["none", "color,translation,cutout"]
 
@@ -286,7 +286,6 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
 
-    stamp = time.strftime("%Y-%m-%d-%H%M")
     result = {
         "machine": machine(),
         "command": " ".join(sys.argv),
@@ -294,12 +293,7 @@ def main() -> None:
         "rows": rows,
         "test_read": not args.no_test,
     }
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{stamp}-small-data.json").write_text(json.dumps(result, indent=1))
-    lines = markdown(result, stamp).splitlines()
-    (results / f"{stamp}-small-data.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(args.results), "small-data", result, markdown)
     default = (
         f"docs/assets/small_data_{args.recipe}.png"
         if args.recipe != "dcgan"
