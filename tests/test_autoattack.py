@@ -106,6 +106,25 @@ def test_projection_reaches_the_hyperplane_inside_the_box_no_farther_than_the_re
     assert (size <= ref_size + 1e-4).all()
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_cut_short_stops_before_the_hyperplane_inside_the_box(norm):
+    # A hyperplane near the box's far corner, so that most coordinates saturate on the way, and
+    # one Newton step: each row moves towards it, stays inside the box and does not pass it; with
+    # the default budget it arrives.
+    g = torch.Generator().manual_seed(2)
+    p = torch.rand(32, 50, generator=g)
+    w = torch.randn(32, 50, generator=g)
+    b = 0.1 * (w * p).sum(1) + 0.9 * w.clamp_min(0).sum(1)  # 90% of the way to the corner
+    before = (w * p).sum(1)
+    for max_iter, close in ((1, False), (64, True)):
+        q = p + project_on_hyperplane(p, w, b, norm, max_iter=max_iter)
+        after = (w * q).sum(1)
+        assert q.min() >= 0 and q.max() <= 1
+        assert ((after - before) * (b - before) >= -1e-5).all()  # moved towards the hyperplane
+        assert ((after - b).abs() <= (before - b).abs() + 1e-5).all()  # and not past it
+        assert torch.allclose(after, b, atol=1e-4) == close
+
+
 def test_projection_that_cannot_reach_moves_every_coordinate_to_the_box():
     p = torch.full((1, 4), 0.5)
     w = torch.tensor([[1.0, -1.0, 2.0, 0.0]])

@@ -110,17 +110,6 @@ class APGD(Attack):
             total = grad if total is None else total + grad
         return loss, total / self.eot, logits, labels
 
-    def _loss_and_grad_of(self, adv, labels, targets, active, previous):
-        """loss_and_grad on the active samples only; the others keep `previous` (loss, grad, logits)."""
-        if previous is None or bool(active.all()):
-            return self.loss_and_grad(adv, labels, targets)[:3]
-        idx = active.nonzero()[:, 0]
-        loss, grad, logits = (t.clone() for t in previous)
-        if len(idx):
-            sub = self.loss_and_grad(adv[idx], labels[idx], None if targets is None else targets[idx])
-            loss[idx], grad[idx], logits[idx] = sub[0], sub[1], sub[2]
-        return loss, grad, logits
-
     def _start(self, x: torch.Tensor, restart: int) -> torch.Tensor:
         seed = self.seed * 1013 + restart
         t = per_sample_rand(x, seed, "uniform" if self.norm == "linf" else "normal")
@@ -138,46 +127,79 @@ class APGD(Attack):
         """One APGD run from random start number `restart`. `goal`: the targets that count as success
         ("same": `targets`; None: any misclassification, as APGD-T counts it)."""
         goal = targets if isinstance(goal, str) else goal
+        view = (-1, 1, 1, 1)
         adv = self._start(x, restart)
         loss, grad, logits = self.loss_and_grad(adv, labels, targets)[:3]
-        best, best_loss, best_grad = adv.clone(), loss.clone(), grad.clone()
         found = self.succeeded(logits, labels, goal)
-        adversarial = adv.clone()
+        # Per-sample results, full size: the last misclassified iterate, the best point and its loss.
+        out_adv, out_best, out_loss, out_found = adv.clone(), adv.clone(), loss.clone(), found.clone()
+        # The state of the samples still searching. With early_stop a sample leaves at its first
+        # success and the batch is compacted then (only then: on a robust model the loop touches no
+        # index); without it every sample runs every step.
+        idx = torch.arange(len(x), device=x.device)
+        xa, ya, ta, ga = x, labels, targets, goal
+        best, best_loss, best_grad = adv.clone(), loss.clone(), grad.clone()
         step = torch.full((len(x), 1, 1, 1), 2.0 * self.eps, device=x.device, dtype=x.dtype)
-        previous, losses = adv.clone(), [loss]
-        marks = set(checkpoints(self.steps))
-        last_mark, best_at_mark = 0, best_loss.clone()
+        previous, adversarial = adv.clone(), adv.clone()
+        rises = torch.zeros_like(loss)  # steps since the last checkpoint on which the loss rose
         halved_at_mark = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        best_at_mark = best_loss.clone()
+        marks, last_mark = set(checkpoints(self.steps)), 0
+
+        def leave(gone):
+            nonlocal idx, xa, ya, ta, ga, adv, loss, grad, best, best_loss, best_grad, step
+            nonlocal previous, adversarial, rises, halved_at_mark, best_at_mark, found
+            at = idx[gone]
+            out_adv[at], out_best[at], out_loss[at], out_found[at] = (
+                adversarial[gone],
+                best[gone],
+                best_loss[gone],
+                found[gone],
+            )
+            keep = ~gone
+            idx, xa, ya, adv, loss, grad, best, best_loss, best_grad, step = (
+                t[keep] for t in (idx, xa, ya, adv, loss, grad, best, best_loss, best_grad, step)
+            )
+            previous, adversarial, rises, halved_at_mark, best_at_mark, found = (
+                t[keep] for t in (previous, adversarial, rises, halved_at_mark, best_at_mark, found)
+            )
+            ta = None if ta is None else ta[keep]
+            ga = None if ga is None else ga[keep]
+
+        if self.early_stop and bool(found.any()):
+            leave(found)
         for i in range(1, self.steps + 1):
-            active = ~found if self.early_stop else torch.ones_like(found)
-            if not active.any():
+            if not len(idx):
                 break
             momentum, previous = adv - previous, adv
-            z = project(self._step(adv, grad, step), x, self.eps, self.norm)
+            z = project(self._step(adv, grad, step), xa, self.eps, self.norm)
             a = 0.75 if i > 1 else 1.0
-            new = project(adv + a * (z - adv) + (1 - a) * momentum, x, self.eps, self.norm)
-            adv = torch.where(active.view(-1, 1, 1, 1), new, adv)
-            loss, grad, logits = self._loss_and_grad_of(adv, labels, targets, active, (loss, grad, logits))
-            ok = self.succeeded(logits, labels, goal) & active
-            adversarial = torch.where(ok.view(-1, 1, 1, 1), adv, adversarial)
-            found |= ok
+            adv = project(adv + a * (z - adv) + (1 - a) * momentum, xa, self.eps, self.norm)
+            new_loss, grad, logits = self.loss_and_grad(adv, ya, ta)[:3]
+            ok = self.succeeded(logits, ya, ga)
+            adversarial = torch.where(ok.view(view), adv, adversarial)
+            found = found | ok
+            rises += new_loss > loss
+            loss = new_loss
             better = loss > best_loss
-            best = torch.where(better.view(-1, 1, 1, 1), adv, best)
-            best_grad = torch.where(better.view(-1, 1, 1, 1), grad, best_grad)
+            best = torch.where(better.view(view), adv, best)
+            best_grad = torch.where(better.view(view), grad, best_grad)
             best_loss = torch.where(better, loss, best_loss)
-            losses.append(loss)
             if i in marks:
                 k = i - last_mark
-                rises = sum((losses[j] > losses[j - 1]).float() for j in range(i - k + 1, i + 1))
                 oscillating = rises <= self.rho * k
                 stalled = ~halved_at_mark & (best_at_mark >= best_loss)
                 halve = oscillating | stalled
-                step = torch.where(halve.view(-1, 1, 1, 1), step / 2, step)
-                adv = torch.where(halve.view(-1, 1, 1, 1), best, adv)
-                grad = torch.where(halve.view(-1, 1, 1, 1), best_grad, grad)
+                step = torch.where(halve.view(view), step / 2, step)
+                adv = torch.where(halve.view(view), best, adv)
+                grad = torch.where(halve.view(view), best_grad, grad)
                 halved_at_mark, best_at_mark, last_mark = halve, best_loss.clone(), i
-        result = torch.where(found.view(-1, 1, 1, 1), adversarial, best)
-        return result, best_loss, found
+                rises = torch.zeros_like(rises)
+            if self.early_stop and bool(ok.any()):
+                leave(ok)
+        leave(torch.ones_like(found))
+        result = torch.where(out_found.view(view), out_adv, out_best)
+        return result, out_loss, out_found
 
     def _labels(self, x, labels):
         if labels is None:

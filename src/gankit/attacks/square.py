@@ -131,20 +131,22 @@ class Square(Attack):
             0, 1
         )
 
+    def _window_linf(self, x, i: int, g: torch.Generator) -> tuple[tuple, torch.Tensor]:
+        """The Linf query's window, an index (the same for every image of the batch), and the
+        sign per channel it is set to."""
+        _, c, h, w = x.shape
+        draws = torch.rand(5 + c, generator=g)  # always as many draws: batch-independent
+        s = min(max(round(math.sqrt(window_fraction(self.p_init, i, self.steps) * h * w)), 1), h, w)
+        vh, vw = int(draws[0] * (h - s)), int(draws[1] * (w - s))
+        sign = torch.where(draws[5:] >= 0.5, 1.0, -1.0).to(x)[None, :, None, None]
+        return (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s)), sign
+
     def _propose(self, x, best, i: int, g: torch.Generator) -> torch.Tensor:
-        """One query's candidate for each image of the batch (one window, the same for all)."""
+        """One L2 query's candidate for each image of the batch (windows the same for all)."""
         _, c, h, w = x.shape
         draws = torch.rand(5 + c, generator=g)  # always as many draws: batch-independent
         p = window_fraction(self.p_init, i, self.steps)
         side = round(math.sqrt(p * h * w))
-        if self.norm == "linf":
-            s = min(max(side, 1), h, w)
-            vh, vw = int(draws[0] * (h - s)), int(draws[1] * (w - s))
-            sign = torch.where(draws[5:] >= 0.5, 1.0, -1.0).to(x)[None, :, None, None]
-            new = best.clone()
-            window = x[:, :, vh : vh + s, vw : vw + s] + self.eps * sign
-            new[:, :, vh : vh + s, vw : vw + s] = window.clamp(0.0, 1.0)
-            return new
         s = max(side, 3)
         s = min(s + (s % 2 == 0), h, w)
         vh, vw = int(draws[0] * (h - s)), int(draws[1] * (w - s))
@@ -179,10 +181,21 @@ class Square(Attack):
         for i in range(1, self.steps):
             if not len(idx):
                 break
-            cand = project(self._propose(xa, ba, i, g), xa, self.eps, self.norm)
-            m = self._margin(cand, ya, ta)
-            better = m < ma
-            ba = torch.where(better.view(-1, 1, 1, 1), cand, ba)
+            if self.norm == "linf":
+                # The query differs from the current point in one window only: write it in place,
+                # evaluate, and put the old window back where the loss did not fall. No full-size
+                # pass per query (and no projection: x +- eps clamped to the box is in the ball).
+                win, sign = self._window_linf(xa, i, g)
+                old = ba[win].clone()
+                ba[win] = (xa[win] + self.eps * sign).clamp(0.0, 1.0)
+                m = self._margin(ba, ya, ta)
+                better = m < ma
+                ba[win] = torch.where(better.view(-1, 1, 1, 1), ba[win], old)
+            else:
+                cand = project(self._propose(xa, ba, i, g), xa, self.eps, self.norm)
+                m = self._margin(cand, ya, ta)
+                better = m < ma
+                ba = torch.where(better.view(-1, 1, 1, 1), cand, ba)
             ma = torch.where(better, m, ma)
             done = ma <= 0
             if done.any():
