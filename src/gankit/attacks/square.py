@@ -185,12 +185,22 @@ class Square(Attack):
                 # The query differs from the current point in one window only: write it in place,
                 # evaluate, and put the old window back where the loss did not fall. No full-size
                 # pass per query (and no projection: x +- eps clamped to the box is in the ball).
+                # An image whose window already holds those values cannot improve and is not
+                # evaluated: on an MNIST network, half the images in the last fifth of the queries
+                # (one-pixel windows), a third before.
                 win, sign = self._window_linf(xa, i, g)
                 old = ba[win].clone()
-                ba[win] = (xa[win] + self.eps * sign).clamp(0.0, 1.0)
-                m = self._margin(ba, ya, ta)
+                new = (xa[win] + self.eps * sign).clamp(0.0, 1.0)
+                changed = (new != old).flatten(1).any(1)
+                ba[win] = new
+                if bool(changed.all()):
+                    m = self._margin(ba, ya, ta)
+                else:
+                    m, sub = ma.clone(), changed.nonzero()[:, 0]
+                    if len(sub):
+                        m[sub] = self._margin(ba[sub], ya[sub], None if ta is None else ta[sub])
                 better = m < ma
-                ba[win] = torch.where(better.view(-1, 1, 1, 1), ba[win], old)
+                ba[win] = torch.where(better.view(-1, 1, 1, 1), new, old)
             else:
                 cand = project(self._propose(xa, ba, i, g), xa, self.eps, self.norm)
                 m = self._margin(cand, ya, ta)
