@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import torch
 from bench_train import peak_memory
-from common import ResultLog  # noqa: E402  (this folder)
+from common import ResultLog, run_isolated  # noqa: E402  (this folder)
 
 
 def measure(impl: str, attack: str, batch_size: int, repeats: int, device: str) -> dict:
@@ -97,28 +95,12 @@ def main() -> None:
     for attack in args.attack:
         for bs in args.batch_size:
             for impl in args.impl:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    "--impl",
-                    impl,
-                    "--attack",
-                    attack,
-                    "--batch-size",
-                    str(bs),
-                    "--repeats",
-                    str(args.repeats if bs > 1 else 10 * args.repeats),
-                    "--device",
-                    args.device,
-                ]
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                if p.returncode != 0:
-                    print(
-                        f"{impl} {attack} batch {bs}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True
-                    )
+                repeats = args.repeats if bs > 1 else 10 * args.repeats
+                argv = ["--impl", impl, "--attack", attack, "--batch-size", str(bs)]
+                argv += ["--repeats", str(repeats), "--device", args.device]
+                r = run_isolated(__file__, argv, f"{impl} {attack} batch {bs}")
+                if r is None:
                     continue
-                r = json.loads(p.stdout)
                 log.add(r, echo=False)
                 print(
                     json.dumps(r)

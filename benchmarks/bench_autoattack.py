@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from bench_train import peak_memory
-from common import ResultLog, mnist_from_wheel  # noqa: E402  (this folder)
+from common import ResultLog, mnist_from_wheel, run_isolated  # noqa: E402  (this folder)
 
 EPS = {"mnist-standard": 0.1, "mnist-robust": 0.1, "imagenet-standard": 4 / 255}
 
@@ -194,28 +193,12 @@ def main() -> None:
     for case in args.case:
         for rnd in range(args.rounds):
             for impl in args.impl if rnd % 2 == 0 else args.impl[::-1]:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    "--impl",
-                    impl,
-                    "--case",
-                    case,
-                    "--wheel",
-                    args.wheel,
-                    "--count",
-                    str(args.count),
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--work",
-                    str(work),
-                ]
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                if p.returncode != 0:
-                    print(f"{impl} {case}: failed: {p.stderr.strip().splitlines()[-1]}", flush=True)
+                argv = ["--impl", impl, "--case", case, "--wheel", args.wheel, "--count", str(args.count)]
+                argv += ["--batch-size", str(args.batch_size), "--work", str(work)]
+                r = run_isolated(__file__, argv, f"{impl} {case}")
+                if r is None:
                     continue
-                r = {**json.loads(p.stdout), "round": rnd + 1}
+                r["round"] = rnd + 1
                 log.add(r, echo=False)
                 print(
                     f"{case:18s} {impl:12s} round {rnd + 1} robust {r['robust_accuracy']:.2%} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,17 @@ def timed(f: Callable[[], object], n: int = 10) -> float:
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_isolated(script: str, argv: list[str], label: str) -> dict | None:
+    """Run `script --one ARGV` in a process of its own (so that its peak memory is its own) and return
+    the JSON it prints; None, after a line naming `label` and the error, when it fails."""
+    p = subprocess.run([sys.executable, script, "--one", *argv], capture_output=True, text=True)
+    if p.returncode != 0:
+        lines = p.stderr.strip().splitlines()
+        print(f"{label}: failed: {lines[-1] if lines else f'exit status {p.returncode}'}", flush=True)
+        return None
+    return json.loads(p.stdout)
 
 
 def write_result(results: Path, name: str, result: dict, markdown) -> Path:
