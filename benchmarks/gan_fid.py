@@ -7,8 +7,8 @@ time, chosen on a validation FID, the test split read once for the chosen one.
 
 Protocol. A fixed random permutation (seed 0) of the 60,000 training images: the last 5,000 are a
 held-out validation set that no run trains on, the first 55,000 the training folder (IDX files).
-Every configuration `NAME=RECIPE:key=value,...` trains from seed 0 at batch 64 (unless it sets
-otherwise); the configurations advance --chunk steps each in turn (stop and exact resume, as the
+Every configuration `NAME=RECIPE:key=value,...` trains from seed 0 at batch 64 and 28 px (unless it
+sets otherwise); the configurations advance --chunk steps each in turn (stop and exact resume, as the
 resume tests show), until each has trained for --minutes of wall-clock training time (the training
 calls, each chunk's start and resume included, FID excluded: concurrent load on the machine shortens
 a run in steps). After each chunk: validation FID of --val-samples EMA samples (seed 0) against
@@ -109,7 +109,10 @@ def main() -> None:
             t0 = time.perf_counter()
             if done == 0:
                 shutil.rmtree(run, ignore_errors=True)  # a run killed before its first checkpoint
-                opts = dict(data=str(folder), epochs=100_000, batch_size=64, seed=0, log_every=100)
+                # 28 px unless a configuration says otherwise: the IDX folder is a path, for which
+                # the recipes' default size is a folder's (64 px).
+                opts = dict(data=str(folder), image_size=28, epochs=100_000, batch_size=64, seed=0)
+                opts.update(log_every=100)
                 opts.update(preview_every=100_000, checkpoint_every=args.chunk, **options)
                 gankit.train(recipe, progress=False, out=str(run), max_steps=stop, **opts)
             else:
