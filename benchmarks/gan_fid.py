@@ -6,18 +6,18 @@ time, chosen on a validation FID, the test split read once for the chosen one.
         --minutes 60 --chunk 1000 --extractor PATH/TO/default_1.pt
 
 Protocol. A fixed random permutation (seed 0) of the 60,000 training images: the last 5,000 are a
-held-out validation set that no run trains on, the first 55,000 the training folder (IDX files).
-Every configuration `NAME=RECIPE:key=value,...` trains from seed 0 at batch 64 and 28 px (unless it
-sets otherwise); the configurations advance --chunk steps each in turn (stop and exact resume, as the
-resume tests show), until each has trained for --minutes of wall-clock training time (the training
-calls, each chunk's start and resume included, FID excluded: concurrent load on the machine shortens
-a run in steps). After each chunk: validation FID of --val-samples EMA samples (seed 0) against
-the 5,000 held-out images (Inception pool3, 299 px, fp32 features). Selection: the lowest validation
-FID over every configuration's chunks; the test split is then read once, for that configuration's
-checkpoint at that chunk: FID of 10,000 EMA samples (seed 0) against the 10,000 test images (the
-standard protocol). --test-each reads the test split for each configuration's best chunk instead
-(a comparison of recipes, each selected on validation). A stopped script continues with the same
-command: each run records its curve in its folder.
+held-out validation set that no run trains on, the first 55,000 the training folder (IDX files). Every
+configuration `NAME=RECIPE:key=value,...` trains from seed 0 at batch 64 and 28 px, the recipes' size
+for IDX data (unless it sets otherwise); the configurations advance --chunk steps each in turn (stop
+and exact resume, as the resume tests show), until each has trained for --minutes of wall-clock
+training time (the training calls, each chunk's start and resume included, FID excluded: concurrent
+load on the machine shortens a run in steps). After each chunk: validation FID of --val-samples EMA
+samples (seed 0) against the 5,000 held-out images (Inception pool3, 299 px, fp32 features).
+Selection: the lowest validation FID over every configuration's chunks; the test split is then read
+once, for that configuration's checkpoint at that chunk: FID of 10,000 EMA samples (seed 0) against
+the 10,000 test images (the standard protocol). --test-each reads the test split for each
+configuration's best chunk instead (a comparison of recipes, each selected on validation). A stopped
+script continues with the same command: each run records its curve in its folder.
 Writes benchmarks/results/<stamp>-gan-fid.json and the figure docs/assets/gan_fid.png (--figure).
 """
 
@@ -109,10 +109,7 @@ def main() -> None:
             t0 = time.perf_counter()
             if done == 0:
                 shutil.rmtree(run, ignore_errors=True)  # a run killed before its first checkpoint
-                # 28 px unless a configuration says otherwise: the IDX folder is a path, for which
-                # the recipes' default size is a folder's (64 px).
-                opts = dict(data=str(folder), image_size=28, epochs=100_000, batch_size=64, seed=0)
-                opts.update(log_every=100)
+                opts = dict(data=str(folder), epochs=100_000, batch_size=64, seed=0, log_every=100)
                 opts.update(preview_every=100_000, checkpoint_every=args.chunk, **options)
                 gankit.train(recipe, progress=False, out=str(run), max_steps=stop, **opts)
             else:

@@ -200,3 +200,16 @@ def test_a_run_trains_from_the_decoded_cache(tmp_path, monkeypatch):
     opts = dict(data=str(folder), image_size=32, batch_size=8, epochs=1, out="run", progress=False)
     s = gankit.train("dcgan", **opts)
     assert s["steps"] == 2 and list((tmp_path / "cache" / "decoded").glob("*.u8"))
+
+
+def test_gans_train_idx_folders_at_28_px_and_image_folders_at_64(idx_dir, tmp_path):
+    from gankit.recipes.dcgan import DCGAN, DCGANConfig
+
+    cfg = DCGANConfig(data=str(idx_dir))
+    assert DCGAN.load_data(cfg).images.shape[-2:] == (28, 28) and cfg.image_size == 28
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, a in enumerate(toy_images(4, seed=3)[0]):
+        Image.fromarray(np.asarray(a).squeeze()).resize((40, 40)).save(photos / f"{i}.png")
+    cfg = DCGANConfig(data=str(photos))
+    assert DCGAN.load_data(cfg).images.shape[-2:] == (64, 64) and cfg.image_size == 64

@@ -24,6 +24,12 @@ def is_known_dataset(data: str) -> bool:
     return data in SPECS or data == EMBEDDED
 
 
+def stored_as_idx(data: str) -> bool:
+    """Whether --data holds MNIST-format (IDX, 28 px) images: a built-in dataset or a folder of IDX
+    files, which the unconditional GANs train at 28 px by default (a folder of images at 64 px)."""
+    return is_known_dataset(data) or (Path(data).is_dir() and _idx_folder(Path(data)))
+
+
 def _idx_folder(folder: Path) -> bool:
     return any(folder.glob("train-images-idx3-ubyte*"))
 

@@ -18,9 +18,8 @@ import torch.nn as nn
 
 from ..config import TrainConfig, opt
 from ..cpu import place
-from ..data import ImageSet, known_datasets, load_dataset
+from ..data import ImageSet, known_datasets, load_dataset, stored_as_idx
 from ..data.batches import InMemoryBatches
-from ..data.mnist import SPECS
 from ..data.transforms import from_tanh_range, to_tanh_range
 from ..engine import distributed
 from ..errors import GankitError
@@ -135,7 +134,7 @@ class DCGAN(GANRecipe):
     @classmethod
     def load_data(cls, cfg: DCGANConfig) -> ImageSet:
         if cfg.image_size is None:
-            cfg.image_size = 28 if cfg.data in SPECS or cfg.data.startswith("fashion-mnist") else 64
+            cfg.image_size = 28 if stored_as_idx(cfg.data) else 64
         data = load_dataset(
             cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, cfg.skip_bad_images
         )
