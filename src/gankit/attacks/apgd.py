@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import Attack, per_sample_rand, project
+from .base import Attack, kept_rows, per_sample_rand, project
 
 LOSSES = ("ce", "dlr")
 
@@ -157,14 +157,12 @@ class APGD(Attack):
                 found[gone],
             )
             keep = ~gone
-            idx, xa, ya, adv, loss, grad, best, best_loss, best_grad, step = (
-                t[keep] for t in (idx, xa, ya, adv, loss, grad, best, best_loss, best_grad, step)
+            idx, xa, ya, ta, ga, adv, loss, grad, best, best_loss, best_grad, step = kept_rows(
+                keep, idx, xa, ya, ta, ga, adv, loss, grad, best, best_loss, best_grad, step
             )
-            previous, adversarial, rises, halved_at_mark, best_at_mark, found = (
-                t[keep] for t in (previous, adversarial, rises, halved_at_mark, best_at_mark, found)
+            previous, adversarial, rises, halved_at_mark, best_at_mark, found = kept_rows(
+                keep, previous, adversarial, rises, halved_at_mark, best_at_mark, found
             )
-            ta = None if ta is None else ta[keep]
-            ga = None if ga is None else ga[keep]
 
         if self.early_stop and bool(found.any()):
             leave(found)

@@ -97,6 +97,12 @@ def per_sample_uniform(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.stack(draws).to(x.device, x.dtype)
 
 
+def kept_rows(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple:
+    """Each tensor's rows where `keep` is set (None stays None): how the iterative attacks compact
+    the samples still searching once some leave."""
+    return tuple(None if t is None else t[keep] for t in tensors)
+
+
 def check_eps(eps: float, norm: str) -> None:
     """eps in pixel scale: [0, 1] for Linf; for L2 any size up to the image's own diagonal (checked
     per batch), as L2 budgets grow with the image (ImageNet's standard is 3.0)."""

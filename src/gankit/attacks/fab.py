@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import Attack, per_sample_rand, project
+from .base import Attack, kept_rows, per_sample_rand, project
 
 
 def project_on_hyperplane(
@@ -158,8 +158,7 @@ class FAB(Attack):
             if bool(left.any()):
                 best[idx], best_size[idx], x1[idx] = ba.view(-1, *shape), sa, x1a.view(-1, *shape)
                 keep = ~left
-                idx, x1a, x0a, ya, ta, ba, sa = (t[keep] for t in (idx, x1a, x0a, ya, ta, ba, sa))
-                ga = None if ga is None else ga[keep]
+                idx, x1a, x0a, ya, ta, ga, ba, sa = kept_rows(keep, idx, x1a, x0a, ya, ta, ga, ba, sa)
         best[idx], best_size[idx], x1[idx] = ba.view(-1, *shape), sa, x1a.view(-1, *shape)
         found = torch.isfinite(best_size)
         return torch.where(found.view(-1, 1, 1, 1), best, x1), best_size

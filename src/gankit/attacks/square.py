@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GankitError
-from .base import Attack, per_sample_rand, project
+from .base import Attack, kept_rows, per_sample_rand, project
 
 # The paper's schedule of p, at fractions of a 10,000-query budget: (upper bound, divisor of p_init).
 SCHEDULE = (
@@ -198,7 +198,7 @@ class Square(Attack):
                 else:
                     m, sub = ma.clone(), changed.nonzero()[:, 0]
                     if len(sub):
-                        m[sub] = self._margin(ba[sub], ya[sub], None if ta is None else ta[sub])
+                        m[sub] = self._margin(*kept_rows(sub, ba, ya, ta))
                 better = m < ma
                 ba[win] = torch.where(better.view(-1, 1, 1, 1), new, old)
             else:
@@ -211,8 +211,7 @@ class Square(Attack):
             if done.any():
                 best[idx], margin[idx] = ba, ma
                 keep = ~done
-                idx, xa, ba, ma, ya = idx[keep], xa[keep], ba[keep], ma[keep], ya[keep]
-                ta = None if ta is None else ta[keep]
+                idx, xa, ba, ma, ya, ta = kept_rows(keep, idx, xa, ba, ma, ya, ta)
         best[idx], margin[idx] = ba, ma
         return best, margin
 
