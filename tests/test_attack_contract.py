@@ -90,6 +90,22 @@ def test_a_sample_alone_equals_the_sample_in_a_batch(model, name, norm):
 
 
 @pytest.mark.parametrize("name,norm", VARIANTS, ids=IDS)
+def test_batch_size_bounds_what_the_model_sees_and_changes_no_result(model, name, norm):
+    x = images(7, seed=4)
+    whole = attack(name, norm, model, 0.1).run(x)
+    seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    try:
+        batched = attack(name, norm, model, 0.1, batch_size=3).run(x)
+    finally:
+        hook.remove()
+    assert seen and max(seen) <= 3
+    assert torch.equal(batched.adversarial, whole.adversarial)
+    assert torch.equal(batched.labels, whole.labels) and torch.equal(batched.adv_pred, whole.adv_pred)
+    assert batched.found_by == whole.found_by
+
+
+@pytest.mark.parametrize("name,norm", VARIANTS, ids=IDS)
 def test_every_submodule_gets_its_mode_and_gradients_back(model, name, norm):
     modes = [m.training for m in model.modules()]
     grads = [p.requires_grad for p in model.parameters()]

@@ -195,6 +195,38 @@ def test_found_by_and_breakdown_account_for_every_image(standard):
     assert aa.protocol["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
 
 
+def test_each_member_attacks_every_survivor_before_the_next_member_starts(standard, monkeypatch):
+    """With a batch size, the survivors of all batches are pooled, as the reference implementation
+    does: the later members see full batches, not a few images from each batch."""
+    x, y = _data(120, 3)
+    calls: list[tuple[str, int]] = []
+    members = AutoAttack.components
+
+    def logged(self):
+        out = members(self)
+        for name, atk in out:
+            run = atk.perturb
+
+            def perturb(xb, yb, tb, name=name, run=run):
+                calls.append((name, len(xb)))
+                return run(xb, yb, tb)
+
+            atk.perturb = perturb
+        return out
+
+    monkeypatch.setattr(AutoAttack, "components", logged)
+    aa = AutoAttack(standard, 0.1, steps=20, queries=200, batch_size=50)
+    aa.run(x, y)
+    names = [n for n, _ in calls]
+    assert names == sorted(names, key=["apgd-ce", "apgd-t", "fab-t", "square"].index)  # one pass each
+    assert [b for n, b in calls if n == "apgd-ce"] == [50, 50, 20]
+    counts = aa.breakdown
+    for i, name in enumerate(["apgd-t", "fab-t", "square"]):
+        left = len(x) - counts["clean"] - sum(counts[m] for m in ["apgd-ce", "apgd-t", "fab-t"][: i + 1])
+        sizes = [b for n, b in calls if n == name]
+        assert sum(sizes) == left and all(b == 50 for b in sizes[:-1])
+
+
 @pytest.mark.parametrize("which", ["standard", "robust"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_robust_accuracy_within_one_point_of_torchattacks(request, which, norm):

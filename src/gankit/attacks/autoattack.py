@@ -7,7 +7,10 @@ version "rand", for randomised defences: APGD-CE and APGD-DLR with gradients ave
 forward passes (EOT).
 
 Each attack leaves an image out of its search once it is broken (`early_stop`): robust accuracy is
-what it would be without, the work is less.
+what it would be without, the work is less. With `batch_size`, a whole split handed to `run` is
+attacked as the reference implementation does it: each attack runs over all the images still robust,
+a batch at a time, before the next one starts, so the later attacks get full batches of survivors
+rather than a few images from each batch.
 
     aa = AutoAttack(model, eps=8/255, norm="linf")
     result = aa.run(images, labels)        # result.found_by: which attack broke each image
@@ -77,25 +80,26 @@ class AutoAttack(Attack):
 
     def components(self) -> list[tuple[str, Attack]]:
         """The attacks in the order they run."""
-        m, e, common = self.model, self.eps, {"norm": self.norm, "early_stop": True}
+        m, e = self.model, self.eps
+        common = {"norm": self.norm, "batch_size": self.batch_size}
+        searching = {**common, "early_stop": True}  # APGD's: leave a sample at its first success
         seeds = [self.seed * 7 + k for k in range(4)]
         if self.version == "rand":
             return [
-                ("apgd-ce", APGD(m, e, self.steps, loss="ce", eot=20, seed=seeds[0], **common)),
-                ("apgd-dlr", APGD(m, e, self.steps, loss="dlr", eot=20, seed=seeds[1], **common)),
+                ("apgd-ce", APGD(m, e, self.steps, loss="ce", eot=20, seed=seeds[0], **searching)),
+                ("apgd-dlr", APGD(m, e, self.steps, loss="dlr", eot=20, seed=seeds[1], **searching)),
             ]
         return [
-            ("apgd-ce", APGD(m, e, self.steps, loss="ce", seed=seeds[0], **common)),
-            ("apgd-t", APGDT(m, e, self.steps, n_targets=self.n_targets, seed=seeds[1], **common)),
-            ("fab-t", FAB(m, e, self.steps, self.norm, n_targets=self.n_targets, seed=seeds[2])),
-            ("square", Square(m, e, self.queries, self.norm, seed=seeds[3])),
+            ("apgd-ce", APGD(m, e, self.steps, loss="ce", seed=seeds[0], **searching)),
+            ("apgd-t", APGDT(m, e, self.steps, n_targets=self.n_targets, seed=seeds[1], **searching)),
+            ("fab-t", FAB(m, e, self.steps, n_targets=self.n_targets, seed=seeds[2], **common)),
+            ("square", Square(m, e, self.queries, seed=seeds[3], **common)),
         ]
 
     def perturb(self, x, labels, targets):
         if targets is not None:
             raise GankitError("autoattack is untargeted: leave out --target")
-        with torch.no_grad():
-            pred = self.model(x).argmax(1)
+        pred = self.logits(x).argmax(1)
         labels = pred if labels is None else labels
         robust = pred == labels
         found: list[str | None] = ["clean" if not ok else None for ok in robust.tolist()]
@@ -104,11 +108,8 @@ class AutoAttack(Attack):
             idx = robust.nonzero()[:, 0]
             if not len(idx):
                 break
-            tried = project(
-                attack.perturb(x[idx], labels[idx], None)[0].detach(), x[idx], self.eps, self.norm
-            )
-            with torch.no_grad():
-                broken = self.model(tried).argmax(1) != labels[idx]
+            tried = project(attack.perturb_batches(x[idx], labels[idx], None)[0], x[idx], self.eps, self.norm)
+            broken = self.logits(tried).argmax(1) != labels[idx]
             # An image no attack breaks keeps the first attack's highest-loss point: the nearest
             # thing to an adversarial example there is for it.
             keep = broken if name != "apgd-ce" else torch.ones_like(broken)
@@ -118,6 +119,10 @@ class AutoAttack(Attack):
                 found[i] = name
         self.found_by = found
         return adv, labels
+
+    def perturb_batches(self, x, labels, targets):
+        # `perturb` batches each member attack itself, attack after attack.
+        return self.perturb(x, labels, targets)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> AttackResult:
         result = super().run(images, labels, target)

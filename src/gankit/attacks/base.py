@@ -9,6 +9,9 @@
 - The input tensor is never modified; the output is always inside the epsilon ball and the [0, 1] box.
 - Random draws (random starts, random targets) are seeded per sample from the attack's seed and the
   sample's content, so a sample attacked alone gets the same result as inside any batch.
+- `batch_size` bounds how many images reach the model at once: a whole test split can be handed to
+  `run`, which then works through it a batch at a time on the model's device and returns the results
+  where the images came from.
 """
 
 from __future__ import annotations
@@ -134,11 +137,20 @@ class Attack:
     supports_target = True  # False: untargeted only (target= is refused)
 
     def __init__(
-        self, model: nn.Module, eps: float, *, norm: str = "linf", seed: int = 0, early_stop: bool = False
+        self,
+        model: nn.Module,
+        eps: float,
+        *,
+        norm: str = "linf",
+        seed: int = 0,
+        early_stop: bool = False,
+        batch_size: int | None = None,
     ):
         if norm not in NORMS:
             raise GankitError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
         check_eps(float(eps), norm)
+        if batch_size is not None and batch_size < 1:
+            raise GankitError(f"--batch-size {batch_size}: expected at least 1")
         self.model, self.eps, self.norm, self.seed, self.early_stop = (
             model,
             float(eps),
@@ -146,6 +158,36 @@ class Attack:
             seed,
             early_stop,
         )
+        self.batch_size = batch_size
+
+    # -- batches -------------------------------------------------------------------------------
+    def batches(self, n: int) -> list[slice]:
+        """Slices of at most `batch_size` rows covering range(n) (one slice when unbounded)."""
+        step = self.batch_size or max(n, 1)
+        return [slice(i, min(i + step, n)) for i in range(0, max(n, 1), step)]
+
+    def model_device(self, fallback: torch.device) -> torch.device:
+        """Where the model's parameters live (`fallback` for a model without any)."""
+        p = next(self.model.parameters(), None)
+        return fallback if p is None else p.device
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for `x`, without gradients, a batch at a time, on x's device."""
+        dev = self.model_device(x.device)
+        with torch.no_grad():
+            return torch.cat([self.model(x[s].to(dev)).to(x.device) for s in self.batches(len(x))])
+
+    def perturb_batches(self, x: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None):
+        """`perturb` a batch at a time on the model's device; results on x's device. AutoAttack
+        overrides it to run each of its attacks over every batch before the next attack starts."""
+        dev = self.model_device(x.device)
+        advs, labs = [], []
+        for s in self.batches(len(x)):
+            lab, tgt = (None if t is None else t[s].to(dev) for t in (labels, targets))
+            adv, lab = self.perturb(x[s].to(dev), lab, tgt)
+            advs.append(adv.detach().to(x.device))
+            labs.append(lab.to(x.device))
+        return (advs[0], labs[0]) if len(advs) == 1 else (torch.cat(advs), torch.cat(labs))
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def loss_and_grad(self, adv: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None):
@@ -192,8 +234,8 @@ class Attack:
     def run(self, images: torch.Tensor, labels: torch.Tensor | None = None, target=None) -> AttackResult:
         """Attack `images`; `target`: None (untargeted), class ids, 'least-likely' or 'random'."""
         adv, labels, targets, clean_logits, x = self._attack(images, labels, target, report=True)
-        with attack_mode(self.model), torch.no_grad():
-            probs = torch.softmax(self.model(adv).float(), 1)
+        with attack_mode(self.model):
+            probs = torch.softmax(self.logits(adv).float(), 1)
         conf, pred = probs.max(1)
         delta = (adv - x).flatten(1)
         success = pred != labels if targets is None else pred == targets
@@ -235,8 +277,7 @@ class Attack:
                 or target is not None
                 or (labels is None and (not self.first_step_at_input or self.eps == 0))
             ):
-                with torch.no_grad():
-                    clean_logits = self.model(x)
+                clean_logits = self.logits(x)
             if labels is not None:
                 labels = labels.to(x.device).long()
             elif clean_logits is not None:
@@ -244,7 +285,7 @@ class Attack:
             targets = None if target is None else resolve_targets(target, clean_logits, labels, x, self.seed)
             adv = x if self.eps == 0 else None
             if adv is None:
-                adv, labels = self.perturb(x, labels, targets)
+                adv, labels = self.perturb_batches(x, labels, targets)
             adv = project(adv.detach(), x, self.eps, self.norm)
         return adv, labels, targets, clean_logits, x
 

@@ -42,21 +42,17 @@ def robustness_curve(
     for eps in eps_list:
         worst = clean_correct.clone()
         for name in attacks:
-            correct, linf, l2, found = [], [], [], []
-            atk = make_attack(name, model, eps, **options)
+            # The whole set at once: the attack feeds the model `batch_size` images at a time (and
+            # AutoAttack runs each member over every survivor before the next member starts).
+            atk = make_attack(name, model, eps, batch_size=batch_size, **options)
             if isinstance(atk, AutoAttack):
                 protocol["autoattack"] = {k: v for k, v in atk.protocol.items() if k != "eps"}
-            for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
-                r = atk.run(xb.to(device), yb.to(device))
-                correct.append((r.adv_pred == r.labels).cpu())
-                linf.append(r.linf.cpu())
-                l2.append(r.l2.cpu())
-                found += r.found_by or []
-            correct_t = torch.cat(correct) & clean_correct
+            r = atk.run(images, labels)
+            correct_t = (r.adv_pred == r.labels).cpu() & clean_correct
             worst &= correct_t
-            row = _row(eps, name, correct_t, clean_correct, torch.cat(linf), torch.cat(l2))
+            row = _row(eps, name, correct_t, clean_correct, r.linf.cpu(), r.l2.cpu())
             if isinstance(atk, AutoAttack) and eps > 0:
-                row["breakdown"] = count_found(found, MEMBERS[atk.version])
+                row["breakdown"] = count_found(r.found_by, MEMBERS[atk.version])
                 for w in square_check(row["breakdown"]):
                     warnings.append({**w, "eps": eps})
             rows.append(row)
