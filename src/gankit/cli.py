@@ -363,7 +363,9 @@ def _evaluate_parser(sub) -> None:
         "--batch-size",
         type=int,
         default=32,
-        help="images per batch through the generator and the feature network",
+        help="images per batch through the generator and the feature network; with --attack, through "
+        "the classifier (AutoAttack pools each attack's survivors into such batches; for small images "
+        "a larger batch, e.g. the reference's 250, is faster)",
     )
     evaluate.add_argument(
         "--num-samples",
