@@ -131,17 +131,18 @@ def main() -> None:
         }
     )
     cdcgan = out / "cdcgan"
-    wall = trained(
-        "cdcgan",
-        cdcgan,
-        args.skip_existing,
-        data=str(folder),
-        seed=args.seed,
-        image_size=28,
-        channels=1,
-        max_steps=args.cdcgan_steps,
-    )
-    log.add({"run": "cdcgan", "train_wall_s": wall, "data": "labelled + pseudo-labelled folder"})
+    if "c" in args.only:  # only (c) draws from the generator
+        wall = trained(
+            "cdcgan",
+            cdcgan,
+            args.skip_existing,
+            data=str(folder),
+            seed=args.seed,
+            image_size=28,
+            channels=1,
+            max_steps=args.cdcgan_steps,
+        )
+        log.add({"run": "cdcgan", "train_wall_s": wall, "data": "labelled + pseudo-labelled folder"})
 
     half = args.unlabelled_ratio / 2
     extra = {
