@@ -33,7 +33,8 @@ def robustness_curve(
     carries the protocol (norm, seed, image count; AutoAttack's version and budgets) and the
     gradient-masking warnings of `checks.py`."""
     device = next(model.parameters()).device
-    rows, warnings = [], model_checks(model, images.to(device), labels.to(device))
+    # The checks read the first 100 images; the set itself stays where it is (the attacks move batches).
+    rows, warnings = [], model_checks(model, images[:100].to(device), labels[:100].to(device))
     with torch.no_grad():
         clean_correct = (
             torch.cat([model(b.to(device)).argmax(1).cpu() for b in images.split(batch_size)]) == labels
