@@ -89,7 +89,8 @@ def test_short_run_beats_chance_by_far_and_its_supervised_control(tmp_path):
     """625 steps on the embedded Fashion-MNIST subset with 100 labels, at the seed's settings (Adam 2e-4,
     no shifts, constant LR): test accuracy over 500 real test images far above chance (10%), and above
     the supervised control trained on the same 100 images for the same steps with the same options.
-    Measured on the dev VM for label draws 0, 1, 2: SSGAN - control = +2.8, +1.8, +0.4 points; at
+    Measured on the dev VM for label draws 0, 1, 2: SSGAN - control = +2.8, +1.8, +0.4 points (draw
+    0, the one tested: +1.0 on an AVX2-only AMD EPYC Zen 3 at fp32); at
     today's defaults (shifts, 6e-4, decay) this short run shows no gap (69.6% both, draw 0), which is why
     the comparison runs at the seed's settings (and, as measured then, on all 4,000 training images:
     --validation 0)."""
@@ -112,7 +113,11 @@ def test_short_run_beats_chance_by_far_and_its_supervised_control(tmp_path):
     assert json.loads((tmp_path / "base/labelled_indices.json").read_text())["indices"] == indices
     assert "generator" not in gankit.api.load_recipe(tmp_path / "base").modules
     assert b["steps"] == s["steps"]
-    assert r["accuracy"] >= gankit.api.evaluate(tmp_path / "base")["accuracy"] + 0.01
+    # At least one point, 5 of the 500 images, counted in images: the accuracies are float32 and
+    # 0.718 + 0.01 rounds above 0.728.
+    control = gankit.api.evaluate(tmp_path / "base")
+    right = [sum(row[i] for i, row in enumerate(e["confusion_matrix"])) for e in (r, control)]
+    assert right[0] >= right[1] + 5, right
 
 
 def test_entropy_term_makes_unlabelled_predictions_confident(tmp_path):
