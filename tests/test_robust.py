@@ -123,6 +123,21 @@ def test_a_step_period_attacks_validation_on_it_and_epochs_log_clean_accuracy_on
     assert [r["step"] for r in rows if "val_accuracy" in r] == [2, 4, 6, 8, 10, 12]
 
 
+def test_a_seed_draws_the_ssgan_s_labelled_images_beside_the_ssgan_s_validation_split(tmp_path, idx_dir):
+    """robust --labels N --seed S labels the very images ssgan --labels N --seed S does, beside the same
+    held-out split, so a pseudo-labeller and the robust runs it serves share their splits."""
+    common = dict(data="mnist", data_dir=str(idx_dir), labels=20, validation=16, seed=3, progress=False)
+    gankit.train("ssgan", out=str(tmp_path / "ss"), max_steps=1, batch_size=20, device="cpu", **common)
+    gankit.train("robust", out=str(tmp_path / "rb"), **{**TINY_MNIST, **common, "max_steps": 1})
+
+    def split(run, name):
+        return json.loads((tmp_path / run / name).read_text())["indices"]
+
+    for name in ("labelled_indices.json", "validation_indices.json"):
+        assert split("rb", name) == split("ss", name), name
+    assert not set(split("rb", "labelled_indices.json")) & set(split("rb", "validation_indices.json"))
+
+
 def test_pseudo_labelled_and_generated_images_join_every_batch(tmp_path, idx_dir):
     common = dict(TINY_MNIST, data_dir=str(idx_dir), batch_size=20)
     gankit.train("robust", progress=False, out=str(tmp_path / "teacher"), **common)
