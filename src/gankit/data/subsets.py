@@ -72,13 +72,17 @@ def read_indices(path: str | Path, size: int, labels: torch.Tensor) -> torch.Ten
     return t
 
 
-def holdout(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """Sorted indices of `n` labelled examples (`labels` >= 0) drawn at random from `seed`: a validation
-    split. Its own generator, so the split is the same whatever else a run draws."""
+def holdout(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Sorted indices of `n` labelled examples (`labels` >= 0) drawn at random: a validation split
+    (empty for n = 0). Its own fixed generator, so the split is the same whatever else a run draws,
+    whatever its seed and whichever recipe holds it out: a pseudo-labeller and the runs it serves
+    select on the same images, and a label draw beside it is the same in every recipe."""
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64)
     pool = torch.nonzero(labels >= 0).flatten()
     if n > len(pool) - 1:
         raise GankitError(
             f"--validation {n}: the data has {len(pool)} labelled images; hold out fewer (0 = none)"
         )
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(0)
     return pool[torch.randperm(len(pool), generator=g)[:n]].sort().values

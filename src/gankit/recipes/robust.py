@@ -297,10 +297,7 @@ class Robust(Recipe):
             cfg.validation = (
                 min(5000, len(data) // 12) if is_known_dataset(cfg.data) else max(1, len(data) // 12)
             )
-        # The same split whatever the seed, as the SSGAN holds out: runs of every seed and recipe
-        # (a pseudo-labeller and the robust runs it serves) select on the same images, and a label
-        # draw at --seed S is the same images in both recipes.
-        val = holdout(data.labels, cfg.validation) if cfg.validation else torch.empty(0, dtype=torch.int64)
+        val = holdout(data.labels, cfg.validation)
         free = torch.ones(len(data), dtype=torch.bool)
         free[val] = False
         labels = torch.where(free, data.labels, torch.full_like(data.labels, -1))

@@ -265,7 +265,7 @@ class SSGAN(Recipe):
         cfg = self.cfg
         if cfg.validation is None:
             cfg.validation = min(5000, len(data) // 12) if is_known_dataset(cfg.data) else 0
-        val = holdout(data.labels, cfg.validation) if cfg.validation else torch.empty(0, dtype=torch.int64)
+        val = holdout(data.labels, cfg.validation)
         labels = data.labels.clone()
         labels[val] = -1  # held out: never drawn as a labelled image
         if cfg.labels_file:
